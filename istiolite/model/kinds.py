@@ -1,0 +1,60 @@
+"""The Kubernetes kinds istiolite understands, and how each is parsed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from istiolite.model.endpointslice import parse_endpointslice
+from istiolite.model.meta import ObjectKey, ObjectMeta
+from istiolite.model.service import parse_service
+from istiolite.model.validation import ValidationError
+from istiolite.model.workload import parse_namespace, parse_node, parse_pod
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    group: str
+    versions: tuple[str, ...]
+    kind: str
+    namespaced: bool
+    parse: Callable[[dict[str, Any]], Any]
+
+
+KINDS: dict[str, Kind] = {
+    k.kind: k
+    for k in (
+        Kind("", ("v1",), "Service", True, parse_service),
+        Kind("", ("v1",), "Pod", True, parse_pod),
+        Kind("", ("v1",), "Namespace", False, parse_namespace),
+        Kind("", ("v1",), "Node", False, parse_node),
+        Kind("discovery.k8s.io", ("v1",), "EndpointSlice", True, parse_endpointslice),
+    )
+}
+
+
+class UnknownKind(ValueError):
+    """A well-formed object of a kind istiolite does not read (ignored, not an error)."""
+
+
+def parse_object(raw: Any) -> tuple[ObjectKey, Any]:
+    """Parse one Kubernetes object into its typed model; raises ValidationError naming the field."""
+    if not isinstance(raw, dict):
+        raise ValidationError("<document>", f"must be a mapping, got {type(raw).__name__}")
+    kind_name = raw.get("kind")
+    api_version = raw.get("apiVersion")
+    if not isinstance(kind_name, str) or not kind_name:
+        raise ValidationError("kind", "is required")
+    if not isinstance(api_version, str) or not api_version:
+        raise ValidationError("apiVersion", "is required")
+    kind = KINDS.get(kind_name)
+    if kind is None:
+        raise UnknownKind(f"{api_version}/{kind_name}")
+    group, _, version = api_version.rpartition("/")
+    if group != kind.group or version not in kind.versions:
+        expected = ", ".join(f"{kind.group}/{v}".lstrip("/") for v in kind.versions)
+        raise ValidationError("apiVersion", f"{api_version!r} for {kind_name}; expected {expected}")
+    obj = kind.parse(raw)
+    meta: ObjectMeta = obj.meta
+    return ObjectKey(kind_name, meta.namespace, meta.name), obj

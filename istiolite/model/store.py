@@ -1,0 +1,79 @@
+"""The config store: every object from every source, and who is told when it changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from istiolite.model.meta import ObjectKey
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """The keys whose object was added, changed or removed in one store update."""
+
+    keys: frozenset[ObjectKey]
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(k.kind for k in self.keys)
+
+
+Listener = Callable[[ChangeSet], None]
+
+
+class ConfigStore:
+    """Objects grouped by source (a file, a watch); the merged view is what translation reads.
+
+    When two sources define the same object, the source whose id sorts first wins, so the result
+    does not depend on the order files were read.
+    """
+
+    def __init__(self) -> None:
+        self._by_source: dict[str, dict[ObjectKey, Any]] = {}
+        self._merged: dict[ObjectKey, Any] = {}
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def replace_source(self, source: str, objects: Mapping[ObjectKey, Any]) -> ChangeSet:
+        """Set everything `source` holds; returns (and announces) what changed in the merged view."""
+        old = self._by_source.get(source, {})
+        if objects:
+            self._by_source[source] = dict(objects)
+        else:
+            self._by_source.pop(source, None)
+        touched = set(old) | set(objects)
+        changed: set[ObjectKey] = set()
+        for key in touched:
+            winner = self._winner(key)
+            before = self._merged.get(key)
+            if winner is None:
+                if key in self._merged:
+                    del self._merged[key]
+                    changed.add(key)
+            elif before is None or before != winner:
+                self._merged[key] = winner
+                changed.add(key)
+        result = ChangeSet(frozenset(changed))
+        if changed:
+            for listener in self._listeners:
+                listener(result)
+        return result
+
+    def owners(self, key: ObjectKey) -> list[str]:
+        return sorted(s for s, objs in self._by_source.items() if key in objs)
+
+    def snapshot(self) -> Mapping[ObjectKey, Any]:
+        """A read-only copy of the merged view, safe to keep while the store changes."""
+        return MappingProxyType(dict(self._merged))
+
+    def _winner(self, key: ObjectKey) -> Any | None:
+        for source in sorted(self._by_source):
+            obj = self._by_source[source].get(key)
+            if obj is not None:
+                return obj
+        return None
