@@ -67,7 +67,9 @@ def parse_proxy(node_id: str, metadata: dict[str, Any]) -> Proxy:
     try:
         proxy_type = ProxyType(raw_type)
     except ValueError:
-        raise ValidationError("node.id", f"proxy type {raw_type!r} is not sidecar or router") from None
+        raise ValidationError(
+            "node.id", f"proxy type {raw_type!r} is not sidecar or router"
+        ) from None
     if not ip:
         raise ValidationError("node.id", "the IP address part is empty")
     pod_name, _, ns_from_id = pod_and_ns.partition(".")

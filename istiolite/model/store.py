@@ -40,7 +40,7 @@ class ConfigStore:
         self._listeners.append(listener)
 
     def replace_source(self, source: str, objects: Mapping[ObjectKey, Any]) -> ChangeSet:
-        """Set everything `source` holds; returns (and announces) what changed in the merged view."""
+        """Set all that `source` holds; returns (and announces) what changed in the merged view."""
         old = self._by_source.get(source, {})
         if objects:
             self._by_source[source] = dict(objects)

@@ -6,7 +6,7 @@ from typing import Any
 
 
 class ValidationError(ValueError):
-    """An object failed validation; `field` is a JSON-path-like pointer (e.g. spec.ports[0].port)."""
+    """An object failed validation; `field` points at the culprit, e.g. spec.ports[0].port."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")

@@ -1,0 +1,134 @@
+"""The `istiolite` command: serve, bootstrap, render, version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from istiolite import __version__
+from istiolite.settings import Settings, env_default, split_host_port
+
+
+def _address(value: str) -> str:
+    try:
+        split_host_port(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return value
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="run the control plane")
+    p.add_argument(
+        "--config-dir",
+        action="append",
+        type=Path,
+        default=[],
+        help="directory of Kubernetes YAML to serve and watch (repeatable)",
+    )
+    p.add_argument("--grpc-addr", type=_address, default=env_default("GRPC_ADDR", ":15010"))
+    p.add_argument("--http-addr", type=_address, default=env_default("HTTP_ADDR", ":8080"))
+    p.add_argument(
+        "--monitoring-addr", type=_address, default=env_default("MONITORING_ADDR", ":15014")
+    )
+    p.add_argument("--trust-domain", default=env_default("TRUST_DOMAIN", "cluster.local"))
+    p.add_argument(
+        "--domain",
+        default=env_default("DOMAIN", "cluster.local"),
+        help="cluster DNS domain of service host names",
+    )
+    p.add_argument(
+        "--debounce-after",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="push once config has been quiet this long",
+    )
+    p.add_argument(
+        "--debounce-max",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="push at the latest this long after the first change of a burst",
+    )
+    p.add_argument(
+        "--log-format", choices=("json", "console"), default=env_default("LOG_FORMAT", "json")
+    )
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=env_default("LOG_LEVEL", "info"),
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from istiolite.logs import configure_logging
+    from istiolite.server import Istiolite
+
+    configure_logging(args.log_format, args.log_level)
+    if not args.config_dir:
+        print("istiolite serve: give at least one --config-dir", file=sys.stderr)
+        return 2
+    for directory in args.config_dir:
+        if not directory.is_dir():
+            print(f"istiolite serve: --config-dir {directory}: not a directory", file=sys.stderr)
+            return 2
+    settings = Settings(
+        config_dirs=list(args.config_dir),
+        grpc_addr=args.grpc_addr,
+        http_addr=args.http_addr,
+        monitoring_addr=args.monitoring_addr,
+        trust_domain=args.trust_domain,
+        domain=args.domain,
+        debounce_quiet=args.debounce_after,
+        debounce_max=args.debounce_max,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Istiolite(settings).run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from istiolite import bootstrap, render
+
+    parser = argparse.ArgumentParser(prog="istiolite", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    boot = sub.add_parser("bootstrap", help="write an Envoy bootstrap that points ADS at istiolite")
+    bootstrap.add_arguments(boot)
+    rend = sub.add_parser("render", help="print the config a proxy would get, offline")
+    render.add_arguments(rend)
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "bootstrap":
+        from istiolite import bootstrap
+
+        return bootstrap.run(args)
+    if args.command == "render":
+        from istiolite import render
+
+        return render.run(args)
+    print(__version__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""CDS: outbound clusters per service port, inbound clusters for the proxy's own workload."""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+from istiolite.model.protocol import Protocol
+from istiolite.model.proxy import Proxy
+from istiolite.model.service import Service, ServicePort
+from istiolite.networking.names import (
+    BLACKHOLE_CLUSTER,
+    INBOUND_PASSTHROUGH_BIND_IP,
+    INBOUND_PASSTHROUGH_CLUSTER,
+    PASSTHROUGH_CLUSTER,
+    Direction,
+    cluster_name,
+)
+from istiolite.networking.typed import ads_config_source, duration, pack, socket_address, uint32
+from istiolite.networking.workload import InboundPort
+from istiolite.push.context import PushContext
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+# istiod lifts Envoy's default circuit breakers (1024) unless a DestinationRule sets them.
+_UNLIMITED = 4294967295
+_HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+Cluster = cluster_pb2.Cluster
+
+
+def _default_circuit_breakers() -> circuit_breaker_pb2.CircuitBreakers:
+    return circuit_breaker_pb2.CircuitBreakers(
+        thresholds=[
+            circuit_breaker_pb2.CircuitBreakers.Thresholds(
+                max_connections=uint32(_UNLIMITED),
+                max_pending_requests=uint32(_UNLIMITED),
+                max_requests=uint32(_UNLIMITED),
+                max_retries=uint32(_UNLIMITED),
+                track_remaining=True,
+            )
+        ]
+    )
+
+
+def _protocol_options(protocol: Protocol) -> dict[str, object]:
+    options = http_protocol_options_pb2.HttpProtocolOptions
+    if protocol.is_http2:
+        value = options(
+            explicit_http_config=options.ExplicitHttpConfig(
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+            )
+        )
+    elif protocol == Protocol.AUTO:
+        # Sniffed ports keep whatever protocol the client spoke.
+        value = options(
+            use_downstream_protocol_config=options.UseDownstreamHttpConfig(
+                http_protocol_options=protocol_pb2.Http1ProtocolOptions(),
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
+            )
+        )
+    else:
+        return {}
+    return {_HTTP_OPTIONS_KEY: pack(value)}
+
+
+def outbound_cluster(ctx: PushContext, service: Service, port: ServicePort) -> Cluster:
+    host = ctx.hostname(service)
+    name = cluster_name(Direction.OUTBOUND, port.port, "", host)
+    cluster = Cluster(
+        name=name,
+        connect_timeout=duration(CONNECT_TIMEOUT_SECONDS),
+        circuit_breakers=_default_circuit_breakers(),
+    )
+    for key, value in _protocol_options(port.protocol).items():
+        cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    if service.type == "ExternalName":
+        cluster.type = Cluster.STRICT_DNS
+        cluster.dns_lookup_family = Cluster.V4_ONLY
+        cluster.lb_policy = Cluster.LEAST_REQUEST
+        cluster.load_assignment.CopyFrom(
+            endpoint_pb2.ClusterLoadAssignment(
+                cluster_name=name,
+                endpoints=[
+                    endpoint_components_pb2.LocalityLbEndpoints(
+                        lb_endpoints=[_lb_endpoint(service.external_name, port.port)]
+                    )
+                ],
+            )
+        )
+    elif service.headless:
+        # Headless: the client already picked a pod IP; send the connection where it was going.
+        cluster.type = Cluster.ORIGINAL_DST
+        cluster.lb_policy = Cluster.CLUSTER_PROVIDED
+    else:
+        cluster.type = Cluster.EDS
+        cluster.lb_policy = Cluster.LEAST_REQUEST
+        cluster.eds_cluster_config.CopyFrom(
+            Cluster.EdsClusterConfig(eds_config=ads_config_source(), service_name=name)
+        )
+    return cluster
+
+
+def outbound_clusters(ctx: PushContext) -> list[Cluster]:
+    """One cluster per service port; identical for every sidecar, so built once per push."""
+    return [
+        outbound_cluster(ctx, service, port)
+        for service in ctx.services
+        for port in service.ports
+        if port.protocol != Protocol.UDP
+    ]
+
+
+def _lb_endpoint(address: str, port: int) -> endpoint_components_pb2.LbEndpoint:
+    return endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(address=socket_address(address, port))
+    )
+
+
+def inbound_cluster(port: InboundPort) -> Cluster:
+    name = cluster_name(Direction.INBOUND, port.target_port)
+    cluster = Cluster(
+        name=name,
+        type=Cluster.STATIC,
+        connect_timeout=duration(CONNECT_TIMEOUT_SECONDS),
+        circuit_breakers=_default_circuit_breakers(),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[_lb_endpoint("127.0.0.1", port.target_port)]
+                )
+            ],
+        ),
+    )
+    for key, value in _protocol_options(port.protocol).items():
+        cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    return cluster
+
+
+def fixed_clusters(proxy: Proxy) -> list[Cluster]:
+    """PassthroughCluster, BlackHoleCluster and InboundPassthroughCluster, as istiod sends them."""
+    passthrough = Cluster(
+        name=PASSTHROUGH_CLUSTER,
+        type=Cluster.ORIGINAL_DST,
+        lb_policy=Cluster.CLUSTER_PROVIDED,
+        connect_timeout=duration(CONNECT_TIMEOUT_SECONDS),
+        circuit_breakers=_default_circuit_breakers(),
+    )
+    blackhole = Cluster(
+        name=BLACKHOLE_CLUSTER,
+        type=Cluster.STATIC,
+        connect_timeout=duration(CONNECT_TIMEOUT_SECONDS),
+    )
+    inbound_passthrough = Cluster(
+        name=INBOUND_PASSTHROUGH_CLUSTER,
+        type=Cluster.ORIGINAL_DST,
+        lb_policy=Cluster.CLUSTER_PROVIDED,
+        connect_timeout=duration(CONNECT_TIMEOUT_SECONDS),
+        circuit_breakers=_default_circuit_breakers(),
+        upstream_bind_config=base_pb2.BindConfig(
+            source_address=address_pb2.SocketAddress(
+                address=INBOUND_PASSTHROUGH_BIND_IP, port_value=0
+            )
+        ),
+    )
+    return [passthrough, blackhole, inbound_passthrough]

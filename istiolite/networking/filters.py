@@ -1,0 +1,64 @@
+"""Network filters shared by inbound and outbound listeners: HTTP connection manager, TCP proxy."""
+
+from __future__ import annotations
+
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from istiolite.networking.typed import ads_config_source, bool_value, pack
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+# What Envoy's http_inspector reports for plain-text HTTP; anything else falls to the TCP chain.
+SNIFFED_HTTP_PROTOCOLS = ("http/1.1", "http/1.0", "h2c")
+
+
+def http_connection_manager(
+    stat_prefix: str,
+    *,
+    rds_name: str | None = None,
+    route_config: route_pb2.RouteConfiguration | None = None,
+) -> lc.Filter:
+    manager = hcm.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        codec_type=hcm.HttpConnectionManager.AUTO,
+        use_remote_address=bool_value(False),
+        normalize_path=bool_value(True),
+        http_filters=[
+            # The router must be last; proxyless gRPC clients reject anything else.
+            hcm.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
+        ],
+    )
+    if rds_name is not None:
+        manager.rds.CopyFrom(hcm.Rds(config_source=ads_config_source(), route_config_name=rds_name))
+    elif route_config is not None:
+        manager.route_config.CopyFrom(route_config)
+    return lc.Filter(name=HCM_FILTER, typed_config=pack(manager))
+
+
+def tcp_proxy(stat_prefix: str, cluster: str) -> lc.Filter:
+    return lc.Filter(
+        name=TCP_PROXY_FILTER,
+        typed_config=pack(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)),
+    )
+
+
+def http_inspector() -> lc.ListenerFilter:
+    return lc.ListenerFilter(
+        name="envoy.filters.listener.http_inspector",
+        typed_config=pack(http_inspector_pb2.HttpInspector()),
+    )
+
+
+def original_dst() -> lc.ListenerFilter:
+    return lc.ListenerFilter(
+        name="envoy.filters.listener.original_dst",
+        typed_config=pack(original_dst_pb2.OriginalDst()),
+    )

@@ -1,0 +1,96 @@
+"""Per-type generation for one proxy, with the work shared by many proxies cached per push."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from google.protobuf import message
+
+from istiolite.model.proxy import Proxy, ProxyType
+from istiolite.networking.cluster import fixed_clusters, inbound_cluster, outbound_clusters
+from istiolite.networking.endpoint import all_load_assignments
+from istiolite.networking.listener import sidecar_listeners
+from istiolite.networking.resource import Resource, to_resource
+from istiolite.networking.route import outbound_route_configs
+from istiolite.networking.workload import inbound_ports
+from istiolite.push.context import PushContext
+from istiolite.xds import types
+
+Resources = dict[str, Resource]
+
+
+def _cached(ctx: PushContext, key: Hashable, build: Callable[[], Resources]) -> Resources:
+    found: Resources | None = ctx.cache.get(key)
+    if found is None:
+        found = build()
+        ctx.cache[key] = found
+    return found
+
+
+def _serialize(type_url: str, messages: list[Any]) -> Resources:
+    out: Resources = {}
+    for msg in messages:
+        name = msg.cluster_name if type_url == types.ENDPOINT else msg.name
+        out[name] = to_resource(name, type_url, msg)
+    return dict(sorted(out.items()))
+
+
+def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
+    inbound = tuple(inbound_ports(ctx, proxy)) if proxy.type == ProxyType.SIDECAR else ()
+    shared = _cached(
+        ctx,
+        ("cds-shared", proxy.type),
+        lambda: _serialize(types.CLUSTER, outbound_clusters(ctx) + fixed_clusters(proxy)),
+    )
+    if not inbound:
+        return shared
+
+    def build() -> Resources:
+        own = _serialize(types.CLUSTER, [inbound_cluster(p) for p in inbound])
+        return dict(sorted({**shared, **own}.items()))
+
+    return _cached(ctx, ("cds", proxy.type, inbound), build)
+
+
+def _endpoints(ctx: PushContext, proxy: Proxy) -> Resources:
+    return _cached(
+        ctx, ("eds",), lambda: _serialize(types.ENDPOINT, list(all_load_assignments(ctx).values()))
+    )
+
+
+def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:
+    if proxy.type != ProxyType.SIDECAR:
+        return {}  # router listeners come from Gateway objects
+    key = ("lds", proxy.interception_mode, proxy.namespace, tuple(inbound_ports(ctx, proxy)))
+    return _cached(ctx, key, lambda: _serialize(types.LISTENER, sidecar_listeners(ctx, proxy)))
+
+
+def _routes(ctx: PushContext, proxy: Proxy) -> Resources:
+    if proxy.type != ProxyType.SIDECAR:
+        return {}
+    key = ("rds", proxy.interception_mode, proxy.namespace)
+    return _cached(ctx, key, lambda: _serialize(types.ROUTE, outbound_route_configs(ctx, proxy)))
+
+
+_GENERATORS: dict[str, Callable[[PushContext, Proxy], Resources]] = {
+    types.CLUSTER: _clusters,
+    types.ENDPOINT: _endpoints,
+    types.LISTENER: _listeners,
+    types.ROUTE: _routes,
+}
+
+
+def generate(ctx: PushContext, proxy: Proxy, type_url: str) -> Resources:
+    """Every resource of `type_url` this proxy should see, by name. Unknown types: none."""
+    generator = _GENERATORS.get(type_url)
+    return generator(ctx, proxy) if generator else {}
+
+
+def message_class(type_url: str) -> type[message.Message] | None:
+    from google.protobuf import symbol_database
+
+    try:
+        return symbol_database.Default().GetSymbol(type_url.removeprefix("type.googleapis.com/"))
+    except KeyError:
+        return None

@@ -1,0 +1,131 @@
+"""RDS: one outbound route configuration per HTTP port, a virtual host per service."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+
+from istiolite.model.protocol import Protocol
+from istiolite.model.proxy import InterceptionMode, Proxy
+from istiolite.model.service import Service, ServicePort
+from istiolite.networking.names import PASSTHROUGH_CLUSTER, Direction, cluster_name, route_name
+from istiolite.networking.typed import duration, pack, uint32
+from istiolite.push.context import PushContext
+
+RouteConfiguration = route_pb2.RouteConfiguration
+
+
+def default_retry_policy() -> rc.RetryPolicy:
+    """istiod's default: two retries on connection failures and 503, each on another host."""
+    return rc.RetryPolicy(
+        retry_on="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        num_retries=uint32(2),
+        retry_host_predicate=[
+            rc.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=5,
+        retriable_status_codes=[503],
+    )
+
+
+def route_to_cluster(cluster: str) -> rc.Route:
+    return rc.Route(
+        name="default",
+        match=rc.RouteMatch(prefix="/"),
+        route=rc.RouteAction(
+            cluster=cluster,
+            # istiod turns Envoy's 15 s default route timeout off.
+            timeout=duration(0),
+            retry_policy=default_retry_policy(),
+            max_stream_duration=rc.RouteAction.MaxStreamDuration(
+                max_stream_duration=duration(0), grpc_timeout_header_max=duration(0)
+            ),
+        ),
+    )
+
+
+def service_domains(ctx: PushContext, service: Service, port: int, proxy_ns: str) -> list[str]:
+    """The names a client may use for a service: istiod's set, short names only in-namespace."""
+    fqdn = ctx.hostname(service)
+    names = [fqdn]
+    if service.namespace == proxy_ns:
+        names.append(service.name)
+    names.append(f"{service.name}.{service.namespace}")
+    names.append(f"{service.name}.{service.namespace}.svc")
+    if service.cluster_ip and not service.headless:
+        names.append(service.cluster_ip)
+    domains: list[str] = []
+    for name in names:
+        domains += [name, f"{name}:{port}"]
+    return domains
+
+
+def http_ports(ctx: PushContext, proxy: Proxy) -> dict[int, list[tuple[Service, ServicePort]]]:
+    """Service ports that get an HTTP route, grouped by port number."""
+    by_port: dict[int, list[tuple[Service, ServicePort]]] = defaultdict(list)
+    for service in ctx.services:
+        if service.headless and proxy.interception_mode == InterceptionMode.NONE:
+            # Without interception a client reaches headless pods directly, not through Envoy.
+            continue
+        for port in service.ports:
+            if port.protocol.is_http or port.protocol == Protocol.AUTO:
+                by_port[port.port].append((service, port))
+    return by_port
+
+
+def fallback_virtual_host(proxy: Proxy) -> rc.VirtualHost:
+    if proxy.interception_mode == InterceptionMode.NONE:
+        # Original destination would be Envoy's own listener here: refuse instead of looping.
+        return rc.VirtualHost(
+            name="block_all",
+            domains=["*"],
+            routes=[
+                rc.Route(
+                    name="block_all",
+                    match=rc.RouteMatch(prefix="/"),
+                    direct_response=rc.DirectResponseAction(status=502),
+                )
+            ],
+        )
+    return rc.VirtualHost(
+        name="allow_any", domains=["*"], routes=[route_to_cluster(PASSTHROUGH_CLUSTER)]
+    )
+
+
+def outbound_route_configs(ctx: PushContext, proxy: Proxy) -> list[RouteConfiguration]:
+    result: list[RouteConfiguration] = []
+    for port, members in sorted(http_ports(ctx, proxy).items()):
+        claimed: set[str] = set()
+        hosts: list[rc.VirtualHost] = []
+        for service, service_port in members:
+            host = ctx.hostname(service)
+            # Envoy rejects a route configuration where two virtual hosts share a domain.
+            domains = [
+                d for d in service_domains(ctx, service, port, proxy.namespace) if d not in claimed
+            ]
+            claimed.update(domains)
+            hosts.append(
+                rc.VirtualHost(
+                    name=f"{host}:{port}",
+                    domains=domains,
+                    routes=[
+                        route_to_cluster(
+                            cluster_name(Direction.OUTBOUND, service_port.port, "", host)
+                        )
+                    ],
+                    include_request_attempt_count=True,
+                )
+            )
+        hosts.append(fallback_virtual_host(proxy))
+        result.append(
+            RouteConfiguration(
+                name=route_name(port), virtual_hosts=hosts, validate_clusters={"value": False}
+            )
+        )
+    return result

@@ -1,0 +1,125 @@
+"""PushContext: an immutable index over one snapshot of the config store, built once per push."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from istiolite.model.endpointslice import EndpointSlice
+from istiolite.model.meta import ObjectKey
+from istiolite.model.service import Service, ServicePort
+from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
+
+
+@dataclass(frozen=True, slots=True)
+class Locality:
+    region: str = ""
+    zone: str = ""
+    sub_zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEndpoint:
+    """One ready address:port that serves one port of a Service."""
+
+    address: str
+    port: int
+    locality: Locality
+    labels: Mapping[str, str]
+    service_account: str
+    pod: str  # "ns/name" when the endpoint points at a Pod, else ""
+
+
+class PushContext:
+    """Everything translation reads, indexed for the generators. Never mutated after build.
+
+    `cache` holds serialized resources that many proxies share; it lives and dies with this push.
+    """
+
+    def __init__(self, objects: Mapping[ObjectKey, Any], *, domain: str, version: str) -> None:
+        self.domain = domain
+        self.version = version
+        self.cache: dict[Hashable, Any] = {}
+        services: list[Service] = []
+        slices: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
+        self.pods: dict[tuple[str, str], Pod] = {}
+        self.nodes: dict[str, Node] = {}
+        self.namespaces: dict[str, Namespace] = {}
+        for key, obj in objects.items():
+            match key.kind:
+                case "Service":
+                    services.append(obj)
+                case "EndpointSlice":
+                    slices[(obj.namespace, obj.service_name)].append(obj)
+                case "Pod":
+                    self.pods[(key.namespace, key.name)] = obj
+                case "Node":
+                    self.nodes[key.name] = obj
+                case "Namespace":
+                    self.namespaces[key.name] = obj
+        self.services: tuple[Service, ...] = tuple(
+            sorted(services, key=lambda s: s.hostname(domain))
+        )
+        self.services_by_host: dict[str, Service] = {s.hostname(domain): s for s in self.services}
+        self._slices = {k: sorted(v, key=lambda s: s.meta.name) for k, v in slices.items()}
+
+    def hostname(self, service: Service) -> str:
+        return service.hostname(self.domain)
+
+    def endpoints(self, service: Service, port: ServicePort) -> list[ServiceEndpoint]:
+        """Ready endpoints of one service port, deduplicated, in a stable order."""
+        result: dict[tuple[str, int], ServiceEndpoint] = {}
+        for eps in self._slices.get((service.namespace, service.name), ()):
+            target = _slice_port(eps, port)
+            if target is None:
+                continue
+            for ep in eps.endpoints:
+                if not ep.ready:
+                    continue
+                pod = None
+                if ep.target_ref is not None and ep.target_ref.kind in ("Pod", ""):
+                    pod = self.pods.get(
+                        (ep.target_ref.namespace or eps.namespace, ep.target_ref.name)
+                    )
+                locality = self._locality(ep.zone, ep.node_name, pod)
+                for address in ep.addresses:
+                    result.setdefault(
+                        (address, target),
+                        ServiceEndpoint(
+                            address=address,
+                            port=target,
+                            locality=locality,
+                            labels=pod.meta.labels if pod else {},
+                            service_account=pod.service_account if pod else "",
+                            pod=f"{pod.meta.namespace}/{pod.meta.name}" if pod else "",
+                        ),
+                    )
+        return [result[k] for k in sorted(result)]
+
+    def _locality(self, zone: str, node_name: str, pod: Pod | None) -> Locality:
+        node = self.nodes.get(node_name or (pod.node_name if pod else ""))
+        return Locality(
+            region=node.region if node else "",
+            zone=zone or (node.zone if node else ""),
+            sub_zone=pod.meta.labels.get(SUBZONE_LABEL, "") if pod else "",
+        )
+
+    def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> list[Service]:
+        """Services in `namespace` whose non-empty selector matches these workload labels."""
+        return [
+            s
+            for s in self.services
+            if s.namespace == namespace
+            and s.selector
+            and all(labels.get(k) == v for k, v in s.selector.items())
+        ]
+
+
+def _slice_port(eps: EndpointSlice, port: ServicePort) -> int | None:
+    """The endpoint port serving `port`: EndpointSlice ports carry the Service port's name."""
+    for candidate in eps.ports:
+        if candidate.name == port.name:
+            return candidate.port
+    return None

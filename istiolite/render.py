@@ -1,0 +1,58 @@
+"""`istiolite render`: the config a proxy would get, computed offline from a config directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from istiolite.debug.config_dump import config_dump
+from istiolite.model.proxy import parse_proxy
+from istiolite.model.store import ConfigStore
+from istiolite.model.validation import ValidationError
+from istiolite.networking.generator import generate
+from istiolite.push.context import PushContext
+from istiolite.sources.files import FileSource
+from istiolite.xds import types
+
+
+def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config-dir", action="append", required=True, type=Path)
+    parser.add_argument("--node-id", required=True, help="<type>~<ip>~<pod>.<ns>~<ns>.svc.<domain>")
+    parser.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--domain", default="cluster.local", help="cluster DNS domain")
+
+
+def render(config_dirs: list[Path], node_id: str, metadata: dict[str, object], domain: str) -> str:
+    store = ConfigStore()
+    FileSource(config_dirs, store).load_all()
+    ctx = PushContext(store.snapshot(), domain=domain, version="render")
+    proxy = parse_proxy(node_id, metadata)
+    by_type = {t: generate(ctx, proxy, t) for t in types.PUSH_ORDER}
+    return json_format.MessageToJson(config_dump(by_type), indent=2, sort_keys=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        metadata: dict[str, object] = dict(parse_pairs(args.meta, "--meta"))
+        labels = parse_pairs(args.label, "--label")
+        if labels:
+            metadata["LABELS"] = labels
+        print(render(args.config_dir, args.node_id, metadata, args.domain))
+    except (ValueError, ValidationError) as err:
+        print(f"istiolite render: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,142 @@
+"""Composition root: builds the components, runs them on one event loop, shuts down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from istiolite import __version__
+from istiolite.debug.http import HttpServer, Response
+from istiolite.logs import get_logger
+from istiolite.model.store import ChangeSet, ConfigStore
+from istiolite.push.context import PushContext
+from istiolite.push.debounce import Debouncer
+from istiolite.settings import Settings, split_host_port
+from istiolite.sources.files import FileSource
+from istiolite.xds.ads import AdsService
+
+log = get_logger("server")
+
+# istiod's gRPC server options: keepalive 30 s / 10 s, streams recycled after 30 min.
+GRPC_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.max_connection_age_ms", 30 * 60 * 1000),
+    ("grpc.max_connection_age_grace_ms", 10_000),
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+class Istiolite:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = ConfigStore()
+        self.files = FileSource(settings.config_dirs, self.store)
+        self._versions = itertools.count(1)
+        self.ads = AdsService(self._build_context())
+        self.debouncer: Debouncer[ChangeSet] = Debouncer(
+            self._push, quiet=settings.debounce_quiet, max_delay=settings.debounce_max
+        )
+        self.store.subscribe(self.debouncer.add)
+        self.grpc_port = 0
+
+    def _build_context(self) -> PushContext:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return PushContext(
+            self.store.snapshot(),
+            domain=self.settings.domain,
+            version=f"{stamp}/{next(self._versions)}",
+        )
+
+    async def _push(self, changes: list[ChangeSet]) -> None:
+        kinds = sorted({k for c in changes for k in c.kinds})
+        keys = sorted({str(k) for c in changes for k in c.keys})
+        ctx = self._build_context()
+        self.ads.update(ctx)
+        log.info(
+            "push",
+            version=ctx.version,
+            reason=kinds,
+            changed=keys[:20],
+            changed_count=len(keys),
+            proxies=len(self.ads.connections),
+            services=len(ctx.services),
+        )
+
+    def _grpc_server(self) -> grpc.aio.Server:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = (
+            ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+        self._health = health_servicer
+        return server
+
+    def _ready(self) -> Response:
+        if self.files.loaded:
+            return Response(200, "ok\n")
+        return Response(503, "config not loaded\n")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.files.load_all()
+        self.ads.update(self._build_context())
+        server = self._grpc_server()
+        host, port = split_host_port(self.settings.grpc_addr)
+        self.grpc_port = server.add_insecure_port(f"{host}:{port}")
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
+        await server.start()
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        http = HttpServer(
+            {"/ready": self._ready, "/version": lambda: Response(200, __version__ + "\n")}
+        )
+        monitoring = HttpServer(
+            {
+                "/version": lambda: Response(200, __version__ + "\n"),
+                "/metrics": lambda: Response(200, generate_latest(), CONTENT_TYPE_LATEST),
+            }
+        )
+        await http.start(*split_host_port(self.settings.http_addr))
+        await monitoring.start(*split_host_port(self.settings.monitoring_addr))
+        log.info(
+            "serving",
+            version=__version__,
+            grpc=f"{host}:{self.grpc_port}",
+            http=self.settings.http_addr,
+            monitoring=self.settings.monitoring_addr,
+            config_dirs=[str(d) for d in self.settings.config_dirs],
+            services=len(self.ads.context.services),
+        )
+        tasks = [
+            asyncio.create_task(self.debouncer.run(), name="debounce"),
+            asyncio.create_task(self.files.run(stop), name="files"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await http.stop()
+            await monitoring.stop()
+            await server.stop(grace=1.0)

@@ -1,0 +1,337 @@
+"""Sans-I/O state of one xDS stream: node, subscriptions, nonces, versions, ACK/NACK, deliveries.
+
+The gRPC handler feeds requests and pushes in; this module decides what to send. It never does
+I/O and reads time only through the injected clock, so the protocol tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+
+from istiolite.model.proxy import Proxy, parse_proxy
+from istiolite.model.validation import ValidationError
+from istiolite.networking.resource import Resource
+from istiolite.xds import types
+
+DiscoveryRequest = discovery_pb2.DiscoveryRequest
+DiscoveryResponse = discovery_pb2.DiscoveryResponse
+DeltaDiscoveryRequest = discovery_pb2.DeltaDiscoveryRequest
+DeltaDiscoveryResponse = discovery_pb2.DeltaDiscoveryResponse
+
+Resources = dict[str, Resource]
+Ctx = TypeVar("Ctx")
+# (config snapshot, proxy, type URL) -> every resource of that type the proxy may see.
+Generate = Callable[[Any, Proxy, str], Resources]
+
+WILDCARD = "*"
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol (e.g. no node on the first request); the stream is closed."""
+
+
+@dataclass(slots=True)
+class Nack:
+    nonce: str
+    rejected_version: str
+    message: str
+    at: float
+
+
+@dataclass(slots=True)
+class TypeState:
+    """What one stream knows about one type URL."""
+
+    type_url: str
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    nonce_sent: str = ""
+    version_sent: str = ""
+    sent_at: float | None = None
+    version_acked: str = ""
+    acked_at: float | None = None
+    nack: Nack | None = None
+    # name -> version the client has (Delta) or was last sent (SotW).
+    sent: dict[str, str] = field(default_factory=dict)
+    # SotW full-state types keep the last payloads to re-send during make-before-break.
+    sent_resources: Resources = field(default_factory=dict)
+    pushes: int = 0
+
+    def visible(self, resources: Resources) -> list[str]:
+        if self.wildcard:
+            return sorted(resources)
+        return sorted(n for n in self.names if n in resources)
+
+
+NackObserver = Callable[[Proxy, str, Nack], None]
+
+
+def _set_version(names_and_versions: Iterable[tuple[str, str]]) -> str:
+    digest = hashlib.blake2b(digest_size=8)
+    for name, version in names_and_versions:
+        digest.update(name.encode())
+        digest.update(b"\0")
+        digest.update(version.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+class XdsStream(Generic[Ctx]):
+    """State shared by both protocol variants."""
+
+    def __init__(
+        self,
+        generate: Generate,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        nonce_prefix: str | None = None,
+        on_nack: NackObserver | None = None,
+    ) -> None:
+        self._generate = generate
+        self._clock = clock
+        self._nonce_prefix = nonce_prefix or secrets.token_hex(4)
+        self._nonce_counter = 0
+        self._on_nack = on_nack
+        self.proxy: Proxy | None = None
+        self.types: dict[str, TypeState] = {}
+        self.stale_requests = 0
+        self.connected_at = clock()
+
+    def _next_nonce(self) -> str:
+        self._nonce_counter += 1
+        return f"{self._nonce_prefix}-{self._nonce_counter}"
+
+    def _ensure_node(self, node: base_pb2.Node, has_node: bool) -> Proxy:
+        if self.proxy is not None:
+            return self.proxy
+        if not has_node or not node.id:
+            raise ProtocolError("the first request on a stream must carry node.id")
+        metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+        try:
+            self.proxy = parse_proxy(node.id, metadata)
+        except ValidationError as err:
+            raise ProtocolError(f"invalid node: {err}") from None
+        return self.proxy
+
+    def _record_ack_or_nack(self, state: TypeState, error: Any | None, acked_version: str) -> None:
+        if error is not None:
+            nack = Nack(
+                nonce=state.nonce_sent,
+                rejected_version=state.version_sent,
+                message=error.message,
+                at=self._clock(),
+            )
+            state.nack = nack
+            if self._on_nack is not None and self.proxy is not None:
+                self._on_nack(self.proxy, state.type_url, nack)
+        else:
+            state.version_acked = acked_version
+            state.acked_at = self._clock()
+            state.nack = None
+
+    def _resources(self, ctx: Any, type_url: str) -> Resources:
+        assert self.proxy is not None
+        return self._generate(ctx, self.proxy, type_url)
+
+    def ordered_types(self) -> list[str]:
+        return sorted(self.types, key=lambda t: (types.push_rank(t), t))
+
+
+class SotwStream(XdsStream[Any]):
+    """State-of-the-world ADS: every response carries the whole (subscribed) set of a type."""
+
+    def on_request(self, request: DiscoveryRequest, ctx: Any) -> list[DiscoveryResponse]:
+        self._ensure_node(request.node, request.HasField("node"))
+        type_url = request.type_url
+        names = set(request.resource_names)
+        state = self.types.get(type_url)
+        if state is None or not request.response_nonce:
+            # A new subscription (or the client starting over): answer at once, even if unchanged.
+            state = TypeState(type_url)
+            self._apply_names(state, names)
+            self.types[type_url] = state
+            return self._respond(state, ctx, force=True)
+        if request.response_nonce != state.nonce_sent:
+            # An answer to a response we have since replaced; its successor's answer will follow.
+            self.stale_requests += 1
+            return []
+        error = request.error_detail if request.HasField("error_detail") else None
+        self._record_ack_or_nack(state, error, request.version_info)
+        before = set(state.names)
+        self._apply_names(state, names)
+        if state.names - before:
+            return self._respond(state, ctx, force=True)
+        return []
+
+    @staticmethod
+    def _apply_names(state: TypeState, names: set[str]) -> None:
+        state.wildcard = WILDCARD in names or (
+            not names and state.type_url in types.FULL_STATE_TYPES
+        )
+        state.names = names - {WILDCARD}
+
+    def on_push(self, ctx: Any) -> list[DiscoveryResponse]:
+        """Send every subscribed type whose content changed, CDS → EDS → LDS → RDS → others.
+
+        Full-state types that lose resources first go out with the old ones still present, and
+        only after listeners and routes have moved away are they sent without them.
+        """
+        out: list[DiscoveryResponse] = []
+        shrink_later: list[tuple[TypeState, Resources]] = []
+        clusters_changed = False
+        for type_url in self.ordered_types():
+            state = self.types[type_url]
+            resources = self._resources(ctx, type_url)
+            if type_url in types.FULL_STATE_TYPES:
+                removed = {n: r for n, r in state.sent_resources.items() if n not in resources}
+                if removed:
+                    shrink_later.append((state, resources))
+                    resources = {**resources, **removed}
+            force = type_url == types.ENDPOINT and clusters_changed
+            sent = self._respond(state, ctx, force=force, resources=resources)
+            if type_url == types.CLUSTER and sent:
+                # A (re)sent cluster warms until it gets endpoints again.
+                clusters_changed = True
+            out += sent
+        for state, resources in reversed(shrink_later):
+            out += self._respond(state, ctx, force=False, resources=resources)
+        return out
+
+    def _respond(
+        self, state: TypeState, ctx: Any, *, force: bool, resources: Resources | None = None
+    ) -> list[DiscoveryResponse]:
+        if resources is None:
+            resources = self._resources(ctx, state.type_url)
+        chosen = [resources[n] for n in state.visible(resources)]
+        version = _set_version((r.name, r.version) for r in chosen)
+        if not force and version == state.version_sent:
+            # Unchanged, or exactly what the client already rejected: do not send it again.
+            return []
+        nonce = self._next_nonce()
+        response = DiscoveryResponse(version_info=version, type_url=state.type_url, nonce=nonce)
+        for resource in chosen:
+            response.resources.add(type_url=resource.type_url, value=resource.payload)
+        state.nonce_sent = nonce
+        state.version_sent = version
+        state.sent_at = self._clock()
+        state.sent = {r.name: r.version for r in chosen}
+        if state.type_url in types.FULL_STATE_TYPES:
+            state.sent_resources = {r.name: r for r in chosen}
+        state.pushes += 1
+        return [response]
+
+
+class DeltaStream(XdsStream[Any]):
+    """Incremental ADS: only changed resources travel; deletions are named in removed_resources."""
+
+    def on_request(self, request: DeltaDiscoveryRequest, ctx: Any) -> list[DeltaDiscoveryResponse]:
+        self._ensure_node(request.node, request.HasField("node"))
+        type_url = request.type_url
+        subscribe = set(request.resource_names_subscribe)
+        unsubscribe = set(request.resource_names_unsubscribe)
+        state = self.types.get(type_url)
+        first = state is None
+        if state is None:
+            state = TypeState(type_url)
+            # An empty first subscription to CDS/LDS is the legacy way of asking for everything.
+            state.wildcard = not subscribe and type_url in types.FULL_STATE_TYPES
+            # On reconnect the client says what it already has; send only what differs.
+            state.sent = dict(request.initial_resource_versions)
+            self.types[type_url] = state
+        elif request.response_nonce:
+            if request.response_nonce == state.nonce_sent:
+                error = request.error_detail if request.HasField("error_detail") else None
+                self._record_ack_or_nack(state, error, state.version_sent)
+            else:
+                self.stale_requests += 1
+        # Subscription changes apply whatever the nonce.
+        if WILDCARD in subscribe:
+            state.wildcard = True
+        if WILDCARD in unsubscribe:
+            state.wildcard = False
+        subscribe.discard(WILDCARD)
+        unsubscribe.discard(WILDCARD)
+        state.names |= subscribe
+        state.names -= unsubscribe
+        for name in unsubscribe:
+            state.sent.pop(name, None)
+        if first or subscribe:
+            return self._respond(
+                state, ctx, force=subscribe, announce_missing=subscribe, always=first
+            )
+        return []
+
+    def on_push(self, ctx: Any) -> list[DeltaDiscoveryResponse]:
+        """Changes in CDS → EDS → LDS → RDS order, then removals in the reverse order."""
+        out: list[DeltaDiscoveryResponse] = []
+        resent_clusters: set[str] = set()
+        for type_url in self.ordered_types():
+            state = self.types[type_url]
+            force = resent_clusters if type_url == types.ENDPOINT else set()
+            sent = self._respond(state, ctx, force=force, removals=False)
+            if type_url == types.CLUSTER:
+                resent_clusters = {r.name for resp in sent for r in resp.resources}
+            out += sent
+        for type_url in reversed(self.ordered_types()):
+            out += self._respond(self.types[type_url], ctx, changes=False)
+        return out
+
+    def _respond(
+        self,
+        state: TypeState,
+        ctx: Any,
+        *,
+        force: set[str] | frozenset[str] = frozenset(),
+        announce_missing: set[str] | frozenset[str] = frozenset(),
+        always: bool = False,
+        changes: bool = True,
+        removals: bool = True,
+    ) -> list[DeltaDiscoveryResponse]:
+        resources = self._resources(ctx, state.type_url)
+        visible = state.visible(resources)
+        changed: list[Resource] = []
+        if changes:
+            changed = [
+                resources[n]
+                for n in visible
+                if n in force or state.sent.get(n) != resources[n].version
+            ]
+        removed: list[str] = []
+        if removals:
+            shown = set(visible)
+            removed = sorted(
+                {n for n in state.sent if n not in shown}
+                # A name asked for that does not exist: say so, so the client stops waiting.
+                | {n for n in announce_missing if n not in resources}
+            )
+        if not changed and not removed and not always:
+            return []
+        nonce = self._next_nonce()
+        response = DeltaDiscoveryResponse(
+            type_url=state.type_url, nonce=nonce, removed_resources=removed
+        )
+        for resource in changed:
+            response.resources.add(
+                name=resource.name,
+                version=resource.version,
+                resource={"type_url": resource.type_url, "value": resource.payload},
+            )
+            state.sent[resource.name] = resource.version
+        for name in removed:
+            state.sent.pop(name, None)
+        version = _set_version((n, state.sent[n]) for n in sorted(state.sent))
+        response.system_version_info = version
+        state.nonce_sent = nonce
+        state.version_sent = version
+        state.sent_at = self._clock()
+        state.pushes += 1
+        return [response]
