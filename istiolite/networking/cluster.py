@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
@@ -159,7 +159,7 @@ def fixed_clusters(proxy: Proxy) -> list[Cluster]:
         lb_policy=Cluster.CLUSTER_PROVIDED,
         connect_timeout=duration(CONNECT_TIMEOUT_SECONDS),
         circuit_breakers=_default_circuit_breakers(),
-        upstream_bind_config=base_pb2.BindConfig(
+        upstream_bind_config=address_pb2.BindConfig(
             source_address=address_pb2.SocketAddress(
                 address=INBOUND_PASSTHROUGH_BIND_IP, port_value=0
             )

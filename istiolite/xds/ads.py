@@ -117,6 +117,12 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         except ProtocolError as err:
             log.warning("stream rejected", connection=conn.id, peer=conn.peer, error=str(err))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as err:
+            # A bug in translation: say so loudly, close this stream; the proxy reconnects.
+            log.exception("config generation failed", connection=conn.id, proxy=_proxy_id(conn))
+            await context.abort(grpc.StatusCode.INTERNAL, f"config generation failed: {err}")
         finally:
             reader.cancel()
             del self.connections[conn.id]
@@ -133,6 +139,10 @@ async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None
         raise
     except Exception as err:  # the client went away mid-read
         queue.put_nowait(err)
+
+
+def _proxy_id(conn: Connection) -> str:
+    return conn.proxy.id if conn.proxy is not None else ""
 
 
 def _log_nack(proxy: Proxy, type_url: str, nack: Nack) -> None:
