@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from envoy.admin.v3 import (
-    cluster_pb2 as _admin_clusters,  # noqa: F401 (registers ClustersConfigDump)
-)
 from envoy.admin.v3 import config_dump_pb2, config_dump_shared_pb2
 from google.protobuf import any_pb2
 

