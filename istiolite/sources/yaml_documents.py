@@ -1,0 +1,263 @@
+"""Manifest text → the Kubernetes objects it holds, each with the line where it starts.
+
+A manifest is multi-document YAML (`---` separated), possibly with `kind: List` documents (as
+kubectl writes them); JSON is read as YAML, so the same line numbers come out of it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+# libyaml is ~7x faster; the pure-Python loader gives the same results.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# libyaml's composer recurses in C with no depth limit: a few tens of thousands of nested
+# collections overflow the stack and kill the process, so deeper input is refused beforehand.
+MAX_DEPTH = 1000
+
+# What YAML refuses to read (PyYAML's Reader.NON_PRINTABLE), to point at the offending character.
+_NON_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+_FIELD_PART = re.compile(r"([^.\[\]]+)|\[([^\]]*)\]")
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class ManifestSyntaxError(ValueError):
+    """The text is not YAML (nor JSON); `line` and `column` are 1-based, None when unknown."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        where = ""
+        if line is not None:
+            where = f" (line {line}, column {column})" if column is not None else f" (line {line})"
+        super().__init__(f"{message}{where}")
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+@dataclass(frozen=True, slots=True)
+class RawObject:
+    """One object as written in the file, before the model has looked at it."""
+
+    raw: Any
+    line: int  # 1-based line of the object's first key
+    # A fault in the YAML itself that makes the object unreliable (field, message), e.g. a key
+    # given twice: PyYAML silently keeps the last, kubectl refuses the object.
+    problem: tuple[str, str] | None = None
+    node: yaml.Node | None = field(default=None, repr=False, compare=False)
+
+    def line_of(self, field_path: str) -> int:
+        """The line of a field named as ValidationError names it (spec.ports[0].port), or of the
+        deepest part of that path that exists (the object's line when none does)."""
+        node = self.node
+        line = self.line
+        for match in _FIELD_PART.finditer(field_path):
+            part = match.group(1) if match.group(1) is not None else match.group(2)
+            if isinstance(node, yaml.MappingNode):
+                found = [(k, v) for k, v in node.value if _scalar(k) == part]
+                if not found:
+                    break
+                key_node, node = found[-1]
+                line = key_node.start_mark.line + 1
+            elif isinstance(node, yaml.SequenceNode) and part.isdigit():
+                if int(part) >= len(node.value):
+                    break
+                node = node.value[int(part)]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return line
+
+
+def read_objects(text: str, *, json_fallback: bool = False) -> list[RawObject]:
+    """All objects of a manifest, in file order; raises ManifestSyntaxError for the whole text.
+
+    `json_fallback`: when YAML cannot read the text, try strict JSON (YAML 1.1 refuses some valid
+    JSON, such as tab indentation); objects read that way carry line 1.
+    """
+    try:
+        documents = _load_documents(text)
+    except ManifestSyntaxError:
+        if not json_fallback:
+            raise
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ManifestSyntaxError(exc.msg, exc.lineno, exc.colno) from None
+        documents = [(data, None)]
+    objects: list[RawObject] = []
+    for data, annotated in documents:
+        objects.extend(_expand(data, annotated))
+    return objects
+
+
+def _load_documents(text: str) -> list[tuple[Any, _Annotated | None]]:
+    _check_depth(text)
+    loader = _Loader(text)
+    documents: list[tuple[Any, _Annotated | None]] = []
+    node: yaml.Node | None = None
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            # Before construction: constructing flattens `<<` merges into the node, which would
+            # make legitimate overrides look like repeated keys.
+            duplicates = _duplicate_keys(node)
+            data = loader.construct_document(node)
+            documents.append((data, _Annotated(node, duplicates)))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = str(exc.problem or exc.context or exc)
+        if exc.context and exc.problem:
+            # The problem is often found far from its cause (an unclosed bracket is reported at
+            # the end of the file), so say where the construct began too.
+            start = exc.context_mark
+            where = f" at line {start.line + 1}, column {start.column + 1}" if start else ""
+            message = f"{exc.problem} ({exc.context}{where})"
+        if mark is None:
+            raise ManifestSyntaxError(message) from None
+        raise ManifestSyntaxError(message, mark.line + 1, mark.column + 1) from None
+    except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
+        raise _reader_error(text, exc) from None
+    except RecursionError:  # only the pure-Python loader gets here, below MAX_DEPTH
+        raise ManifestSyntaxError("nested too deeply") from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # An explicit tag whose value does not convert (`!!int abc`, `!!timestamp x`).
+        line = node.start_mark.line + 1 if node is not None else None
+        raise ManifestSyntaxError(f"cannot read a tagged value: {exc}", line) from None
+    finally:
+        loader.dispose()
+    return documents
+
+
+def _check_depth(text: str) -> None:
+    # Every collection needs at least one of these characters of its own, so their count bounds
+    # the depth; only text that could be deep pays for the event walk.
+    if sum(text.count(c) for c in "[{-?:") <= MAX_DEPTH:
+        return
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    raise ManifestSyntaxError(
+                        f"nested more than {MAX_DEPTH} levels deep", mark.line + 1, mark.column + 1
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # a syntax error: composing reports it with its position
+
+
+def _reader_error(text: str, exc: yaml.YAMLError) -> ManifestSyntaxError:
+    found = _NON_PRINTABLE.search(text)
+    if found is None:
+        return ManifestSyntaxError(str(exc))
+    pos = found.start()
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return ManifestSyntaxError(f"character #x{ord(found.group()):04x} is not allowed", line, column)
+
+
+@dataclass(frozen=True, slots=True)
+class _Annotated:
+    node: yaml.Node
+    duplicates: list[tuple[str, str]]  # (field path, message), in file order
+
+
+def _expand(data: Any, annotated: _Annotated | None) -> list[RawObject]:
+    node = annotated.node if annotated else None
+    duplicates = annotated.duplicates if annotated else []
+    line = node.start_mark.line + 1 if node is not None else 1
+    if data is None:
+        return []  # an empty document (a stray `---`, or only comments)
+    if not _is_list(data):
+        return [RawObject(data, line, duplicates[0] if duplicates else None, node)]
+    items = data.get("items")
+    outside_items = [d for d in duplicates if not d[0].startswith("items[")]
+    if outside_items:
+        return [RawObject(data, line, outside_items[0], node)]
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        return [RawObject(data, line, ("items", f"must be a list, got {type(items).__name__}"))]
+    item_nodes = _items_nodes(node)
+    if len(item_nodes) != len(items):
+        item_nodes = [None] * len(items)  # e.g. items from a `<<` merge: no node per item
+    objects: list[RawObject] = []
+    for i, (item, item_node) in enumerate(zip(items, item_nodes, strict=True)):
+        prefix = f"items[{i}]"
+        problem = next(
+            (
+                (path[len(prefix) :].lstrip("."), message)
+                for path, message in duplicates
+                if path.startswith((f"{prefix}.", f"{prefix}["))
+            ),
+            None,
+        )
+        item_line = item_node.start_mark.line + 1 if item_node is not None else line
+        objects.append(RawObject(item, item_line, problem, item_node))
+    return objects
+
+
+def _is_list(data: Any) -> bool:
+    """`kind: List` (kubectl's), or a typed list such as ServiceList as the API returns it."""
+    if not isinstance(data, dict):
+        return False
+    kind = data.get("kind")
+    return kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in data)
+
+
+def _items_nodes(node: yaml.Node | None) -> list[yaml.Node | None]:
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    for key_node, value_node in reversed(node.value):  # the last `items` wins, as in the data
+        if _scalar(key_node) == "items":
+            return list(value_node.value) if isinstance(value_node, yaml.SequenceNode) else []
+    return []
+
+
+def _duplicate_keys(root: yaml.Node) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    seen: set[int] = set()  # aliases share nodes; visiting each once keeps this linear
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        children: list[tuple[yaml.Node, str]] = []
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = _scalar(key_node)
+                if key is None or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                child = _join(path, key)
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    found.append((child, f"is given twice (lines {first_line[key]} and {line})"))
+                else:
+                    first_line[key] = line
+                children.append((value_node, child))
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(child, f"{path}[{i}]") for i, child in enumerate(node.value)]
+        stack.extend(reversed(children))  # depth-first in file order
+    return found
+
+
+def _scalar(node: yaml.Node) -> str | None:
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def _join(path: str, key: str) -> str:
+    if _PLAIN_KEY.match(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{key}]"
