@@ -8,7 +8,9 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from istiolite.bootstrap import parse_pairs
 from istiolite.debug.config_dump import config_dump
+from istiolite.logs import configure_logging
 from istiolite.model.proxy import parse_proxy
 from istiolite.model.store import ConfigStore
 from istiolite.model.validation import ValidationError
@@ -16,16 +18,6 @@ from istiolite.networking.generator import generate
 from istiolite.push.context import PushContext
 from istiolite.sources.files import FileSource
 from istiolite.xds import types
-
-
-def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} {pair!r}: expected KEY=VALUE")
-        out[key] = value
-    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,10 +34,14 @@ def render(config_dirs: list[Path], node_id: str, metadata: dict[str, object], d
     ctx = PushContext(store.snapshot(), domain=domain, version="render")
     proxy = parse_proxy(node_id, metadata)
     by_type = {t: generate(ctx, proxy, t) for t in types.PUSH_ORDER}
-    return json_format.MessageToJson(config_dump(by_type), indent=2, sort_keys=False)
+    return json_format.MessageToJson(
+        config_dump(by_type), indent=2, preserving_proto_field_name=True
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    # Output is the config on stdout; only problems with the input go to stderr.
+    configure_logging("console", "warning")
     try:
         metadata: dict[str, object] = dict(parse_pairs(args.meta, "--meta"))
         labels = parse_pairs(args.label, "--label")
