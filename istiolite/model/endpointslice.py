@@ -70,6 +70,9 @@ def _parse_endpoint(raw: Any, where: str, address_type: str) -> Endpoint:
             require_str(address, f"{where}.addresses[{j}]", required=True)
             continue
         try:
+            # ip_address() also takes ints (and so bools): YAML `true` or `167772161` would pass.
+            if not isinstance(address, str):
+                raise TypeError(address)
             ip = ipaddress.ip_address(address)
         except (ValueError, TypeError):
             raise ValidationError(

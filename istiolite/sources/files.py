@@ -35,8 +35,7 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 DEBOUNCE_MS = 50
 STEP_MS = 10
 # How often an idle watcher wakes up to notice a config directory appearing or vanishing.
-TICK_MS = 1000
-RETRY_SECONDS = 1.0
+IDLE_TICK_SECONDS = 1.0
 
 _PARSE_ERROR = "config file does not parse"
 _INVALID_OBJECT = "invalid object rejected"
@@ -104,7 +103,13 @@ class FileSource:
     rescans the directory holding them.
     """
 
-    def __init__(self, directories: list[Path], store: ConfigStore) -> None:
+    def __init__(
+        self,
+        directories: list[Path],
+        store: ConfigStore,
+        *,
+        idle_tick_seconds: float = IDLE_TICK_SECONDS,
+    ) -> None:
         # Absolute but not symlink-resolved: a ConfigMap file resolves to a path under a
         # timestamped directory that changes on every update, and the source id must not.
         self._roots: tuple[str, ...] = tuple(dict.fromkeys(os.path.abspath(d) for d in directories))
@@ -114,6 +119,10 @@ class FileSource:
         self._problems: dict[str, list[_Problem]] = {}
         self._missing_roots: set[str] = set()
         self.loaded = False
+        # True while the watch is in place and caught up with the disk: edits made from then on
+        # arrive as file events.
+        self.watching = False
+        self._tick = idle_tick_seconds
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -151,18 +160,25 @@ class FileSource:
     # -- watching --------------------------------------------------------------------------
 
     async def _watch(self, halt: asyncio.Event) -> None:
+        previous: frozenset[str] | None = None
         while not halt.is_set():
             present = await asyncio.to_thread(self._present_roots)
             self._note_roots(present)
             try:
                 if present:
-                    await self._watch_roots(present, halt)
+                    previous = present
+                    await self._watch_roots(present, halt)  # rescans on its first wake-up
                     continue
+                if previous != present:
+                    # Nothing left to watch, but the files of vanished directories must go.
+                    previous = present
+                    state = self._frozen_state()
+                    self._apply(await asyncio.to_thread(self._scan, set(), set(self._roots), state))
             except Exception:  # never stop watching over one failure (a directory just removed…)
                 log.exception("config directory watcher failed; restarting")
             # Nothing watchable (or a failure): poll until a directory appears.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(halt.wait(), RETRY_SECONDS)
+                await asyncio.wait_for(halt.wait(), self._tick)
 
     async def _watch_roots(self, present: frozenset[str], halt: asyncio.Event) -> None:
         """One watcher over the directories that exist; returns when that set must change."""
@@ -172,27 +188,31 @@ class FileSource:
             debounce=DEBOUNCE_MS,
             step=STEP_MS,
             stop_event=halt,
-            rust_timeout=TICK_MS,
+            rust_timeout=max(1, round(self._tick * 1000)),
             yield_on_timeout=True,
             ignore_permission_denied=True,
         )
-        resynced = False
-        async with contextlib.aclosing(changes):
-            async for batch in changes:
-                paths = {path for _, path in batch}
-                # The first wake-up after the watch is in place rescans everything, catching what
-                # changed between the load (or the last watcher) and now.
-                trees = set() if resynced else set(self._roots)
-                resynced = True
-                if not paths and not trees:
-                    scan = _Scan(present_roots=await asyncio.to_thread(self._present_roots))
-                    scan.restart_watch = scan.present_roots != present
-                else:
-                    state = self._frozen_state()
-                    scan = await asyncio.to_thread(self._scan_changes, paths, trees, present, state)
-                self._apply(scan)
-                if scan.restart_watch or halt.is_set():
-                    return
+        # The first wake-up (an event, or the idle tick) rescans everything, catching what
+        # changed between the load (or the previous watcher) and the watch being in place.
+        rescan = set(self._roots)
+        try:
+            async with contextlib.aclosing(changes):
+                async for batch in changes:
+                    scan = await self._scan_batch({path for _, path in batch}, rescan, present)
+                    rescan = set()
+                    self._apply(scan)
+                    self.watching = True
+                    if scan.restart_watch or halt.is_set():
+                        return
+        finally:
+            self.watching = False
+
+    async def _scan_batch(self, paths: set[str], trees: set[str], watched: frozenset[str]) -> _Scan:
+        if not paths and not trees:  # idle tick: only check the directories still exist
+            present = await asyncio.to_thread(self._present_roots)
+            return _Scan(present_roots=present, restart_watch=present != watched)
+        state = self._frozen_state()
+        return await asyncio.to_thread(self._scan_changes, paths, trees, watched, state)
 
     # -- disk side (runs in a worker thread, touches no mutable state) ------------------------
 
