@@ -49,16 +49,15 @@ _BY_NAME = {
 
 
 def protocol_for_port(name: str, app_protocol: str, l4_protocol: str) -> Protocol:
-    """appProtocol wins, then the port-name prefix (`http-web`), then the L4 protocol."""
+    """As Istio: UDP is UDP; else appProtocol when set, otherwise the port name, by prefix
+    (`http-web` is HTTP). Anything unrecognised is sniffed (AUTO)."""
     if l4_protocol.upper() == "UDP":
         return Protocol.UDP
-    if app_protocol:
-        found = _BY_NAME.get(app_protocol.lower())
-        if found is not None:
-            return found
-    prefix = name.lower().split("-", 1)[0]
-    # "grpc-web" is itself hyphenated, so try the whole name first.
-    found = _BY_NAME.get(name.lower()) if name.lower() == "grpc-web" else _BY_NAME.get(prefix)
-    if found is not None:
-        return found
-    return Protocol.AUTO
+    label = (app_protocol or name).lower()
+    if label in _BY_NAME:
+        return _BY_NAME[label]  # the kubernetes.io/* names and exact matches
+    # "grpc-web" is itself hyphenated, so check it as a prefix before cutting at the first
+    # hyphen: "grpc-web-ui" is gRPC-Web, not gRPC.
+    if label.startswith("grpc-web"):
+        return Protocol.GRPC_WEB
+    return _BY_NAME.get(label.split("-", 1)[0], Protocol.AUTO)

@@ -72,6 +72,8 @@ class PushContext:
         """Ready endpoints of one service port, deduplicated, in a stable order."""
         result: dict[tuple[str, int], ServiceEndpoint] = {}
         for eps in self._slices.get((service.namespace, service.name), ()):
+            if eps.address_type == "FQDN":
+                continue  # as istiod: EDS carries IPs only
             target = _slice_port(eps, port)
             if target is None:
                 continue

@@ -7,7 +7,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from istiolite.logs import get_logger
+
 T = TypeVar("T")
+log = get_logger("push")
 
 
 class Debouncer(Generic[T]):
@@ -55,4 +58,10 @@ class Debouncer(Generic[T]):
                         pass
                     continue
                 items, self._pending = self._pending, []
-                await self._flush(items)
+                try:
+                    await self._flush(items)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # One failed push must not stop every later one; the next change retries.
+                    log.exception("push failed", changes=len(items))
