@@ -53,6 +53,9 @@ class TypeState:
 
     type_url: str
     wildcard: bool = False
+    # The client has named resources (or "*") for this type on this stream: from then on an
+    # empty list means "nothing", no longer the legacy wildcard (xDS spec, resource hints).
+    explicit: bool = False
     names: set[str] = field(default_factory=set)
     nonce_sent: str = ""
     version_sent: str = ""
@@ -156,7 +159,8 @@ class SotwStream(XdsStream[Any]):
         state = self.types.get(type_url)
         if state is None or not request.response_nonce:
             # A new subscription (or the client starting over): answer at once, even if unchanged.
-            state = TypeState(type_url)
+            explicit = state.explicit if state is not None else False
+            state = TypeState(type_url, explicit=explicit)
             self._apply_names(state, names)
             self.types[type_url] = state
             return self._respond(state, ctx, force=True)
@@ -174,8 +178,10 @@ class SotwStream(XdsStream[Any]):
 
     @staticmethod
     def _apply_names(state: TypeState, names: set[str]) -> None:
+        if names:
+            state.explicit = True
         state.wildcard = WILDCARD in names or (
-            not names and state.type_url in types.FULL_STATE_TYPES
+            not state.explicit and state.type_url in types.FULL_STATE_TYPES
         )
         state.names = names - {WILDCARD}
 
@@ -233,6 +239,13 @@ class SotwStream(XdsStream[Any]):
 class DeltaStream(XdsStream[Any]):
     """Incremental ADS: only changed resources travel; deletions are named in removed_resources."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Clusters sent on this stream before its first EDS request: on a reconnect the client's
+        # initial_resource_versions may list their endpoints, yet a re-sent cluster warms until
+        # it gets them again.
+        self._clusters_before_eds: set[str] = set()
+
     def on_request(self, request: DeltaDiscoveryRequest, ctx: Any) -> list[DeltaDiscoveryResponse]:
         self._ensure_node(request.node, request.HasField("node"))
         type_url = request.type_url
@@ -260,14 +273,25 @@ class DeltaStream(XdsStream[Any]):
             state.wildcard = False
         subscribe.discard(WILDCARD)
         unsubscribe.discard(WILDCARD)
+        dropped = unsubscribe & state.names
         state.names |= subscribe
         state.names -= unsubscribe
         for name in unsubscribe:
             state.sent.pop(name, None)
-        if first or subscribe:
-            return self._respond(
-                state, ctx, force=subscribe, announce_missing=subscribe, always=first
-            )
+        # A name dropped while the wildcard still holds: the client cannot tell whether to keep
+        # it, so say which (sent again if the wildcard covers it, else removed).
+        recheck = dropped if state.wildcard else set()
+        if first:
+            # Names the client already holds (initial_resource_versions on a reconnect) are not
+            # new to it: they travel only if their version differs, or their cluster was re-sent.
+            force = subscribe - set(request.initial_resource_versions)
+            if type_url == types.ENDPOINT:
+                force |= subscribe & self._clusters_before_eds
+                self._clusters_before_eds.clear()
+            return self._respond(state, ctx, force=force, announce_missing=subscribe, always=True)
+        if subscribe or recheck:
+            asked = subscribe | recheck
+            return self._respond(state, ctx, force=asked, announce_missing=asked)
         return []
 
     def on_push(self, ctx: Any) -> list[DeltaDiscoveryResponse]:
@@ -328,6 +352,8 @@ class DeltaStream(XdsStream[Any]):
             state.sent[resource.name] = resource.version
         for name in removed:
             state.sent.pop(name, None)
+        if state.type_url == types.CLUSTER and types.ENDPOINT not in self.types:
+            self._clusters_before_eds.update(r.name for r in changed)
         version = _set_version((n, state.sent[n]) for n in sorted(state.sent))
         response.system_version_info = version
         state.nonce_sent = nonce
