@@ -82,7 +82,11 @@ def startup(config: Path, workdir: Path, delta: bool, services: int) -> dict[str
 
         wait_for(all_acked, timeout=120, interval=0.01, what="all types ACKed")
         elapsed = time.monotonic() - t0
-        return {"seconds": elapsed, "istiolite_cpu_s": cpu_seconds(cp.proc.pid) - cpu_before}
+        return {
+            "seconds": elapsed,
+            "istiolite_cpu_s": cpu_seconds(cp.proc.pid) - cpu_before,
+            "envoy_cpu_s": cpu_seconds(envoy.proc.pid),
+        }
     finally:
         if envoy is not None:
             envoy.stop()
@@ -117,11 +121,12 @@ def main() -> int:
                 runs = [startup(mesh, workdir, delta, count) for _ in range(args.runs)]
                 secs = sorted(r["seconds"] for r in runs)
                 cpu = sorted(r["istiolite_cpu_s"] for r in runs)
+                envoy_cpu = statistics.median(r["envoy_cpu_s"] for r in runs)
                 print(
                     f"{label:8} {count:5} services {'Delta' if delta else 'SotW '}: "
                     f"Envoy start -> all ACKed: median {statistics.median(secs):.2f} s "
                     f"(min {secs[0]:.2f}, max {secs[-1]:.2f}); "
-                    f"istiolite CPU during it: median {statistics.median(cpu):.2f} s"
+                    f"CPU: istiolite {statistics.median(cpu):.2f} s, Envoy {envoy_cpu:.2f} s"
                 )
     return 0
 
