@@ -9,12 +9,14 @@ import itertools
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
+from envoy.service.status.v3 import csds_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from istiolite import __version__
 from istiolite.debug.http import HttpServer, Response
+from istiolite.debug.pages import debug_routes
 from istiolite.logs import get_logger
 from istiolite.model.store import ChangeSet, ConfigStore
 from istiolite.push.context import PushContext
@@ -22,6 +24,7 @@ from istiolite.push.debounce import Debouncer
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.xds.ads import AdsService
+from istiolite.xds.csds import CsdsService
 
 log = get_logger("server")
 
@@ -78,6 +81,9 @@ class Istiolite:
     def _grpc_server(self) -> grpc.aio.Server:
         server = grpc.aio.server(options=GRPC_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, server)
+        csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
+            CsdsService(self.ads), server
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (
@@ -105,7 +111,11 @@ class Istiolite:
         await server.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         http = HttpServer(
-            {"/ready": self._ready, "/version": lambda: Response(200, __version__ + "\n")}
+            {
+                "/ready": self._ready,
+                "/version": lambda: Response(200, __version__ + "\n"),
+                **debug_routes(self),
+            }
         )
         monitoring = HttpServer(
             {
