@@ -6,23 +6,30 @@ import asyncio
 import contextlib
 import datetime
 import itertools
+import time
+from collections.abc import Mapping
+from typing import Any
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2
 from envoy.service.status.v3 import csds_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from istiolite import __version__
+from istiolite.debug import metrics
 from istiolite.debug.http import HttpServer, Response
 from istiolite.debug.pages import debug_routes
 from istiolite.logs import get_logger
+from istiolite.model.meta import ObjectKey
 from istiolite.model.store import ChangeSet, ConfigStore
+from istiolite.networking.endpoint import eds_ports
+from istiolite.networking.generator import carry_over
 from istiolite.push.context import PushContext
 from istiolite.push.debounce import Debouncer
+from istiolite.push.request import PushRequest
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
+from istiolite.xds import reflection
 from istiolite.xds.ads import AdsService
 from istiolite.xds.csds import CsdsService
 
@@ -48,39 +55,101 @@ class Istiolite:
         self.store = ConfigStore()
         self.files = FileSource(settings.config_dirs, self.store)
         self._versions = itertools.count(1)
-        self.ads = AdsService(self._build_context())
-        self.debouncer: Debouncer[ChangeSet] = Debouncer(
+        self._snapshot: Mapping[ObjectKey, Any] = self.store.snapshot()
+        self.ads = AdsService(
+            self._build_context(self._snapshot), push_concurrency=settings.push_concurrency
+        )
+        self.debouncer: Debouncer[tuple[float, ChangeSet]] = Debouncer(
             self._push, quiet=settings.debounce_quiet, max_delay=settings.debounce_max
         )
-        self.store.subscribe(self.debouncer.add)
-        self.grpc_port = 0
+        self.store.subscribe(lambda changes: self.debouncer.add((time.monotonic(), changes)))
+        self.push_status: dict[str, Any] = {}
+        self.grpc_port = self.http_port = self.monitoring_port = 0
 
-    def _build_context(self) -> PushContext:
+    def _build_context(self, snapshot: Mapping[ObjectKey, Any]) -> PushContext:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return PushContext(
-            self.store.snapshot(),
-            domain=self.settings.domain,
-            version=f"{stamp}/{next(self._versions)}",
+            snapshot, domain=self.settings.domain, version=f"{stamp}/{next(self._versions)}"
         )
 
-    async def _push(self, changes: list[ChangeSet]) -> None:
-        kinds = sorted({k for c in changes for k in c.kinds})
-        keys = sorted({str(k) for c in changes for k in c.keys})
-        ctx = self._build_context()
-        self.ads.update(ctx)
+    @staticmethod
+    def _endpoint_only(
+        keys: set[ObjectKey],
+        old: Mapping[ObjectKey, Any],
+        new: Mapping[ObjectKey, Any],
+        ctx: PushContext,
+    ) -> frozenset[str] | None:
+        """The EDS clusters an EndpointSlice-only change touches, or None if it needs a full push
+        (other kinds changed, or a headless service: its endpoints shape listeners)."""
+        if any(key.kind != "EndpointSlice" for key in keys):
+            return None
+        services: set[tuple[str, str]] = set()
+        for key in keys:
+            for snapshot in (old, new):
+                eps = snapshot.get(key)
+                if eps is not None:
+                    services.add((eps.namespace, eps.service_name))
+        clusters: set[str] = set()
+        for namespace, name in services:
+            service = ctx.services_by_host.get(f"{name}.{namespace}.svc.{ctx.domain}")
+            if service is None:
+                continue  # endpoints of no service: nobody sees them
+            if service.headless:
+                return None
+            clusters.update(cluster for cluster, _ in eds_ports(ctx, service))
+        return frozenset(clusters)
+
+    async def _push(self, batch: list[tuple[float, ChangeSet]]) -> None:
+        first_seen = min(seen for seen, _ in batch)
+        keys = {key for _, changes in batch for key in changes.keys}
+        kinds = sorted({key.kind for key in keys})
+        metrics.DEBOUNCE.observe(time.monotonic() - first_seen)
+        started = time.perf_counter()
+        old_ctx, old_snapshot = self.ads.context, self._snapshot
+        snapshot = self.store.snapshot()
+        ctx = self._build_context(snapshot)
+        eds_clusters = self._endpoint_only(keys, old_snapshot, snapshot, ctx)
+        if eds_clusters is None:
+            request = PushRequest(full=True, reasons=frozenset(kinds), started=first_seen)
+        else:
+            carry_over(old_ctx, ctx, eds_clusters)
+            request = PushRequest(
+                full=False, eds_clusters=eds_clusters, reasons=frozenset(kinds), started=first_seen
+            )
+        build_seconds = time.perf_counter() - started
+        metrics.CONTEXT_INIT.observe(build_seconds)
+        for kind in kinds:
+            metrics.PUSH_TRIGGERS.inc(kind)
+        self._snapshot = snapshot
+        self.ads.update(ctx, request)
+        changed = sorted(str(k) for k in keys)
+        self.push_status = {
+            "version": ctx.version,
+            "full": request.full,
+            "reason": kinds,
+            "changed": changed[:100],
+            "changed_count": len(changed),
+            "eds_clusters": sorted(eds_clusters or ()),
+            "time": datetime.datetime.now(datetime.UTC).isoformat(),
+            "context_build_seconds": round(build_seconds, 6),
+            "proxies": len(self.ads.connections),
+            "services": len(ctx.services),
+        }
         log.info(
             "push",
             version=ctx.version,
+            full=request.full,
             reason=kinds,
-            changed=keys[:20],
-            changed_count=len(keys),
+            changed=changed[:20],
+            changed_count=len(changed),
+            eds_clusters=len(eds_clusters or ()),
             proxies=len(self.ads.connections),
             services=len(ctx.services),
         )
 
     def _grpc_server(self) -> grpc.aio.Server:
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, server)
+        self.ads.register(server)
         csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
             CsdsService(self.ads), server
         )
@@ -88,10 +157,11 @@ class Istiolite:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (
             ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name,
+            CsdsService.SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
         )
-        reflection.enable_server_reflection(names, server)
+        # Under grpc.reflection.v1alpha and grpc.reflection.v1 (both list themselves).
+        reflection.enable_reflection(server, names)
         self._health = health_servicer
         return server
 
@@ -102,7 +172,8 @@ class Istiolite:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.files.load_all()
-        self.ads.update(self._build_context())
+        self._snapshot = self.store.snapshot()
+        self.ads.update(self._build_context(self._snapshot))
         server = self._grpc_server()
         host, port = split_host_port(self.settings.grpc_addr)
         self.grpc_port = server.add_insecure_port(f"{host}:{port}")
@@ -120,11 +191,12 @@ class Istiolite:
         monitoring = HttpServer(
             {
                 "/version": lambda: Response(200, __version__ + "\n"),
-                "/metrics": lambda: Response(200, generate_latest(), CONTENT_TYPE_LATEST),
+                "/metrics": lambda: Response(200, *metrics.exposition()),
             }
         )
         await http.start(*split_host_port(self.settings.http_addr))
         await monitoring.start(*split_host_port(self.settings.monitoring_addr))
+        self.http_port, self.monitoring_port = http.port, monitoring.port
         log.info(
             "serving",
             version=__version__,

@@ -30,5 +30,6 @@ class Settings:
     domain: str = "cluster.local"
     debounce_quiet: float = 0.1
     debounce_max: float = 10.0
+    push_concurrency: int = 100
     log_format: str = "json"
     log_level: str = "info"

@@ -36,6 +36,8 @@ class Proxy:
     istio_version: str = ""
     cluster_id: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    cluster: str = ""  # node.cluster, e.g. "reviews.default"
+    envoy_version: str = ""  # from node.user_agent_build_version
 
     @property
     def ip(self) -> str:

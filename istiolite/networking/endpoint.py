@@ -8,6 +8,7 @@ from envoy.config.core.v3 import base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from istiolite.model.protocol import Protocol
+from istiolite.model.service import Service, ServicePort
 from istiolite.networking.names import Direction, cluster_name
 from istiolite.networking.typed import socket_address, uint32
 from istiolite.push.context import Locality, PushContext, ServiceEndpoint
@@ -45,16 +46,36 @@ def load_assignment(name: str, endpoints: list[ServiceEndpoint]) -> ClusterLoadA
     return ClusterLoadAssignment(cluster_name=name, endpoints=groups)
 
 
+def eds_ports(ctx: PushContext, service: Service) -> list[tuple[str, ServicePort]]:
+    """(cluster name, port) of every EDS cluster of a service (not headless, not ExternalName)."""
+    if service.headless or service.type == "ExternalName":
+        return []
+    host = ctx.hostname(service)
+    return [
+        (cluster_name(Direction.OUTBOUND, port.port, "", host), port)
+        for port in service.ports
+        if port.protocol != Protocol.UDP
+    ]
+
+
 def all_load_assignments(ctx: PushContext) -> dict[str, ClusterLoadAssignment]:
-    """Assignments for every EDS cluster (not headless, not ExternalName); shared by all proxies."""
-    result: dict[str, ClusterLoadAssignment] = {}
-    for service in ctx.services:
-        if service.headless or service.type == "ExternalName":
-            continue
-        host = ctx.hostname(service)
-        for port in service.ports:
-            if port.protocol == Protocol.UDP:
-                continue
-            name = cluster_name(Direction.OUTBOUND, port.port, "", host)
-            result[name] = load_assignment(name, ctx.endpoints(service, port))
-    return result
+    """Assignments for every EDS cluster; the same for all proxies, so built once per push."""
+    return {
+        name: load_assignment(name, ctx.endpoints(service, port))
+        for service in ctx.services
+        for name, port in eds_ports(ctx, service)
+    }
+
+
+def load_assignment_for(ctx: PushContext, name: str) -> ClusterLoadAssignment | None:
+    """The assignment of one outbound EDS cluster, or None when no such cluster exists."""
+    parts = name.split("|")
+    if len(parts) != 4 or parts[0] != Direction.OUTBOUND or parts[2]:
+        return None
+    service = ctx.services_by_host.get(parts[3])
+    if service is None:
+        return None
+    for candidate, port in eds_ports(ctx, service):
+        if candidate == name:
+            return load_assignment(name, ctx.endpoints(service, port))
+    return None

@@ -9,7 +9,7 @@ from google.protobuf import message
 
 from istiolite.model.proxy import Proxy, ProxyType
 from istiolite.networking.cluster import fixed_clusters, inbound_cluster, outbound_clusters
-from istiolite.networking.endpoint import all_load_assignments
+from istiolite.networking.endpoint import all_load_assignments, load_assignment_for
 from istiolite.networking.listener import sidecar_listeners
 from istiolite.networking.resource import Resource, to_resource
 from istiolite.networking.route import outbound_route_configs
@@ -53,10 +53,31 @@ def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
     return _cached(ctx, ("cds", proxy.type, inbound), build)
 
 
+_EDS_KEY = ("eds",)
+
+
 def _endpoints(ctx: PushContext, proxy: Proxy) -> Resources:
     return _cached(
-        ctx, ("eds",), lambda: _serialize(types.ENDPOINT, list(all_load_assignments(ctx).values()))
+        ctx, _EDS_KEY, lambda: _serialize(types.ENDPOINT, list(all_load_assignments(ctx).values()))
     )
+
+
+def carry_over(old: PushContext, new: PushContext, eds_clusters: frozenset[str]) -> None:
+    """Endpoint-only change: `new` reuses every result `old` built, except the assignments of
+    `eds_clusters`, rebuilt from `new`. Clusters, listeners and routes do not read endpoints
+    (headless services excepted: the caller makes those a full push)."""
+    for key, value in old.cache.items():
+        if key != _EDS_KEY:
+            new.cache[key] = value
+            continue
+        assignments = dict(value)
+        for name in eds_clusters:
+            cla = load_assignment_for(new, name)
+            if cla is None:
+                assignments.pop(name, None)
+            else:
+                assignments[name] = to_resource(name, types.ENDPOINT, cla)
+        new.cache[key] = dict(sorted(assignments.items()))
 
 
 def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:

@@ -4,16 +4,40 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
-from google.protobuf import message
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2, message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Resource:
     name: str
     type_url: str
     payload: bytes
     version: str
+
+    # Serialized once, shared by every proxy's response: a response is these bytes joined
+    # (concatenated protobuf messages merge, so N one-resource messages make one N-resource one).
+    @cached_property
+    def sotw_entry(self) -> bytes:
+        """This resource as one `resources` entry of a DiscoveryResponse."""
+        return discovery_pb2.DiscoveryResponse(
+            resources=[any_pb2.Any(type_url=self.type_url, value=self.payload)]
+        ).SerializeToString()
+
+    @cached_property
+    def delta_entry(self) -> bytes:
+        """This resource as one `resources` entry of a DeltaDiscoveryResponse."""
+        return discovery_pb2.DeltaDiscoveryResponse(
+            resources=[
+                discovery_pb2.Resource(
+                    name=self.name,
+                    version=self.version,
+                    resource=any_pb2.Any(type_url=self.type_url, value=self.payload),
+                )
+            ]
+        ).SerializeToString()
 
 
 def to_resource(name: str, type_url: str, msg: message.Message) -> Resource:

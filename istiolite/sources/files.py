@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import watchfiles
 
+from istiolite.debug import metrics
 from istiolite.logs import get_logger
 from istiolite.model.kinds import UnknownKind, parse_object
 from istiolite.model.meta import ObjectKey, describe_raw
@@ -71,6 +72,7 @@ class _Problem:
         else:
             fields.update(object=self.object, field=self.field_path, message=self.message)
         log.error(self.event, **fields, **self.details)
+        metrics.INVALID_CONFIG.inc(self.event)
 
 
 @dataclass(slots=True)

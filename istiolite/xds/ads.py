@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc, discovery_pb2
 
+from istiolite.debug import metrics
 from istiolite.logs import get_logger
 from istiolite.model.proxy import Proxy
 from istiolite.networking.generator import generate
+from istiolite.push.request import FULL_PUSH, PushRequest
 from istiolite.xds import types
-from istiolite.xds.protocol import DeltaStream, Nack, ProtocolError, SotwStream, XdsStream
+from istiolite.xds.protocol import (
+    DeltaStream,
+    Nack,
+    ProtocolError,
+    SotwStream,
+    WireResponse,
+    XdsStream,
+)
 
 log = get_logger("xds")
+
+ADS_SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
+# istiod's default push throttle: at most this many proxies are being pushed to at once.
+DEFAULT_PUSH_CONCURRENCY = 100
 
 _PUSH = object()  # queue marker: the config changed, diff and send
 _END = object()  # queue marker: the client closed its side
@@ -26,64 +40,108 @@ _ids = itertools.count(1)
 
 @dataclass(eq=False)
 class Connection:
-    """One ADS stream: its protocol state and the queue its writer drains."""
+    """One ADS stream: its protocol state, its pending push, and the queue its writer drains."""
 
     id: str
     peer: str
     delta: bool
     stream: XdsStream[Any]
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    push_pending: bool = False
+    pending: PushRequest | None = None
+    pending_since: float = 0.0
 
-    def request_push(self) -> None:
-        # Pushes merge: one marker in the queue stands for every change since it was put there.
-        if not self.push_pending:
-            self.push_pending = True
+    def request_push(self, request: PushRequest) -> None:
+        # At most one pending push per proxy: later changes merge into it.
+        if self.pending is None:
+            self.pending = request
+            self.pending_since = time.monotonic()
+            metrics.QUEUE_DEPTH.inc()
             self.queue.put_nowait(_PUSH)
+        else:
+            self.pending = self.pending.merge(request)
+
+    def take_push(self) -> PushRequest:
+        request = self.pending or FULL_PUSH
+        if self.pending is not None:
+            metrics.QUEUE_DEPTH.dec()
+            metrics.QUEUE_TIME.observe(time.monotonic() - self.pending_since)
+        self.pending = None
+        return request
 
     @property
     def proxy(self) -> Proxy | None:
         return self.stream.proxy
 
 
+def _wire(response: bytes) -> bytes:
+    # Responses leave the protocol already serialized (from bytes shared by many proxies).
+    return response
+
+
 class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """Owns the current config snapshot and every live connection."""
 
-    def __init__(self, context: Any, *, generator: Callable[..., Any] = generate) -> None:
+    def __init__(
+        self,
+        context: Any,
+        *,
+        generator: Callable[..., Any] = generate,
+        push_concurrency: int = DEFAULT_PUSH_CONCURRENCY,
+    ) -> None:
         self.context = context
         self.connections: dict[str, Connection] = {}
         self._generate = generator
+        self._push_slots = asyncio.Semaphore(push_concurrency)
 
-    def update(self, context: Any) -> None:
+    def register(self, server: grpc.aio.Server) -> None:
+        """Add ADS to a server; responses are pre-serialized bytes, so no serializer runs."""
+        handlers = {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.StreamAggregatedResources,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_wire,
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.DeltaAggregatedResources,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=_wire,
+            ),
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),)
+        )
+
+    def update(self, context: Any, request: PushRequest = FULL_PUSH) -> None:
         """A new push context: every connection diffs against it and sends what changed."""
         self.context = context
         for conn in self.connections.values():
-            conn.request_push()
+            conn.request_push(request)
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[bytes]:
         async for response in self._serve(request_iterator, context, delta=False):
             yield response
 
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[bytes]:
         async for response in self._serve(request_iterator, context, delta=True):
             yield response
 
     async def _serve(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, *, delta: bool
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[bytes]:
         stream_cls = DeltaStream if delta else SotwStream
         conn = Connection(
             id=f"conn-{next(_ids)}",
             peer=context.peer(),
             delta=delta,
-            stream=stream_cls(self._generate, on_nack=_log_nack),
+            stream=stream_cls(self._generate, on_nack=_record_nack),
         )
         self.connections[conn.id] = conn
         reader = asyncio.create_task(_read(requests, conn.queue))
+        client_version: str | None = None
         try:
             while True:
                 item = await conn.queue.get()
@@ -92,28 +150,35 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 if isinstance(item, BaseException):
                     raise item
                 if item is _PUSH:
-                    conn.push_pending = False
-                    responses = conn.stream.on_push(self.context)
-                else:
-                    known = conn.proxy is not None
-                    responses = conn.stream.on_request(item, self.context)
-                    if not known and conn.proxy is not None:
-                        log.info(
-                            "proxy connected",
-                            proxy=conn.proxy.id,
-                            connection=conn.id,
-                            peer=conn.peer,
-                            delta=delta,
-                        )
-                for response in responses:
-                    yield response
-                if responses and conn.proxy is not None:
-                    log.debug(
-                        "sent",
+                    async with self._push_slots:
+                        request = conn.take_push()
+                        started = time.perf_counter()
+                        responses = conn.stream.on_push(self.context, request)
+                        for response in responses:
+                            yield response.data
+                            _count(response, started)
+                        if responses and request.started:
+                            metrics.CONVERGENCE.observe(time.monotonic() - request.started)
+                    _log_sent(conn, responses, "push")
+                    # Let requests and other streams in between pushes of a storm.
+                    await asyncio.sleep(0)
+                    continue
+                started = time.perf_counter()
+                responses = conn.stream.on_request(item, self.context)
+                if client_version is None and conn.proxy is not None:
+                    client_version = conn.proxy.istio_version or "unknown"
+                    metrics.XDS_CLIENTS.labels(client_version).inc()
+                    log.info(
+                        "proxy connected",
                         proxy=conn.proxy.id,
-                        types=[types.short_name(r.type_url) for r in responses],
-                        reason="push" if item is _PUSH else "request",
+                        connection=conn.id,
+                        peer=conn.peer,
+                        delta=delta,
                     )
+                for response in responses:
+                    yield response.data
+                    _count(response, started)
+                _log_sent(conn, responses, "request")
         except ProtocolError as err:
             log.warning("stream rejected", connection=conn.id, peer=conn.peer, error=str(err))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
@@ -126,6 +191,10 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         finally:
             reader.cancel()
             del self.connections[conn.id]
+            if conn.pending is not None:
+                metrics.QUEUE_DEPTH.dec()
+            if client_version is not None:
+                metrics.XDS_CLIENTS.labels(client_version).dec()
             if conn.proxy is not None:
                 log.info("proxy disconnected", proxy=conn.proxy.id, connection=conn.id)
 
@@ -141,11 +210,34 @@ async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None
         queue.put_nowait(err)
 
 
+def _metric_type(type_url: str) -> str:
+    return types.short_name(type_url).lower()
+
+
+def _count(response: WireResponse, started: float) -> None:
+    kind = _metric_type(response.type_url)
+    metrics.PUSHES.inc(kind)
+    metrics.CONFIG_SIZE.labels(kind).observe(len(response.data))
+    metrics.PUSH_TIME.labels(kind).observe(time.perf_counter() - started)
+
+
+def _log_sent(conn: Connection, responses: list[WireResponse], reason: str) -> None:
+    if responses and conn.proxy is not None:
+        log.debug(
+            "sent",
+            proxy=conn.proxy.id,
+            reason=reason,
+            types=[types.short_name(r.type_url) for r in responses],
+            versions=[r.version for r in responses],
+        )
+
+
 def _proxy_id(conn: Connection) -> str:
     return conn.proxy.id if conn.proxy is not None else ""
 
 
-def _log_nack(proxy: Proxy, type_url: str, nack: Nack) -> None:
+def _record_nack(proxy: Proxy, type_url: str, nack: Nack) -> None:
+    metrics.REJECTS.inc(_metric_type(type_url))
     log.warning(
         "config rejected by proxy",
         proxy=proxy.id,

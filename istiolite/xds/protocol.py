@@ -6,10 +6,11 @@ I/O and reads time only through the injected clock, so the protocol tests drive 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -20,6 +21,7 @@ from google.protobuf import json_format
 from istiolite.model.proxy import Proxy, parse_proxy
 from istiolite.model.validation import ValidationError
 from istiolite.networking.resource import Resource
+from istiolite.push.request import PushRequest
 from istiolite.xds import types
 
 DiscoveryRequest = discovery_pb2.DiscoveryRequest
@@ -27,12 +29,42 @@ DiscoveryResponse = discovery_pb2.DiscoveryResponse
 DeltaDiscoveryRequest = discovery_pb2.DeltaDiscoveryRequest
 DeltaDiscoveryResponse = discovery_pb2.DeltaDiscoveryResponse
 
-Resources = dict[str, Resource]
+Resources = Mapping[str, Resource]
 Ctx = TypeVar("Ctx")
 # (config snapshot, proxy, type URL) -> every resource of that type the proxy may see.
 Generate = Callable[[Any, Proxy, str], Resources]
 
 WILDCARD = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class WireResponse:
+    """A serialized (Delta)DiscoveryResponse ready for the wire, with what it carries."""
+
+    type_url: str
+    nonce: str
+    version: str
+    data: bytes
+    names: tuple[str, ...]
+    removed: tuple[str, ...] = ()
+
+
+class _Versions(Mapping[str, str]):
+    """name -> version over a shared name -> Resource map, without copying it per proxy."""
+
+    __slots__ = ("_resources",)
+
+    def __init__(self, resources: Mapping[str, Resource]) -> None:
+        self._resources = resources
+
+    def __getitem__(self, name: str) -> str:
+        return self._resources[name].version
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resources)
+
+    def __len__(self) -> int:
+        return len(self._resources)
 
 
 class ProtocolError(Exception):
@@ -56,7 +88,7 @@ class TypeState:
     # The client has named resources (or "*") for this type on this stream: from then on an
     # empty list means "nothing", no longer the legacy wildcard (xDS spec, resource hints).
     explicit: bool = False
-    names: set[str] = field(default_factory=set)
+    names: frozenset[str] = frozenset()
     nonce_sent: str = ""
     version_sent: str = ""
     sent_at: float | None = None
@@ -64,14 +96,16 @@ class TypeState:
     acked_at: float | None = None
     nack: Nack | None = None
     # name -> version the client has (Delta) or was last sent (SotW).
-    sent: dict[str, str] = field(default_factory=dict)
-    # SotW full-state types keep the last payloads to re-send during make-before-break.
-    sent_resources: Resources = field(default_factory=dict)
+    sent: Mapping[str, str] = field(default_factory=dict)
+    # SotW: the resources last sent (often a map shared by many proxies; never mutated).
+    sent_resources: Mapping[str, Resource] = field(default_factory=dict)
+    # The generated map this state was last compared with: the same object means no change.
+    seen: Mapping[str, Resource] | None = None
     pushes: int = 0
 
-    def visible(self, resources: Resources) -> list[str]:
+    def visible(self, resources: Mapping[str, Resource]) -> list[str]:
         if self.wildcard:
-            return sorted(resources)
+            return list(resources)  # generated maps are already sorted by name
         return sorted(n for n in self.names if n in resources)
 
 
@@ -120,9 +154,16 @@ class XdsStream(Generic[Ctx]):
             raise ProtocolError("the first request on a stream must carry node.id")
         metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
         try:
-            self.proxy = parse_proxy(node.id, metadata)
+            proxy = parse_proxy(node.id, metadata)
         except ValidationError as err:
             raise ProtocolError(f"invalid node: {err}") from None
+        build = node.user_agent_build_version.version
+        envoy_version = (
+            f"{build.major_number}.{build.minor_number}.{build.patch}"
+            if (node.HasField("user_agent_build_version"))
+            else node.user_agent_version
+        )
+        self.proxy = dataclasses.replace(proxy, cluster=node.cluster, envoy_version=envoy_version)
         return self.proxy
 
     def _record_ack_or_nack(self, state: TypeState, error: Any | None, acked_version: str) -> None:
@@ -145,14 +186,24 @@ class XdsStream(Generic[Ctx]):
         assert self.proxy is not None
         return self._generate(ctx, self.proxy, type_url)
 
-    def ordered_types(self) -> list[str]:
-        return sorted(self.types, key=lambda t: (types.push_rank(t), t))
+    def ordered_types(self, request: PushRequest | None = None) -> list[str]:
+        ordered = sorted(self.types, key=lambda t: (types.push_rank(t), t))
+        if request is not None and not request.full:
+            return [t for t in ordered if t == types.ENDPOINT]
+        return ordered
+
+    @staticmethod
+    def _touches(state: TypeState, request: PushRequest | None) -> bool:
+        """Whether an endpoint-only push concerns this subscription at all."""
+        if request is None or request.full:
+            return True
+        return state.wildcard or not state.names.isdisjoint(request.eds_clusters)
 
 
 class SotwStream(XdsStream[Any]):
     """State-of-the-world ADS: every response carries the whole (subscribed) set of a type."""
 
-    def on_request(self, request: DiscoveryRequest, ctx: Any) -> list[DiscoveryResponse]:
+    def on_request(self, request: DiscoveryRequest, ctx: Any) -> list[WireResponse]:
         self._ensure_node(request.node, request.HasField("node"))
         type_url = request.type_url
         names = set(request.resource_names)
@@ -170,7 +221,7 @@ class SotwStream(XdsStream[Any]):
             return []
         error = request.error_detail if request.HasField("error_detail") else None
         self._record_ack_or_nack(state, error, request.version_info)
-        before = set(state.names)
+        before = state.names
         self._apply_names(state, names)
         if state.names - before:
             return self._respond(state, ctx, force=True)
@@ -183,26 +234,33 @@ class SotwStream(XdsStream[Any]):
         state.wildcard = WILDCARD in names or (
             not state.explicit and state.type_url in types.FULL_STATE_TYPES
         )
-        state.names = names - {WILDCARD}
+        new_names = frozenset(names - {WILDCARD})
+        if new_names != state.names:
+            state.names = new_names
+            state.seen = None
 
-    def on_push(self, ctx: Any) -> list[DiscoveryResponse]:
+    def on_push(self, ctx: Any, request: PushRequest | None = None) -> list[WireResponse]:
         """Send every subscribed type whose content changed, CDS → EDS → LDS → RDS → others.
 
         Full-state types that lose resources first go out with the old ones still present, and
         only after listeners and routes have moved away are they sent without them.
         """
-        out: list[DiscoveryResponse] = []
+        out: list[WireResponse] = []
         shrink_later: list[tuple[TypeState, Resources]] = []
         clusters_changed = False
-        for type_url in self.ordered_types():
+        for type_url in self.ordered_types(request):
             state = self.types[type_url]
+            force = type_url == types.ENDPOINT and clusters_changed
+            if not force and not self._touches(state, request):
+                continue
             resources = self._resources(ctx, type_url)
+            if resources is state.seen and not force:
+                continue  # the very map compared last time: nothing can have changed
             if type_url in types.FULL_STATE_TYPES:
                 removed = {n: r for n, r in state.sent_resources.items() if n not in resources}
                 if removed:
                     shrink_later.append((state, resources))
-                    resources = {**resources, **removed}
-            force = type_url == types.ENDPOINT and clusters_changed
+                    resources = dict(sorted({**resources, **removed}.items()))
             sent = self._respond(state, ctx, force=force, resources=resources)
             if type_url == types.CLUSTER and sent:
                 # A (re)sent cluster warms until it gets endpoints again.
@@ -214,26 +272,50 @@ class SotwStream(XdsStream[Any]):
 
     def _respond(
         self, state: TypeState, ctx: Any, *, force: bool, resources: Resources | None = None
-    ) -> list[DiscoveryResponse]:
+    ) -> list[WireResponse]:
         if resources is None:
             resources = self._resources(ctx, state.type_url)
-        chosen = [resources[n] for n in state.visible(resources)]
-        version = _set_version((r.name, r.version) for r in chosen)
+        state.seen = resources
+        chosen, version, body = _sotw_selection(ctx, state, resources)
         if not force and version == state.version_sent:
             # Unchanged, or exactly what the client already rejected: do not send it again.
             return []
         nonce = self._next_nonce()
-        response = DiscoveryResponse(version_info=version, type_url=state.type_url, nonce=nonce)
-        for resource in chosen:
-            response.resources.add(type_url=resource.type_url, value=resource.payload)
+        tail = DiscoveryResponse(
+            version_info=version, type_url=state.type_url, nonce=nonce
+        ).SerializeToString()
         state.nonce_sent = nonce
         state.version_sent = version
         state.sent_at = self._clock()
-        state.sent = {r.name: r.version for r in chosen}
-        if state.type_url in types.FULL_STATE_TYPES:
-            state.sent_resources = {r.name: r for r in chosen}
+        state.sent_resources = chosen
+        state.sent = _Versions(chosen)
         state.pushes += 1
-        return [response]
+        return [WireResponse(state.type_url, nonce, version, body + tail, tuple(chosen))]
+
+
+def _sotw_selection(
+    ctx: Any, state: TypeState, resources: Resources
+) -> tuple[Mapping[str, Resource], str, bytes]:
+    """What a SotW subscription gets from `resources`: the map, its version and its wire bytes.
+
+    Proxies with the same subscription over the same generated map share one result per push.
+    """
+    cache: dict[Any, Any] | None = getattr(ctx, "cache", None)
+    key = ("sotw", state.type_url, id(resources), None if state.wildcard else state.names)
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None and hit[0] is resources:
+            return hit[1], hit[2], hit[3]
+    if state.wildcard:
+        chosen: Mapping[str, Resource] = resources
+    else:
+        chosen = {n: resources[n] for n in state.visible(resources)}
+    version = _set_version((r.name, r.version) for r in chosen.values())
+    body = b"".join(r.sotw_entry for r in chosen.values())
+    if cache is not None:
+        # `resources` is kept in the entry so its id cannot be reused while the entry lives.
+        cache[key] = (resources, chosen, version, body)
+    return chosen, version, body
 
 
 class DeltaStream(XdsStream[Any]):
@@ -246,7 +328,7 @@ class DeltaStream(XdsStream[Any]):
         # it gets them again.
         self._clusters_before_eds: set[str] = set()
 
-    def on_request(self, request: DeltaDiscoveryRequest, ctx: Any) -> list[DeltaDiscoveryResponse]:
+    def on_request(self, request: DeltaDiscoveryRequest, ctx: Any) -> list[WireResponse]:
         self._ensure_node(request.node, request.HasField("node"))
         type_url = request.type_url
         subscribe = set(request.resource_names_subscribe)
@@ -274,10 +356,12 @@ class DeltaStream(XdsStream[Any]):
         subscribe.discard(WILDCARD)
         unsubscribe.discard(WILDCARD)
         dropped = unsubscribe & state.names
-        state.names |= subscribe
-        state.names -= unsubscribe
+        if subscribe or unsubscribe:
+            state.names = (state.names | subscribe) - unsubscribe
+            state.seen = None
+        sent = self._sent(state)
         for name in unsubscribe:
-            state.sent.pop(name, None)
+            sent.pop(name, None)
         # A name dropped while the wildcard still holds: the client cannot tell whether to keep
         # it, so say which (sent again if the wildcard covers it, else removed).
         recheck = dropped if state.wildcard else set()
@@ -294,19 +378,30 @@ class DeltaStream(XdsStream[Any]):
             return self._respond(state, ctx, force=asked, announce_missing=asked)
         return []
 
-    def on_push(self, ctx: Any) -> list[DeltaDiscoveryResponse]:
+    @staticmethod
+    def _sent(state: TypeState) -> dict[str, str]:
+        assert isinstance(state.sent, dict)
+        return state.sent
+
+    def on_push(self, ctx: Any, request: PushRequest | None = None) -> list[WireResponse]:
         """Changes in CDS → EDS → LDS → RDS order, then removals in the reverse order."""
-        out: list[DeltaDiscoveryResponse] = []
+        out: list[WireResponse] = []
         resent_clusters: set[str] = set()
-        for type_url in self.ordered_types():
+        only = None if request is None or request.full else request.eds_clusters
+        ordered = self.ordered_types(request)
+        for type_url in ordered:
             state = self.types[type_url]
             force = resent_clusters if type_url == types.ENDPOINT else set()
-            sent = self._respond(state, ctx, force=force, removals=False)
+            if not force and not self._touches(state, request):
+                continue
+            sent = self._respond(state, ctx, force=force, removals=False, only=only)
             if type_url == types.CLUSTER:
-                resent_clusters = {r.name for resp in sent for r in resp.resources}
+                resent_clusters = {n for resp in sent for n in resp.names}
             out += sent
-        for type_url in reversed(self.ordered_types()):
-            out += self._respond(self.types[type_url], ctx, changes=False)
+        for type_url in reversed(ordered):
+            state = self.types[type_url]
+            if self._touches(state, request):
+                out += self._respond(state, ctx, changes=False, only=only)
         return out
 
     def _respond(
@@ -319,45 +414,58 @@ class DeltaStream(XdsStream[Any]):
         always: bool = False,
         changes: bool = True,
         removals: bool = True,
-    ) -> list[DeltaDiscoveryResponse]:
+        only: frozenset[str] | None = None,
+    ) -> list[WireResponse]:
         resources = self._resources(ctx, state.type_url)
-        visible = state.visible(resources)
+        sent = self._sent(state)
+        if resources is state.seen and not (force or announce_missing or always):
+            return []  # the very map already diffed against, in both passes
+        if only is not None:
+            # Endpoint-only push: just the named clusters can differ from what was sent.
+            candidates = sorted(only | force)
+            visible = [
+                n for n in candidates if n in resources and (state.wildcard or n in state.names)
+            ]
+            consider_removed: Iterable[str] = (n for n in candidates if n in sent)
+        else:
+            visible = state.visible(resources)
+            consider_removed = sent
         changed: list[Resource] = []
         if changes:
             changed = [
-                resources[n]
-                for n in visible
-                if n in force or state.sent.get(n) != resources[n].version
+                resources[n] for n in visible if n in force or sent.get(n) != resources[n].version
             ]
         removed: list[str] = []
         if removals:
             shown = set(visible)
             removed = sorted(
-                {n for n in state.sent if n not in shown}
+                {n for n in consider_removed if n not in shown}
                 # A name asked for that does not exist: say so, so the client stops waiting.
                 | {n for n in announce_missing if n not in resources}
             )
+            if only is None:
+                state.seen = resources  # both passes done against this map
         if not changed and not removed and not always:
             return []
         nonce = self._next_nonce()
-        response = DeltaDiscoveryResponse(
-            type_url=state.type_url, nonce=nonce, removed_resources=removed
-        )
         for resource in changed:
-            response.resources.add(
-                name=resource.name,
-                version=resource.version,
-                resource={"type_url": resource.type_url, "value": resource.payload},
-            )
-            state.sent[resource.name] = resource.version
+            sent[resource.name] = resource.version
         for name in removed:
-            state.sent.pop(name, None)
+            sent.pop(name, None)
         if state.type_url == types.CLUSTER and types.ENDPOINT not in self.types:
             self._clusters_before_eds.update(r.name for r in changed)
-        version = _set_version((n, state.sent[n]) for n in sorted(state.sent))
-        response.system_version_info = version
+        # Unique per response, so "ACKed version == sent version" means the last send was ACKed.
+        version = f"{getattr(ctx, 'version', '')}/{nonce}"
+        tail = DeltaDiscoveryResponse(
+            system_version_info=version,
+            type_url=state.type_url,
+            nonce=nonce,
+            removed_resources=removed,
+        ).SerializeToString()
         state.nonce_sent = nonce
         state.version_sent = version
         state.sent_at = self._clock()
         state.pushes += 1
-        return [response]
+        data = b"".join(r.delta_entry for r in changed) + tail
+        names = tuple(r.name for r in changed)
+        return [WireResponse(state.type_url, nonce, version, data, names, tuple(removed))]

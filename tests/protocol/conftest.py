@@ -19,7 +19,7 @@ async def xds() -> AsyncIterator[XdsHarness]:
     even when the test fails."""
     ads = AdsService(objects.context(*mesh()))
     server = grpc.aio.server()
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    ads.register(server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

@@ -1,0 +1,118 @@
+"""Prometheus metrics, named as istiod names them where istiod has one.
+
+istiod's counters carry no `_total` suffix (`pilot_xds_pushes`), which prometheus_client always
+adds, so counters are rendered here; gauges and histograms use prometheus_client as is.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, Histogram, generate_latest
+
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30)
+_BYTES_BUCKETS = (1_000, 10_000, 100_000, 1_000_000, 4_000_000, 10_000_000, 40_000_000)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class CounterVec:
+    """A counter with labels, exposed under exactly its name."""
+
+    _all: list[CounterVec] = []
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self._values: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+        CounterVec._all.append(self)
+
+    def inc(self, *values: str, amount: float = 1.0) -> None:
+        with self._lock:
+            self._values[values] = self._values.get(values, 0.0) + amount
+
+    def value(self, *values: str) -> float:
+        with self._lock:
+            return self._values.get(values, 0.0)
+
+    def render(self) -> str:
+        lines = [f"# HELP {self.name} {self.documentation}", f"# TYPE {self.name} counter"]
+        with self._lock:
+            items = sorted(self._values.items())
+        for values, count in items:
+            labels = ",".join(
+                f'{k}="{_escape(v)}"' for k, v in zip(self.labels, values, strict=True)
+            )
+            lines.append(f"{self.name}{{{labels}}} {count}" if labels else f"{self.name} {count}")
+        return "\n".join(lines) + "\n"
+
+
+def exposition() -> tuple[bytes, str]:
+    """The /metrics body and its content type."""
+    counters = "".join(c.render() for c in CounterVec._all).encode()
+    return generate_latest() + counters, CONTENT_TYPE_LATEST
+
+
+# Connected proxies, by Istio version of the proxy (istiod: pilot_xds).
+XDS_CLIENTS = Gauge(
+    "pilot_xds", "Number of endpoints connected to this pilot using XDS.", ["version"]
+)
+PUSHES = CounterVec(
+    "pilot_xds_pushes", "Pilot build and send errors for lds, rds, cds and eds.", ("type",)
+)
+REJECTS = CounterVec(
+    "pilot_total_xds_rejects",
+    "Total number of XDS responses from pilot rejected by proxy.",
+    ("type",),
+)
+PUSH_TRIGGERS = CounterVec(
+    "pilot_push_triggers",
+    "Total number of times a push was triggered, labeled by reason.",
+    ("type",),
+)
+CONVERGENCE = Histogram(
+    "pilot_proxy_convergence_time",
+    "Delay in seconds between config change and a proxy receiving all required configuration.",
+    buckets=_SECONDS_BUCKETS,
+)
+DEBOUNCE = Histogram(
+    "pilot_debounce_time",
+    "Delay in seconds between the first config enters debouncing and the merged push request is "
+    "pushed into the push queue.",
+    buckets=_SECONDS_BUCKETS,
+)
+CONTEXT_INIT = Histogram(
+    "pilot_pushcontext_init_seconds",
+    "Total time in seconds Pilot takes to init pushContext.",
+    buckets=_SECONDS_BUCKETS,
+)
+PUSH_TIME = Histogram(
+    "pilot_xds_push_time",
+    "Total time in seconds Pilot takes to push lds, rds, cds and eds.",
+    ["type"],
+    buckets=_SECONDS_BUCKETS,
+)
+QUEUE_TIME = Histogram(
+    "pilot_proxy_queue_time",
+    "Time in seconds, a proxy is in the push queue before being dequeued.",
+    buckets=_SECONDS_BUCKETS,
+)
+CONFIG_SIZE = Histogram(
+    "pilot_xds_config_size_bytes",
+    "Distribution of configuration sizes pushed to clients",
+    ["type"],
+    buckets=_BYTES_BUCKETS,
+)
+QUEUE_DEPTH = Gauge(
+    "istiolite_push_queue_depth",
+    "Proxies with a push pending (waiting for a push slot or sending).",
+)
+INVALID_CONFIG = CounterVec(
+    "istiolite_config_rejects",
+    "Config files or objects rejected (does not parse, invalid object, duplicate), by reason.",
+    ("reason",),
+)
