@@ -1,4 +1,4 @@
-"""The `istiolite` command: serve, bootstrap, render, version."""
+"""The `istiolite` command: serve, bootstrap, render, proxy-status, proxy-config, version."""
 
 from __future__ import annotations
 
@@ -102,6 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from istiolite import bootstrap, render
+    from istiolite.cli_inspect import proxy_config, proxy_status
 
     parser = argparse.ArgumentParser(prog="istiolite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_arguments(boot)
     rend = sub.add_parser("render", help="print the config a proxy would get, offline")
     render.add_arguments(rend)
+    status = sub.add_parser("proxy-status", help="which proxies have the config istiolite sent")
+    proxy_status.add_arguments(status)
+    config = sub.add_parser("proxy-config", help="what istiolite would send one proxy now")
+    proxy_config.add_arguments(config)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -126,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         from istiolite import render
 
         return render.run(args)
+    if args.command == "proxy-status":
+        from istiolite.cli_inspect import proxy_status
+
+        return proxy_status.run(args)
+    if args.command == "proxy-config":
+        from istiolite.cli_inspect import proxy_config
+
+        return proxy_config.run(args)
     print(__version__)
     return 0
 

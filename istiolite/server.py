@@ -62,7 +62,6 @@ class Istiolite:
         self.debouncer: Debouncer[tuple[float, ChangeSet]] = Debouncer(
             self._push, quiet=settings.debounce_quiet, max_delay=settings.debounce_max
         )
-        self.store.subscribe(lambda changes: self.debouncer.add((time.monotonic(), changes)))
         self.push_status: dict[str, Any] = {}
         self.grpc_port = self.http_port = self.monitoring_port = 0
 
@@ -172,8 +171,19 @@ class Istiolite:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.files.load_all()
+        # Subscribed after the initial load: that load is the startup push, not a change.
+        self.store.subscribe(lambda changes: self.debouncer.add((time.monotonic(), changes)))
         self._snapshot = self.store.snapshot()
-        self.ads.update(self._build_context(self._snapshot))
+        initial = self._build_context(self._snapshot)
+        self.ads.update(initial)
+        self.push_status = {
+            "version": initial.version,
+            "full": True,
+            "reason": ["startup"],
+            "time": datetime.datetime.now(datetime.UTC).isoformat(),
+            "services": len(initial.services),
+            "proxies": 0,
+        }
         server = self._grpc_server()
         host, port = split_host_port(self.settings.grpc_addr)
         self.grpc_port = server.add_insecure_port(f"{host}:{port}")

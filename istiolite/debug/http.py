@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,7 +13,13 @@ from istiolite.logs import get_logger
 
 log = get_logger("http")
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +29,21 @@ class Response:
     content_type: str = "text/plain; charset=utf-8"
 
 
-Handler = Callable[..., Response]
+# A handler takes no argument or the query (dict of lists); it returns a Response or awaits one.
+Handler = Callable[..., Response | Awaitable[Response]]
+
+
+async def _call(handler: Handler, query: dict[str, list[str]], path: str) -> Response:
+    """Run a handler (plain or async); a failure is a 500 and a log line, never a dropped socket."""
+    try:
+        takes_query = bool(inspect.signature(handler).parameters)
+        result = handler(query) if takes_query else handler()
+        if inspect.isawaitable(result):
+            result = await result
+        return result  # type: ignore[no-any-return]
+    except Exception as err:
+        log.exception("debug page failed", path=path)
+        return Response(500, f"internal error: {type(err).__name__}: {err}\n")
 
 
 class HttpServer:
@@ -55,9 +75,7 @@ class HttpServer:
             elif handler is None:
                 response = Response(404, f"no such page: {url.path}\n")
             else:
-                query = parse_qs(url.query)
-                takes_query = bool(inspect.signature(handler).parameters)
-                response = handler(query) if takes_query else handler()
+                response = await _call(handler, parse_qs(url.query), url.path)
             body = response.body.encode() if isinstance(response.body, str) else response.body
             writer.write(
                 f"HTTP/1.1 {response.status} {_REASONS.get(response.status, '')}\r\n"
