@@ -29,7 +29,7 @@ from istiolite.debug.http import Handler, Response
 from istiolite.networking.generator import generate
 from istiolite.networking.resource import Resource
 from istiolite.xds import types
-from istiolite.xds.protocol import TypeState
+from istiolite.xds.protocol import SyncStatus, TypeState
 
 if TYPE_CHECKING:
     from istiolite.push.context import PushContext
@@ -38,10 +38,10 @@ if TYPE_CHECKING:
 
 JSON = "application/json"
 
-SYNCED = "SYNCED"  # the last response sent was ACKed
-STALE = "STALE"  # a response was sent and is not ACKed (or NACKed) yet
-NOT_SENT = "NOT_SENT"  # subscribed, but nothing has been sent
-ERROR = "ERROR"  # the last response sent was NACKed
+SYNCED = SyncStatus.SYNCED.value
+STALE = SyncStatus.STALE.value
+NOT_SENT = SyncStatus.NOT_SENT.value
+ERROR = SyncStatus.ERROR.value
 
 REDACTED = "[redacted]"
 
@@ -57,15 +57,7 @@ def type_key(type_url: str) -> str:
 
 
 def sync_status(state: TypeState) -> str:
-    if not state.nonce_sent:
-        return NOT_SENT
-    if state.nack is not None and state.nack.nonce == state.nonce_sent:
-        return ERROR
-    # An ACK is only recorded for the nonce last sent, so an ACK newer than the last send is
-    # the ACK of that send.
-    if state.acked_at is not None and state.sent_at is not None and state.acked_at >= state.sent_at:
-        return SYNCED
-    return STALE
+    return str(state.sync_status())
 
 
 class WallClock:

@@ -37,11 +37,11 @@ from google.protobuf import struct_pb2 as pb_struct
 from istiolite.networking.generator import generate
 from istiolite.networking.resource import Resource
 from istiolite.xds import types
+from istiolite.xds.protocol import SyncStatus, TypeState
 
 if TYPE_CHECKING:
     from istiolite.model.proxy import Proxy
     from istiolite.xds.ads import AdsService, Connection
-    from istiolite.xds.protocol import TypeState
 
 ClientStatusRequest = csds_pb2.ClientStatusRequest
 ClientStatusResponse = csds_pb2.ClientStatusResponse
@@ -171,13 +171,15 @@ def _phase(state: TypeState) -> int | None:
     """The client's answer to the last response of this type: ACKED, NACKED, REQUESTED or None
     (nothing sent). The server records an ACK or NACK only for the nonce it sent last, so an ACK
     newer than the last send is the ACK of that send."""
-    if not state.nonce_sent:
-        return None
-    if state.nack is not None and state.nack.nonce == state.nonce_sent:
-        return NACKED
-    if state.acked_at is not None and state.sent_at is not None and state.acked_at >= state.sent_at:
-        return ACKED
-    return REQUESTED
+    return _PHASES[state.sync_status()]
+
+
+_PHASES: dict[SyncStatus, int | None] = {
+    SyncStatus.NOT_SENT: None,
+    SyncStatus.ERROR: NACKED,
+    SyncStatus.SYNCED: ACKED,
+    SyncStatus.STALE: REQUESTED,
+}
 
 
 def type_configs(

@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from envoy.config.core.v3 import base_pb2
@@ -79,6 +80,13 @@ class Nack:
     at: float
 
 
+class SyncStatus(StrEnum):
+    SYNCED = "SYNCED"  # the last response sent was ACKed
+    STALE = "STALE"  # a response was sent and is not ACKed (or NACKed) yet
+    NOT_SENT = "NOT_SENT"  # subscribed, but nothing has been sent
+    ERROR = "ERROR"  # the last response sent was NACKed
+
+
 @dataclass(slots=True)
 class TypeState:
     """What one stream knows about one type URL."""
@@ -93,6 +101,7 @@ class TypeState:
     version_sent: str = ""
     sent_at: float | None = None
     version_acked: str = ""
+    acked_nonce: str = ""
     acked_at: float | None = None
     nack: Nack | None = None
     # name -> version the client has (Delta) or was last sent (SotW).
@@ -102,6 +111,16 @@ class TypeState:
     # The generated map this state was last compared with: the same object means no change.
     seen: Mapping[str, Resource] | None = None
     pushes: int = 0
+
+    def sync_status(self) -> SyncStatus:
+        """Where the client stands on the last response of this type."""
+        if not self.nonce_sent:
+            return SyncStatus.NOT_SENT
+        if self.nack is not None and self.nack.nonce == self.nonce_sent:
+            return SyncStatus.ERROR
+        if self.acked_nonce == self.nonce_sent:
+            return SyncStatus.SYNCED
+        return SyncStatus.STALE
 
     def visible(self, resources: Mapping[str, Resource]) -> list[str]:
         if self.wildcard:
@@ -179,6 +198,7 @@ class XdsStream(Generic[Ctx]):
                 self._on_nack(self.proxy, state.type_url, nack)
         else:
             state.version_acked = acked_version
+            state.acked_nonce = state.nonce_sent
             state.acked_at = self._clock()
             state.nack = None
 

@@ -51,7 +51,7 @@ def test_status_of_a_type_follows_its_last_response() -> None:
     assert pages.sync_status(state) == pages.NOT_SENT
     state.nonce_sent, state.version_sent, state.sent_at = "n-1", "v1", 10.0
     assert pages.sync_status(state) == pages.STALE
-    state.version_acked, state.acked_at = "v1", 10.5
+    state.version_acked, state.acked_nonce, state.acked_at = "v1", "n-1", 10.5
     assert pages.sync_status(state) == pages.SYNCED
     # A newer response is out: stale until its ACK, although an older version was ACKed.
     state.nonce_sent, state.version_sent, state.sent_at = "n-2", "v2", 11.0

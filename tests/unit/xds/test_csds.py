@@ -142,12 +142,12 @@ def statuses(configs: list[Any]) -> dict[str, tuple[int, int]]:
     return {c.name: (c.client_status, c.config_status) for c in configs}
 
 
-def test_ack_older_than_the_last_send_is_not_the_ack_of_it() -> None:
-    """Same version string sent twice (Delta sends within one push context share it)."""
+def test_ack_of_an_earlier_response_is_not_the_ack_of_the_last() -> None:
+    """Even with the same version string sent twice, only the ACK of the last nonce counts."""
     a = cluster("a")
-    state = state_with({"a": a}, version_acked="v1", acked_at=9.0)
+    state = state_with({"a": a}, version_acked="v1", acked_nonce="n-0", acked_at=9.0)
     assert statuses(type_configs(state, {"a": a})) == {"a": (REQUESTED, csds_pb2.STALE)}
-    state.acked_at = 11.0
+    state.acked_nonce, state.acked_at = "n-1", 11.0
     assert statuses(type_configs(state, {"a": a})) == {"a": (ACKED, csds_pb2.SYNCED)}
 
 
@@ -167,7 +167,9 @@ def test_nack_of_an_earlier_response_does_not_mark_the_newer_one() -> None:
 
 def test_body_comes_from_what_was_sent_when_the_config_moved_on() -> None:
     old, new = cluster("a", 1), cluster("a", 2)
-    state = state_with({"a": old}, version_acked="v1", acked_at=11.0, sent_resources={"a": old})
+    state = state_with(
+        {"a": old}, version_acked="v1", acked_nonce="n-1", acked_at=11.0, sent_resources={"a": old}
+    )
     [entry] = type_configs(state, {"a": new})
     assert (entry.client_status, entry.config_status) == (ACKED, csds_pb2.STALE)
     assert entry.version_info == old.version
