@@ -63,6 +63,11 @@ class PushContext:
             sorted(services, key=lambda s: s.hostname(domain))
         )
         self.services_by_host: dict[str, Service] = {s.hostname(domain): s for s in self.services}
+        by_namespace: dict[str, list[Service]] = defaultdict(list)
+        for service in self.services:
+            if service.selector:
+                by_namespace[service.namespace].append(service)
+        self._selecting_by_namespace = dict(by_namespace)
         self._slices = {k: sorted(v, key=lambda s: s.meta.name) for k, v in slices.items()}
 
     def hostname(self, service: Service) -> str:
@@ -112,10 +117,8 @@ class PushContext:
         """Services in `namespace` whose non-empty selector matches these workload labels."""
         return [
             s
-            for s in self.services
-            if s.namespace == namespace
-            and s.selector
-            and all(labels.get(k) == v for k, v in s.selector.items())
+            for s in self._selecting_by_namespace.get(namespace, ())
+            if all(labels.get(k) == v for k, v in s.selector.items())
         ]
 
 

@@ -122,12 +122,14 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     ) -> AsyncIterator[bytes]:
         async for response in self._serve(request_iterator, context, delta=False):
             yield response
+            del response  # not kept alive while the stream idles
 
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         async for response in self._serve(request_iterator, context, delta=True):
             yield response
+            del response  # not kept alive while the stream idles
 
     async def _serve(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, *, delta: bool
@@ -160,6 +162,9 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         if responses and request.started:
                             metrics.CONVERGENCE.observe(time.monotonic() - request.started)
                     _log_sent(conn, responses, "push")
+                    # Idle streams must not keep their last (often megabyte-sized) responses.
+                    responses = []
+                    response = None
                     # Let requests and other streams in between pushes of a storm.
                     await asyncio.sleep(0)
                     continue
@@ -175,10 +180,14 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         peer=conn.peer,
                         delta=delta,
                     )
-                for response in responses:
-                    yield response.data
-                    _count(response, started)
+                if responses:
+                    # Initial answers are the biggest (a connect storm): bounded like pushes.
+                    async with self._push_slots:
+                        for response in responses:
+                            yield response.data
+                            _count(response, started)
                 _log_sent(conn, responses, "request")
+                responses, item, response = [], None, None
         except ProtocolError as err:
             log.warning("stream rejected", connection=conn.id, peer=conn.peer, error=str(err))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))

@@ -53,19 +53,19 @@ class WireResponse:
 class _Versions(Mapping[str, str]):
     """name -> version over a shared name -> Resource map, without copying it per proxy."""
 
-    __slots__ = ("_resources",)
+    __slots__ = ("resources",)
 
     def __init__(self, resources: Mapping[str, Resource]) -> None:
-        self._resources = resources
+        self.resources = resources
 
     def __getitem__(self, name: str) -> str:
-        return self._resources[name].version
+        return self.resources[name].version
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._resources)
+        return iter(self.resources)
 
     def __len__(self) -> int:
-        return len(self._resources)
+        return len(self.resources)
 
 
 class ProtocolError(Exception):
@@ -110,6 +110,8 @@ class TypeState:
     sent_resources: Mapping[str, Resource] = field(default_factory=dict)
     # The generated map this state was last compared with: the same object means no change.
     seen: Mapping[str, Resource] | None = None
+    # Delta: deletions found by the changes pass of a push, sent by its removals pass.
+    pending_removal: tuple[str, ...] = ()
     pushes: int = 0
 
     def sync_status(self) -> SyncStatus:
@@ -139,6 +141,31 @@ def _set_version(names_and_versions: Iterable[tuple[str, str]]) -> str:
         digest.update(version.encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def _diff(
+    ctx: Any, old: Mapping[str, Resource], new: Mapping[str, Resource]
+) -> tuple[frozenset[str], tuple[str, ...]]:
+    """(names added or changed, names removed) from `old` to `new`, computed once per push for
+    every proxy whose state is exactly `old` (maps are shared, so this is the common case)."""
+    cache: dict[Any, Any] | None = getattr(ctx, "cache", None)
+    key = ("diff", id(old), id(new))
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None and hit[0] is old and hit[1] is new:
+            return hit[2], hit[3]
+    changed = frozenset(
+        n for n, r in new.items() if (was := old.get(n)) is None or was.version != r.version
+    )
+    removed = tuple(n for n in old if n not in new)
+    if cache is not None:
+        cache[key] = (old, new, changed, removed)  # keeps both alive: their ids stay unique
+    return changed, removed
+
+
+def _covers(state: TypeState, resources: Mapping[str, Resource]) -> bool:
+    """The subscription sees every resource of the map (wildcard, or names a superset)."""
+    return state.wildcard or state.names.issuperset(resources.keys())
 
 
 class XdsStream(Generic[Ctx]):
@@ -243,8 +270,9 @@ class SotwStream(XdsStream[Any]):
         self._record_ack_or_nack(state, error, request.version_info)
         before = state.names
         self._apply_names(state, names)
-        if state.names - before:
-            return self._respond(state, ctx, force=True)
+        added = state.names - before
+        if added:
+            return self._respond(state, ctx, force=False, extra=added)
         return []
 
     @staticmethod
@@ -267,39 +295,69 @@ class SotwStream(XdsStream[Any]):
         """
         out: list[WireResponse] = []
         shrink_later: list[tuple[TypeState, Resources]] = []
-        clusters_changed = False
+        changed_clusters: frozenset[str] = frozenset()
         for type_url in self.ordered_types(request):
             state = self.types[type_url]
-            force = type_url == types.ENDPOINT and clusters_changed
-            if not force and not self._touches(state, request):
+            extra = changed_clusters if type_url == types.ENDPOINT else frozenset()
+            if not extra and not self._touches(state, request):
                 continue
             resources = self._resources(ctx, type_url)
-            if resources is state.seen and not force:
+            if resources is state.seen and not extra:
                 continue  # the very map compared last time: nothing can have changed
             if type_url in types.FULL_STATE_TYPES:
                 removed = {n: r for n, r in state.sent_resources.items() if n not in resources}
                 if removed:
                     shrink_later.append((state, resources))
                     resources = dict(sorted({**resources, **removed}.items()))
-            sent = self._respond(state, ctx, force=force, resources=resources)
+            before = state.sent_resources
+            sent = self._respond(state, ctx, force=False, resources=resources, extra=extra)
             if type_url == types.CLUSTER and sent:
-                # A (re)sent cluster warms until it gets endpoints again.
-                clusters_changed = True
+                # A changed or new cluster warms until it gets its endpoints again.
+                changed_clusters = frozenset(
+                    n
+                    for n, r in state.sent_resources.items()
+                    if (old := before.get(n)) is None or old.version != r.version
+                )
             out += sent
         for state, resources in reversed(shrink_later):
             out += self._respond(state, ctx, force=False, resources=resources)
         return out
 
     def _respond(
-        self, state: TypeState, ctx: Any, *, force: bool, resources: Resources | None = None
+        self,
+        state: TypeState,
+        ctx: Any,
+        *,
+        force: bool,
+        resources: Resources | None = None,
+        extra: frozenset[str] = frozenset(),
     ) -> list[WireResponse]:
+        """`force`: answer even if unchanged (a new subscription). `extra`: names to include
+        even if unchanged (endpoints of re-sent clusters, newly subscribed names)."""
         if resources is None:
             resources = self._resources(ctx, state.type_url)
         state.seen = resources
         chosen, version, body = _sotw_selection(ctx, state, resources)
-        if not force and version == state.version_sent:
+        wanted_extra = [n for n in extra if n in chosen]
+        if not force and not wanted_extra and version == state.version_sent:
             # Unchanged, or exactly what the client already rejected: do not send it again.
             return []
+        if force or state.type_url in types.FULL_STATE_TYPES:
+            names: tuple[str, ...] = tuple(chosen)
+        else:
+            # EDS, RDS and the rest may carry a subset: Envoy updates only what is present.
+            previous = state.sent
+            if isinstance(previous, _Versions):
+                changed, _ = _diff(ctx, previous.resources, chosen)
+                names = tuple(n for n in chosen if n in extra or n in changed)
+            else:
+                names = tuple(
+                    n for n, r in chosen.items() if n in extra or previous.get(n) != r.version
+                )
+            if not names:
+                return []  # only unsubscriptions: nothing for the client to learn
+            if len(names) != len(chosen):
+                body = b"".join(chosen[n].sotw_entry for n in names)
         nonce = self._next_nonce()
         tail = DiscoveryResponse(
             version_info=version, type_url=state.type_url, nonce=nonce
@@ -310,7 +368,7 @@ class SotwStream(XdsStream[Any]):
         state.sent_resources = chosen
         state.sent = _Versions(chosen)
         state.pushes += 1
-        return [WireResponse(state.type_url, nonce, version, body + tail, tuple(chosen))]
+        return [WireResponse(state.type_url, nonce, version, body + tail, names)]
 
 
 def _sotw_selection(
@@ -379,9 +437,10 @@ class DeltaStream(XdsStream[Any]):
         if subscribe or unsubscribe:
             state.names = (state.names | subscribe) - unsubscribe
             state.seen = None
-        sent = self._sent(state)
-        for name in unsubscribe:
-            sent.pop(name, None)
+        if unsubscribe:
+            sent = self._sent(state)
+            for name in unsubscribe:
+                sent.pop(name, None)
         # A name dropped while the wildcard still holds: the client cannot tell whether to keep
         # it, so say which (sent again if the wildcard covers it, else removed).
         recheck = dropped if state.wildcard else set()
@@ -400,7 +459,10 @@ class DeltaStream(XdsStream[Any]):
 
     @staticmethod
     def _sent(state: TypeState) -> dict[str, str]:
-        assert isinstance(state.sent, dict)
+        """The client's versions as this stream's own dict (copied from a shared map the first
+        time it diverges)."""
+        if not isinstance(state.sent, dict):
+            state.sent = dict(state.sent)
         return state.sent
 
     def on_push(self, ctx: Any, request: PushRequest | None = None) -> list[WireResponse]:
@@ -437,41 +499,27 @@ class DeltaStream(XdsStream[Any]):
         only: frozenset[str] | None = None,
     ) -> list[WireResponse]:
         resources = self._resources(ctx, state.type_url)
-        sent = self._sent(state)
-        if resources is state.seen and not (force or announce_missing or always):
+        quiet = not (force or announce_missing or always or state.pending_removal)
+        if resources is state.seen and quiet:
             return []  # the very map already diffed against, in both passes
-        if only is not None:
-            # Endpoint-only push: just the named clusters can differ from what was sent.
-            candidates = sorted(only | force)
-            visible = [
-                n for n in candidates if n in resources and (state.wildcard or n in state.names)
-            ]
-            consider_removed: Iterable[str] = (n for n in candidates if n in sent)
-        else:
-            visible = state.visible(resources)
-            consider_removed = sent
-        changed: list[Resource] = []
-        if changes:
-            changed = [
-                resources[n] for n in visible if n in force or sent.get(n) != resources[n].version
-            ]
-        removed: list[str] = []
-        if removals:
-            shown = set(visible)
-            removed = sorted(
-                {n for n in consider_removed if n not in shown}
-                # A name asked for that does not exist: say so, so the client stops waiting.
-                | {n for n in announce_missing if n not in resources}
+        shared = state.sent.resources if isinstance(state.sent, _Versions) else None
+        if shared is not None and _covers(state, resources):
+            changed_names, removed_names = self._shared_diff(
+                state, ctx, shared, resources, force, only, changes=changes, removals=removals
             )
-            if only is None:
-                state.seen = resources  # both passes done against this map
-        if not changed and not removed and not always:
+        else:
+            changed_names, removed_names = self._own_diff(
+                state, resources, force, only, changes=changes, removals=removals
+            )
+        if removals:
+            # A name asked for that does not exist: say so, so the client stops waiting.
+            missing = [n for n in announce_missing if n not in resources]
+            if missing:
+                removed_names = sorted({*removed_names, *missing})
+        changed = [resources[n] for n in changed_names]
+        if not changed and not removed_names and not always:
             return []
         nonce = self._next_nonce()
-        for resource in changed:
-            sent[resource.name] = resource.version
-        for name in removed:
-            sent.pop(name, None)
         if state.type_url == types.CLUSTER and types.ENDPOINT not in self.types:
             self._clusters_before_eds.update(r.name for r in changed)
         # Unique per response, so "ACKed version == sent version" means the last send was ACKed.
@@ -480,7 +528,7 @@ class DeltaStream(XdsStream[Any]):
             system_version_info=version,
             type_url=state.type_url,
             nonce=nonce,
-            removed_resources=removed,
+            removed_resources=removed_names,
         ).SerializeToString()
         state.nonce_sent = nonce
         state.version_sent = version
@@ -488,4 +536,83 @@ class DeltaStream(XdsStream[Any]):
         state.pushes += 1
         data = b"".join(r.delta_entry for r in changed) + tail
         names = tuple(r.name for r in changed)
-        return [WireResponse(state.type_url, nonce, version, data, names, tuple(removed))]
+        return [WireResponse(state.type_url, nonce, version, data, names, tuple(removed_names))]
+
+    @staticmethod
+    def _shared_diff(
+        state: TypeState,
+        ctx: Any,
+        shared: Mapping[str, Resource],
+        resources: Resources,
+        force: set[str] | frozenset[str],
+        only: frozenset[str] | None,
+        *,
+        changes: bool,
+        removals: bool,
+    ) -> tuple[list[str], list[str]]:
+        """The client holds exactly `shared` (a map many proxies share): diff the two maps once
+        per push, not per proxy. On an endpoint-only push they differ only in `only` (pending
+        pushes merge their cluster sets, so nothing a proxy missed falls outside it)."""
+        if only is None:
+            added, gone = _diff(ctx, shared, resources)
+        else:
+            added = frozenset(
+                n
+                for n in only
+                if n in resources
+                and ((was := shared.get(n)) is None or was.version != resources[n].version)
+            )
+            gone = tuple(n for n in only if n in shared and n not in resources)
+        changed_names = sorted(added | {n for n in force if n in resources}) if changes else []
+        pending = state.pending_removal
+        if removals:
+            removed_names = sorted({*pending, *gone})
+            state.pending_removal = ()
+            if only is None:
+                state.seen = resources
+        else:
+            removed_names = []
+            state.pending_removal = tuple({*pending, *gone})
+        # What the client holds once this push is done: the new map, shared again.
+        state.sent = _Versions(resources)
+        return changed_names, removed_names
+
+    def _own_diff(
+        self,
+        state: TypeState,
+        resources: Resources,
+        force: set[str] | frozenset[str],
+        only: frozenset[str] | None,
+        *,
+        changes: bool,
+        removals: bool,
+    ) -> tuple[list[str], list[str]]:
+        sent = self._sent(state)
+        if only is not None:
+            # Endpoint-only push: just the named clusters can differ from what was sent.
+            candidates = sorted(only | force)
+            visible = [
+                n for n in candidates if n in resources and (state.wildcard or n in state.names)
+            ]
+            consider_removed: list[str] = [n for n in candidates if n in sent]
+        else:
+            visible = state.visible(resources)
+            consider_removed = list(sent)
+        changed_names: list[str] = []
+        if changes:
+            changed_names = [
+                n for n in visible if n in force or sent.get(n) != resources[n].version
+            ]
+            for name in changed_names:
+                sent[name] = resources[name].version
+        removed_names: list[str] = []
+        if removals:
+            shown = set(visible)
+            removed_names = sorted({n for n in consider_removed if n not in shown})
+            for name in removed_names:
+                sent.pop(name, None)
+            if only is None:
+                state.seen = resources  # both passes done against this map
+                if _covers(state, resources) and len(sent) == len(resources):
+                    state.sent = _Versions(resources)  # identical now: share the map again
+        return changed_names, removed_names
