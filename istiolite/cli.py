@@ -55,6 +55,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="push at the latest this long after the first change of a burst",
     )
     p.add_argument(
+        "--push-concurrency",
+        type=int,
+        default=int(env_default("PUSH_CONCURRENCY", "100")),
+        metavar="N",
+        help="proxies being pushed to at once (istiod's push throttle)",
+    )
+    p.add_argument(
         "--log-format", choices=("json", "console"), default=env_default("LOG_FORMAT", "json")
     )
     p.add_argument(
@@ -85,6 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
         domain=args.domain,
         debounce_quiet=args.debounce_after,
         debounce_max=args.debounce_max,
+        push_concurrency=max(1, args.push_concurrency),
         log_format=args.log_format,
         log_level=args.log_level,
     )

@@ -117,23 +117,21 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         for conn in self.connections.values():
             conn.request_push(request)
 
+    # Coroutine handlers that write, not async generators: grpc.aio keeps the last message an
+    # async generator yielded alive until the next one, which is ~1 MB per idle proxy.
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        async for response in self._serve(request_iterator, context, delta=False):
-            yield response
-            del response  # not kept alive while the stream idles
+    ) -> None:
+        await self._serve(request_iterator, context, delta=False)
 
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        async for response in self._serve(request_iterator, context, delta=True):
-            yield response
-            del response  # not kept alive while the stream idles
+    ) -> None:
+        await self._serve(request_iterator, context, delta=True)
 
     async def _serve(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, *, delta: bool
-    ) -> AsyncIterator[bytes]:
+    ) -> None:
         stream_cls = DeltaStream if delta else SotwStream
         conn = Connection(
             id=f"conn-{next(_ids)}",
@@ -157,7 +155,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         started = time.perf_counter()
                         responses = conn.stream.on_push(self.context, request)
                         for response in responses:
-                            yield response.data
+                            await context.write(response.data)
                             _count(response, started)
                         if responses and request.started:
                             metrics.CONVERGENCE.observe(time.monotonic() - request.started)
@@ -184,7 +182,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     # Initial answers are the biggest (a connect storm): bounded like pushes.
                     async with self._push_slots:
                         for response in responses:
-                            yield response.data
+                            await context.write(response.data)
                             _count(response, started)
                 _log_sent(conn, responses, "request")
                 responses, item, response = [], None, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -163,6 +164,21 @@ def _diff(
     return changed, removed
 
 
+_NAME_SETS: dict[frozenset[str], frozenset[str]] = {}
+_NAME_SETS_MAX = 256
+
+
+def _shared_names(names: frozenset[str]) -> frozenset[str]:
+    """One frozenset object for identical subscriptions (most proxies subscribe alike)."""
+    found = _NAME_SETS.get(names)
+    if found is not None:
+        return found
+    if len(_NAME_SETS) >= _NAME_SETS_MAX:
+        _NAME_SETS.pop(next(iter(_NAME_SETS)))  # oldest first
+    _NAME_SETS[names] = names
+    return names
+
+
 def _covers(state: TypeState, resources: Mapping[str, Resource]) -> bool:
     """The subscription sees every resource of the map (wildcard, or names a superset)."""
     return state.wildcard or state.names.issuperset(resources.keys())
@@ -253,7 +269,7 @@ class SotwStream(XdsStream[Any]):
     def on_request(self, request: DiscoveryRequest, ctx: Any) -> list[WireResponse]:
         self._ensure_node(request.node, request.HasField("node"))
         type_url = request.type_url
-        names = set(request.resource_names)
+        names = {sys.intern(n) for n in request.resource_names}
         state = self.types.get(type_url)
         if state is None or not request.response_nonce:
             # A new subscription (or the client starting over): answer at once, even if unchanged.
@@ -282,7 +298,7 @@ class SotwStream(XdsStream[Any]):
         state.wildcard = WILDCARD in names or (
             not state.explicit and state.type_url in types.FULL_STATE_TYPES
         )
-        new_names = frozenset(names - {WILDCARD})
+        new_names = _shared_names(frozenset(names - {WILDCARD}))
         if new_names != state.names:
             state.names = new_names
             state.seen = None
@@ -409,7 +425,8 @@ class DeltaStream(XdsStream[Any]):
     def on_request(self, request: DeltaDiscoveryRequest, ctx: Any) -> list[WireResponse]:
         self._ensure_node(request.node, request.HasField("node"))
         type_url = request.type_url
-        subscribe = set(request.resource_names_subscribe)
+        # Interned: a thousand proxies subscribing to the same names share the strings.
+        subscribe = {sys.intern(n) for n in request.resource_names_subscribe}
         unsubscribe = set(request.resource_names_unsubscribe)
         state = self.types.get(type_url)
         first = state is None
@@ -435,7 +452,7 @@ class DeltaStream(XdsStream[Any]):
         unsubscribe.discard(WILDCARD)
         dropped = unsubscribe & state.names
         if subscribe or unsubscribe:
-            state.names = (state.names | subscribe) - unsubscribe
+            state.names = _shared_names((state.names | subscribe) - unsubscribe)
             state.seen = None
         if unsubscribe:
             sent = self._sent(state)
