@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
@@ -222,7 +223,7 @@ def _inbound_chains(port: InboundPort) -> list[lc.FilterChain]:
     return chains
 
 
-def virtual_inbound(ports: list[InboundPort]) -> Listener:
+def virtual_inbound(ports: Sequence[InboundPort]) -> Listener:
     chains = [
         lc.FilterChain(
             # Traffic addressed to 15006 itself would loop forever.

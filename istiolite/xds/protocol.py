@@ -52,21 +52,31 @@ class WireResponse:
 
 
 class _Versions(Mapping[str, str]):
-    """name -> version over a shared name -> Resource map, without copying it per proxy."""
+    """name -> version over a shared name -> Resource map (restricted to `names` when given),
+    so that a thousand proxies holding the same config do not each copy it."""
 
-    __slots__ = ("resources",)
+    __slots__ = ("names", "resources")
 
-    def __init__(self, resources: Mapping[str, Resource]) -> None:
+    def __init__(
+        self, resources: Mapping[str, Resource], names: frozenset[str] | None = None
+    ) -> None:
         self.resources = resources
+        self.names = names
 
     def __getitem__(self, name: str) -> str:
+        if self.names is not None and name not in self.names:
+            raise KeyError(name)
         return self.resources[name].version
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.resources)
+        if self.names is None:
+            return iter(self.resources)
+        return (n for n in self.resources if n in self.names)
 
     def __len__(self) -> int:
-        return len(self.resources)
+        if self.names is None:
+            return len(self.resources)
+        return sum(1 for n in self.resources if n in self.names)
 
 
 class ProtocolError(Exception):
@@ -179,11 +189,6 @@ def _shared_names(names: frozenset[str]) -> frozenset[str]:
     return names
 
 
-def _covers(state: TypeState, resources: Mapping[str, Resource]) -> bool:
-    """The subscription sees every resource of the map (wildcard, or names a superset)."""
-    return state.wildcard or state.names.issuperset(resources.keys())
-
-
 class XdsStream(Generic[Ctx]):
     """State shared by both protocol variants."""
 
@@ -269,7 +274,7 @@ class SotwStream(XdsStream[Any]):
     def on_request(self, request: DiscoveryRequest, ctx: Any) -> list[WireResponse]:
         self._ensure_node(request.node, request.HasField("node"))
         type_url = request.type_url
-        names = {sys.intern(n) for n in request.resource_names}
+        names = set(request.resource_names)
         state = self.types.get(type_url)
         if state is None or not request.response_nonce:
             # A new subscription (or the client starting over): answer at once, even if unchanged.
@@ -298,9 +303,10 @@ class SotwStream(XdsStream[Any]):
         state.wildcard = WILDCARD in names or (
             not state.explicit and state.type_url in types.FULL_STATE_TYPES
         )
-        new_names = _shared_names(frozenset(names - {WILDCARD}))
-        if new_names != state.names:
-            state.names = new_names
+        wanted = frozenset(names - {WILDCARD})
+        if wanted != state.names:
+            # Interned: a thousand proxies subscribing to the same names share the strings.
+            state.names = _shared_names(frozenset(sys.intern(n) for n in wanted))
             state.seen = None
 
     def on_push(self, ctx: Any, request: PushRequest | None = None) -> list[WireResponse]:
@@ -452,12 +458,12 @@ class DeltaStream(XdsStream[Any]):
         unsubscribe.discard(WILDCARD)
         dropped = unsubscribe & state.names
         if subscribe or unsubscribe:
-            state.names = _shared_names((state.names | subscribe) - unsubscribe)
-            state.seen = None
-        if unsubscribe:
+            # What the client holds is read through the old names: fix it before they change.
             sent = self._sent(state)
             for name in unsubscribe:
                 sent.pop(name, None)
+            state.names = _shared_names((state.names | subscribe) - unsubscribe)
+            state.seen = None
         # A name dropped while the wildcard still holds: the client cannot tell whether to keep
         # it, so say which (sent again if the wildcard covers it, else removed).
         recheck = dropped if state.wildcard else set()
@@ -520,7 +526,7 @@ class DeltaStream(XdsStream[Any]):
         if resources is state.seen and quiet:
             return []  # the very map already diffed against, in both passes
         shared = state.sent.resources if isinstance(state.sent, _Versions) else None
-        if shared is not None and _covers(state, resources):
+        if shared is not None:
             changed_names, removed_names = self._shared_diff(
                 state, ctx, shared, resources, force, only, changes=changes, removals=removals
             )
@@ -572,15 +578,25 @@ class DeltaStream(XdsStream[Any]):
         pushes merge their cluster sets, so nothing a proxy missed falls outside it)."""
         if only is None:
             added, gone = _diff(ctx, shared, resources)
+            if not state.wildcard:
+                # The client holds (and gets) only the names it subscribed to.
+                added = added & state.names
+                gone = tuple(n for n in gone if n in state.names)
         else:
             added = frozenset(
                 n
                 for n in only
                 if n in resources
+                and (state.wildcard or n in state.names)
                 and ((was := shared.get(n)) is None or was.version != resources[n].version)
             )
-            gone = tuple(n for n in only if n in shared and n not in resources)
-        changed_names = sorted(added | {n for n in force if n in resources}) if changes else []
+            gone = tuple(
+                n
+                for n in only
+                if n in shared and n not in resources and (state.wildcard or n in state.names)
+            )
+        forced = {n for n in force if n in resources and (state.wildcard or n in state.names)}
+        changed_names = sorted(added | forced) if changes else []
         pending = state.pending_removal
         if removals:
             removed_names = sorted({*pending, *gone})
@@ -591,7 +607,7 @@ class DeltaStream(XdsStream[Any]):
             removed_names = []
             state.pending_removal = tuple({*pending, *gone})
         # What the client holds once this push is done: the new map, shared again.
-        state.sent = _Versions(resources)
+        state.sent = _Versions(resources, None if state.wildcard else state.names)
         return changed_names, removed_names
 
     def _own_diff(
@@ -630,6 +646,6 @@ class DeltaStream(XdsStream[Any]):
                 sent.pop(name, None)
             if only is None:
                 state.seen = resources  # both passes done against this map
-                if _covers(state, resources) and len(sent) == len(resources):
-                    state.sent = _Versions(resources)  # identical now: share the map again
+                # Now exactly the visible part of `resources`: share the map again.
+                state.sent = _Versions(resources, None if state.wildcard else state.names)
         return changed_names, removed_names
