@@ -30,6 +30,7 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.startup
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
