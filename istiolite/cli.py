@@ -109,7 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from istiolite import bootstrap, render
+    from istiolite import bootstrap, render, validate
     from istiolite.cli_inspect import proxy_config, proxy_status
 
     parser = argparse.ArgumentParser(prog="istiolite", description=__doc__)
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     proxy_status.add_arguments(status)
     config = sub.add_parser("proxy-config", help="what istiolite would send one proxy now")
     proxy_config.add_arguments(config)
+    check = sub.add_parser("validate", help="check Kubernetes / Istio YAML files as serve would")
+    validate.add_arguments(check)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -147,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         from istiolite.cli_inspect import proxy_config
 
         return proxy_config.run(args)
+    if args.command == "validate":
+        from istiolite import validate
+
+        return validate.run(args)
     print(__version__)
     return 0
 

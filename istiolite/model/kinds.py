@@ -6,11 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from istiolite.model.destinationrule import parse_destination_rule
 from istiolite.model.endpointslice import parse_endpointslice
 from istiolite.model.meta import ObjectKey, ObjectMeta
 from istiolite.model.service import parse_service
 from istiolite.model.validation import ValidationError
+from istiolite.model.virtualservice import parse_virtual_service
 from istiolite.model.workload import parse_namespace, parse_node, parse_pod
+
+# Istio serves its networking API under all three versions, with the same schema.
+_ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,10 @@ KINDS: dict[str, Kind] = {
         Kind("", ("v1",), "Namespace", False, parse_namespace),
         Kind("", ("v1",), "Node", False, parse_node),
         Kind("discovery.k8s.io", ("v1",), "EndpointSlice", True, parse_endpointslice),
+        Kind("networking.istio.io", _ISTIO_VERSIONS, "VirtualService", True, parse_virtual_service),
+        Kind(
+            "networking.istio.io", _ISTIO_VERSIONS, "DestinationRule", True, parse_destination_rule
+        ),
     )
 }
 

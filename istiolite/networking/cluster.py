@@ -65,9 +65,11 @@ def _protocol_options(protocol: Protocol) -> dict[str, object]:
     return {_HTTP_OPTIONS_KEY: pack(value)}
 
 
-def outbound_cluster(ctx: PushContext, service: Service, port: ServicePort) -> Cluster:
+def outbound_cluster(
+    ctx: PushContext, service: Service, port: ServicePort, subset: str = ""
+) -> Cluster:
     host = ctx.hostname(service)
-    name = cluster_name(Direction.OUTBOUND, port.port, "", host)
+    name = cluster_name(Direction.OUTBOUND, port.port, subset, host)
     cluster = Cluster(
         name=name,
         connect_timeout=duration(CONNECT_TIMEOUT_SECONDS),
@@ -104,12 +106,20 @@ def outbound_cluster(ctx: PushContext, service: Service, port: ServicePort) -> C
 
 def outbound_clusters(ctx: PushContext) -> list[Cluster]:
     """One cluster per service port; identical for every sidecar, so built once per push."""
-    return [
-        outbound_cluster(ctx, service, port)
-        for service in ctx.services
-        for port in service.ports
-        if port.protocol != Protocol.UDP
-    ]
+    clusters = []
+    for service in ctx.services:
+        # Subsets of a DestinationRule become clusters of their own (EDS services only).
+        subsets = (
+            []
+            if service.headless or service.type == "ExternalName"
+            else ctx.subsets(ctx.hostname(service))
+        )
+        for port in service.ports:
+            if port.protocol == Protocol.UDP:
+                continue
+            clusters.append(outbound_cluster(ctx, service, port))
+            clusters += [outbound_cluster(ctx, service, port, s.name) for s in subsets]
+    return clusters
 
 
 def _lb_endpoint(address: str, port: int) -> endpoint_components_pb2.LbEndpoint:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 
 from envoy.config.core.v3 import base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -46,36 +47,49 @@ def load_assignment(name: str, endpoints: list[ServiceEndpoint]) -> ClusterLoadA
     return ClusterLoadAssignment(cluster_name=name, endpoints=groups)
 
 
-def eds_ports(ctx: PushContext, service: Service) -> list[tuple[str, ServicePort]]:
-    """(cluster name, port) of every EDS cluster of a service (not headless, not ExternalName)."""
+def eds_clusters(
+    ctx: PushContext, service: Service
+) -> list[tuple[str, ServicePort, Mapping[str, str] | None]]:
+    """(cluster name, port, subset labels) of every EDS cluster of a service: one per port, and
+    one per port and DestinationRule subset (not headless, not ExternalName)."""
     if service.headless or service.type == "ExternalName":
         return []
     host = ctx.hostname(service)
-    return [
-        (cluster_name(Direction.OUTBOUND, port.port, "", host), port)
-        for port in service.ports
-        if port.protocol != Protocol.UDP
-    ]
+    subsets = ctx.subsets(host)
+    out: list[tuple[str, ServicePort, Mapping[str, str] | None]] = []
+    for port in service.ports:
+        if port.protocol == Protocol.UDP:
+            continue
+        out.append((cluster_name(Direction.OUTBOUND, port.port, "", host), port, None))
+        for subset in subsets:
+            name = cluster_name(Direction.OUTBOUND, port.port, subset.name, host)
+            out.append((name, port, subset.labels))
+    return out
+
+
+def eds_ports(ctx: PushContext, service: Service) -> list[tuple[str, ServicePort]]:
+    """(cluster name, port) of every EDS cluster of a service, subsets included."""
+    return [(name, port) for name, port, _ in eds_clusters(ctx, service)]
 
 
 def all_load_assignments(ctx: PushContext) -> dict[str, ClusterLoadAssignment]:
     """Assignments for every EDS cluster; the same for all proxies, so built once per push."""
     return {
-        name: load_assignment(name, ctx.endpoints(service, port))
+        name: load_assignment(name, ctx.endpoints(service, port, labels))
         for service in ctx.services
-        for name, port in eds_ports(ctx, service)
+        for name, port, labels in eds_clusters(ctx, service)
     }
 
 
 def load_assignment_for(ctx: PushContext, name: str) -> ClusterLoadAssignment | None:
     """The assignment of one outbound EDS cluster, or None when no such cluster exists."""
     parts = name.split("|")
-    if len(parts) != 4 or parts[0] != Direction.OUTBOUND or parts[2]:
+    if len(parts) != 4 or parts[0] != Direction.OUTBOUND:
         return None
     service = ctx.services_by_host.get(parts[3])
     if service is None:
         return None
-    for candidate, port in eds_ports(ctx, service):
+    for candidate, port, labels in eds_clusters(ctx, service):
         if candidate == name:
-            return load_assignment(name, ctx.endpoints(service, port))
+            return load_assignment(name, ctx.endpoints(service, port, labels))
     return None

@@ -6,32 +6,17 @@ from collections import defaultdict
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 
 from istiolite.model.protocol import Protocol
 from istiolite.model.proxy import InterceptionMode, Proxy
 from istiolite.model.service import Service, ServicePort
+from istiolite.networking.http_route import http_routes
 from istiolite.networking.names import PASSTHROUGH_CLUSTER, Direction, cluster_name, route_name
-from istiolite.networking.typed import duration, pack, uint32
+from istiolite.networking.retry import default_retry_policy
+from istiolite.networking.typed import duration
 from istiolite.push.context import PushContext
 
 RouteConfiguration = route_pb2.RouteConfiguration
-
-
-def default_retry_policy() -> rc.RetryPolicy:
-    """istiod's default: two retries on connection failures and 503, each on another host."""
-    return rc.RetryPolicy(
-        retry_on="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-        num_retries=uint32(2),
-        retry_host_predicate=[
-            rc.RetryPolicy.RetryHostPredicate(
-                name="envoy.retry_host_predicates.previous_hosts",
-                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
-            )
-        ],
-        host_selection_retry_max_attempts=5,
-        retriable_status_codes=[503],
-    )
 
 
 def route_to_cluster(cluster: str) -> rc.Route:
@@ -110,15 +95,18 @@ def outbound_route_configs(ctx: PushContext, proxy: Proxy) -> list[RouteConfigur
                 d for d in service_domains(ctx, service, port, proxy.namespace) if d not in claimed
             ]
             claimed.update(domains)
+            vs = ctx.virtual_services.get(host)
+            if vs is not None and vs.http:
+                routes = http_routes(ctx, vs, port)
+            else:
+                routes = [
+                    route_to_cluster(cluster_name(Direction.OUTBOUND, service_port.port, "", host))
+                ]
             hosts.append(
                 rc.VirtualHost(
                     name=f"{host}:{port}",
                     domains=domains,
-                    routes=[
-                        route_to_cluster(
-                            cluster_name(Direction.OUTBOUND, service_port.port, "", host)
-                        )
-                    ],
+                    routes=routes,
                     include_request_attempt_count=True,
                 )
             )

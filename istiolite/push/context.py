@@ -7,9 +7,11 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from istiolite.model.destinationrule import DestinationRule, Subset
 from istiolite.model.endpointslice import EndpointSlice
 from istiolite.model.meta import ObjectKey
 from istiolite.model.service import Service, ServicePort
+from istiolite.model.virtualservice import VirtualService
 from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
 
 
@@ -47,6 +49,8 @@ class PushContext:
         self.pods: dict[tuple[str, str], Pod] = {}
         self.nodes: dict[str, Node] = {}
         self.namespaces: dict[str, Namespace] = {}
+        virtual_services: list[VirtualService] = []
+        destination_rules: list[DestinationRule] = []
         for key, obj in objects.items():
             match key.kind:
                 case "Service":
@@ -59,6 +63,10 @@ class PushContext:
                     self.nodes[key.name] = obj
                 case "Namespace":
                     self.namespaces[key.name] = obj
+                case "VirtualService":
+                    virtual_services.append(obj)
+                case "DestinationRule":
+                    destination_rules.append(obj)
         self.services: tuple[Service, ...] = tuple(
             sorted(services, key=lambda s: s.hostname(domain))
         )
@@ -68,13 +76,37 @@ class PushContext:
             if service.selector:
                 by_namespace[service.namespace].append(service)
         self._selecting_by_namespace = dict(by_namespace)
+        # For sidecars, the first VirtualService for a host wins (istiod: the oldest; files carry
+        # no creation time, so namespace/name order stands in for it).
+        self.virtual_services: dict[str, VirtualService] = {}
+        for vs in sorted(virtual_services, key=lambda v: (v.namespace, v.meta.name)):
+            if not vs.applies_to_sidecars:
+                continue
+            for host in vs.hosts:
+                self.virtual_services.setdefault(self.resolve_host(host, vs.namespace), vs)
+        self.destination_rules: dict[str, DestinationRule] = {}
+        for dr in sorted(destination_rules, key=lambda d: (d.namespace, d.meta.name)):
+            self.destination_rules.setdefault(self.resolve_host(dr.host, dr.namespace), dr)
         self._slices = {k: sorted(v, key=lambda s: s.meta.name) for k, v in slices.items()}
 
     def hostname(self, service: Service) -> str:
         return service.hostname(self.domain)
 
-    def endpoints(self, service: Service, port: ServicePort) -> list[ServiceEndpoint]:
-        """Ready endpoints of one service port, deduplicated, in a stable order."""
+    def resolve_host(self, host: str, namespace: str) -> str:
+        """As Istio: a short name (no dot) is a service in the object's own namespace."""
+        if "." in host or host == "*":
+            return host
+        return f"{host}.{namespace}.svc.{self.domain}"
+
+    def subsets(self, host: str) -> list[Subset]:
+        rule = self.destination_rules.get(host)
+        return list(rule.subsets) if rule else []
+
+    def endpoints(
+        self, service: Service, port: ServicePort, labels: Mapping[str, str] | None = None
+    ) -> list[ServiceEndpoint]:
+        """Ready endpoints of one service port (of one subset, when its `labels` are given),
+        deduplicated, in a stable order."""
         result: dict[tuple[str, int], ServiceEndpoint] = {}
         for eps in self._slices.get((service.namespace, service.name), ()):
             if eps.address_type == "FQDN":
@@ -91,6 +123,10 @@ class PushContext:
                         (ep.target_ref.namespace or eps.namespace, ep.target_ref.name)
                     )
                 locality = self._locality(ep.zone, ep.node_name, pod)
+                if labels and not (
+                    pod is not None and all(pod.meta.labels.get(k) == v for k, v in labels.items())
+                ):
+                    continue  # a subset selects pods by their labels
                 for address in ep.addresses:
                     result.setdefault(
                         (address, target),

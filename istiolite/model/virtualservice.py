@@ -1,0 +1,352 @@
+"""networking.istio.io VirtualService (v1, v1beta1, v1alpha3): the HTTP routing subset istiolite
+translates today, validated field by field."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from istiolite.model.meta import ObjectMeta, parse_meta
+from istiolite.model.validation import (
+    ValidationError,
+    optional_bool,
+    require_list,
+    require_mapping,
+    require_port,
+    require_str,
+    require_string_map,
+)
+
+_DURATION = re.compile(r"^(\d+(\.\d+)?)(h|m|s|ms|us|µs|ns)$")
+_UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_HOST_LABEL = re.compile(r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
+
+
+@dataclass(frozen=True, slots=True)
+class StringMatch:
+    kind: str  # exact | prefix | regex
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPMatch:
+    name: str = ""
+    uri: StringMatch | None = None
+    ignore_uri_case: bool = False
+    # (header name, match); a None match means "present".
+    headers: tuple[tuple[str, StringMatch | None], ...] = ()
+    without_headers: tuple[tuple[str, StringMatch | None], ...] = ()
+    query_params: tuple[tuple[str, StringMatch | None], ...] = ()
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    scheme: StringMatch | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOperations:
+    set: dict[str, str] = field(default_factory=dict)
+    add: dict[str, str] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Headers:
+    request: HeaderOperations = HeaderOperations()
+    response: HeaderOperations = HeaderOperations()
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    host: str
+    subset: str = ""
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDestination:
+    destination: Destination
+    weight: int = 0
+    headers: Headers | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    uri: str = ""
+    authority: str = ""
+    scheme: str = ""
+    port: int | None = None
+    code: int = 301
+
+
+@dataclass(frozen=True, slots=True)
+class DirectResponse:
+    status: int
+    body: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    uri: str = ""
+    authority: str = ""
+    uri_regex: tuple[str, str] | None = None  # (match, rewrite)
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    attempts: int
+    per_try_timeout: float | None = None
+    retry_on: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRoute:
+    name: str = ""
+    match: tuple[HTTPMatch, ...] = ()
+    route: tuple[RouteDestination, ...] = ()
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    rewrite: Rewrite | None = None
+    timeout: float | None = None
+    retries: Retries | None = None
+    headers: Headers | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualService:
+    meta: ObjectMeta
+    hosts: tuple[str, ...]
+    gateways: tuple[str, ...]
+    export_to: tuple[str, ...]
+    http: tuple[HTTPRoute, ...]
+
+    @property
+    def namespace(self) -> str:
+        return self.meta.namespace
+
+    @property
+    def applies_to_sidecars(self) -> bool:
+        return not self.gateways or "mesh" in self.gateways
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """A protobuf Duration string ("1.5s", "300ms"), in seconds."""
+    if not isinstance(value, str):
+        raise ValidationError(where, f"must be a duration like '1s' or '250ms', got {value!r}")
+    found = _DURATION.match(value.strip())
+    if not found:
+        raise ValidationError(where, f"{value!r} is not a duration like '1s' or '250ms'")
+    return float(found.group(1)) * _UNIT_SECONDS[found.group(3)]
+
+
+def validate_host(host: Any, where: str) -> str:
+    text = require_str(host, where, required=True)
+    labels = text.split(".")
+    if any(not _HOST_LABEL.match(label) for label in labels) or (
+        "*" in text and not text.startswith("*")
+    ):
+        raise ValidationError(where, f"{text!r} is not a valid host (DNS name, '*' first)")
+    return text
+
+
+def _string_match(raw: Any, where: str, *, allow_empty: bool = False) -> StringMatch | None:
+    m = require_mapping(raw, where)
+    if not m:
+        if allow_empty:
+            return None  # {} on a header means "present"
+        raise ValidationError(where, "needs one of exact, prefix or regex")
+    kinds = [k for k in ("exact", "prefix", "regex") if k in m]
+    unknown = set(m) - {"exact", "prefix", "regex"}
+    if unknown:
+        raise ValidationError(f"{where}.{sorted(unknown)[0]}", "unknown match type")
+    if len(kinds) != 1:
+        raise ValidationError(where, "exactly one of exact, prefix or regex is allowed")
+    kind = kinds[0]
+    value = require_str(m[kind], f"{where}.{kind}")
+    if kind == "regex":
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValidationError(f"{where}.regex", f"invalid regular expression: {err}") from None
+    return StringMatch(kind, value)
+
+
+def _named_matches(raw: Any, where: str) -> tuple[tuple[str, StringMatch | None], ...]:
+    out = []
+    for name, value in require_mapping(raw, where).items():
+        out.append((str(name).lower(), _string_match(value, f"{where}.{name}", allow_empty=True)))
+    return tuple(sorted(out, key=lambda item: item[0]))
+
+
+def _match(raw: Any, where: str) -> HTTPMatch:
+    m = require_mapping(raw, where)
+    uri = _string_match(m["uri"], f"{where}.uri") if "uri" in m else None
+    port = require_port(m["port"], f"{where}.port") if m.get("port") is not None else None
+    return HTTPMatch(
+        name=require_str(m.get("name"), f"{where}.name"),
+        uri=uri,
+        ignore_uri_case=bool(optional_bool(m.get("ignoreUriCase"), f"{where}.ignoreUriCase")),
+        headers=_named_matches(m.get("headers"), f"{where}.headers"),
+        without_headers=_named_matches(m.get("withoutHeaders"), f"{where}.withoutHeaders"),
+        query_params=_named_matches(m.get("queryParams"), f"{where}.queryParams"),
+        method=_string_match(m["method"], f"{where}.method") if "method" in m else None,
+        authority=_string_match(m["authority"], f"{where}.authority") if "authority" in m else None,
+        scheme=_string_match(m["scheme"], f"{where}.scheme") if "scheme" in m else None,
+        port=port,
+    )
+
+
+def _header_ops(raw: Any, where: str) -> HeaderOperations:
+    m = require_mapping(raw, where)
+    remove = require_list(m.get("remove"), f"{where}.remove")
+    for i, name in enumerate(remove):
+        require_str(name, f"{where}.remove[{i}]", required=True)
+    return HeaderOperations(
+        set=require_string_map(m.get("set"), f"{where}.set"),
+        add=require_string_map(m.get("add"), f"{where}.add"),
+        remove=tuple(remove),
+    )
+
+
+def _headers(raw: Any, where: str) -> Headers | None:
+    if raw is None:
+        return None
+    m = require_mapping(raw, where)
+    return Headers(
+        request=_header_ops(m.get("request"), f"{where}.request"),
+        response=_header_ops(m.get("response"), f"{where}.response"),
+    )
+
+
+def _destination(raw: Any, where: str) -> Destination:
+    d = require_mapping(raw, where)
+    port = None
+    if d.get("port") is not None:
+        p = require_mapping(d["port"], f"{where}.port")
+        port = require_port(p.get("number"), f"{where}.port.number")
+    return Destination(
+        host=validate_host(d.get("host"), f"{where}.host"),
+        subset=require_str(d.get("subset"), f"{where}.subset"),
+        port=port,
+    )
+
+
+def _http_route(raw: Any, where: str) -> HTTPRoute:
+    r = require_mapping(raw, where)
+    routes = []
+    for i, item in enumerate(require_list(r.get("route"), f"{where}.route")):
+        rd = require_mapping(item, f"{where}.route[{i}]")
+        weight = rd.get("weight", 0)
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise ValidationError(f"{where}.route[{i}].weight", f"must be >= 0, got {weight!r}")
+        routes.append(
+            RouteDestination(
+                destination=_destination(rd.get("destination"), f"{where}.route[{i}].destination"),
+                weight=weight,
+                headers=_headers(rd.get("headers"), f"{where}.route[{i}].headers"),
+            )
+        )
+    if len(routes) > 1 and sum(rd.weight for rd in routes) == 0:
+        raise ValidationError(f"{where}.route", "weights must add up to more than 0")
+    redirect = direct = None
+    if r.get("redirect") is not None:
+        rr = require_mapping(r["redirect"], f"{where}.redirect")
+        code = rr.get("redirectCode", 301)
+        if code not in (301, 302, 303, 307, 308):
+            raise ValidationError(f"{where}.redirect.redirectCode", f"unsupported code {code!r}")
+        redirect = Redirect(
+            uri=require_str(rr.get("uri"), f"{where}.redirect.uri"),
+            authority=require_str(rr.get("authority"), f"{where}.redirect.authority"),
+            scheme=require_str(rr.get("scheme"), f"{where}.redirect.scheme"),
+            port=require_port(rr["port"], f"{where}.redirect.port") if "port" in rr else None,
+            code=code,
+        )
+    if r.get("directResponse") is not None:
+        dr = require_mapping(r["directResponse"], f"{where}.directResponse")
+        status = dr.get("status")
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+            raise ValidationError(
+                f"{where}.directResponse.status", f"must be 200-599, got {status!r}"
+            )
+        body = require_mapping(dr.get("body"), f"{where}.directResponse.body")
+        direct = DirectResponse(
+            status=status, body=require_str(body.get("string"), f"{where}.directResponse.body")
+        )
+    actions = sum(x is not None and x != () for x in (tuple(routes) or None, redirect, direct))
+    if actions != 1:
+        raise ValidationError(where, "exactly one of route, redirect or directResponse is required")
+    rewrite = None
+    if r.get("rewrite") is not None:
+        rw = require_mapping(r["rewrite"], f"{where}.rewrite")
+        regex = None
+        if rw.get("uriRegexRewrite") is not None:
+            rx = require_mapping(rw["uriRegexRewrite"], f"{where}.rewrite.uriRegexRewrite")
+            pattern = require_str(
+                rx.get("match"), f"{where}.rewrite.uriRegexRewrite.match", required=True
+            )
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValidationError(
+                    f"{where}.rewrite.uriRegexRewrite.match", f"invalid regular expression: {err}"
+                ) from None
+            regex = (pattern, require_str(rx.get("rewrite"), f"{where}.rewrite.uriRegexRewrite"))
+        rewrite = Rewrite(
+            uri=require_str(rw.get("uri"), f"{where}.rewrite.uri"),
+            authority=require_str(rw.get("authority"), f"{where}.rewrite.authority"),
+            uri_regex=regex,
+        )
+    retries = None
+    if r.get("retries") is not None:
+        rt = require_mapping(r["retries"], f"{where}.retries")
+        attempts = rt.get("attempts", 0)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+            raise ValidationError(f"{where}.retries.attempts", f"must be >= 0, got {attempts!r}")
+        per_try = rt.get("perTryTimeout")
+        retries = Retries(
+            attempts=attempts,
+            per_try_timeout=parse_duration(per_try, f"{where}.retries.perTryTimeout")
+            if per_try is not None
+            else None,
+            retry_on=require_str(rt.get("retryOn"), f"{where}.retries.retryOn"),
+        )
+    timeout = r.get("timeout")
+    return HTTPRoute(
+        name=require_str(r.get("name"), f"{where}.name"),
+        match=tuple(
+            _match(m, f"{where}.match[{i}]")
+            for i, m in enumerate(require_list(r.get("match"), f"{where}.match"))
+        ),
+        route=tuple(routes),
+        redirect=redirect,
+        direct_response=direct,
+        rewrite=rewrite,
+        timeout=parse_duration(timeout, f"{where}.timeout") if timeout is not None else None,
+        retries=retries,
+        headers=_headers(r.get("headers"), f"{where}.headers"),
+    )
+
+
+def parse_virtual_service(raw: dict[str, Any]) -> VirtualService:
+    meta = parse_meta(raw, namespaced=True)
+    spec = require_mapping(raw.get("spec"), "spec")
+    hosts = require_list(spec.get("hosts"), "spec.hosts")
+    if not hosts:
+        raise ValidationError("spec.hosts", "at least one host is required")
+    gateways = require_list(spec.get("gateways"), "spec.gateways")
+    for i, gw in enumerate(gateways):
+        require_str(gw, f"spec.gateways[{i}]", required=True)
+    export_to = require_list(spec.get("exportTo"), "spec.exportTo")
+    for i, item in enumerate(export_to):
+        require_str(item, f"spec.exportTo[{i}]", required=True)
+    return VirtualService(
+        meta=meta,
+        hosts=tuple(validate_host(h, f"spec.hosts[{i}]") for i, h in enumerate(hosts)),
+        gateways=tuple(gateways),
+        export_to=tuple(export_to),
+        http=tuple(
+            _http_route(r, f"spec.http[{i}]")
+            for i, r in enumerate(require_list(spec.get("http"), "spec.http"))
+        ),
+    )

@@ -1,0 +1,210 @@
+"""VirtualService http[] → Envoy routes, as istiod translates them: one Envoy route per match
+condition, in order (first match wins), then the action (route, redirect or direct response)."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+
+from istiolite.model.virtualservice import (
+    HeaderOperations,
+    Headers,
+    HTTPMatch,
+    HTTPRoute,
+    Retries,
+    RouteDestination,
+    StringMatch,
+    VirtualService,
+)
+from istiolite.networking.names import Direction, cluster_name
+from istiolite.networking.retry import default_retry_policy
+from istiolite.networking.typed import bool_value, duration, uint32
+from istiolite.push.context import PushContext
+
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+
+
+def _string_matcher(match: StringMatch, *, ignore_case: bool = False) -> string_pb2.StringMatcher:
+    if match.kind == "exact":
+        return string_pb2.StringMatcher(exact=match.value, ignore_case=ignore_case)
+    if match.kind == "prefix":
+        return string_pb2.StringMatcher(prefix=match.value, ignore_case=ignore_case)
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.value))
+
+
+def _header(name: str, match: StringMatch | None, *, invert: bool = False) -> rc.HeaderMatcher:
+    if match is None:
+        return rc.HeaderMatcher(name=name, present_match=True, invert_match=invert)
+    return rc.HeaderMatcher(name=name, string_match=_string_matcher(match), invert_match=invert)
+
+
+def route_match(match: HTTPMatch | None) -> rc.RouteMatch:
+    out = rc.RouteMatch()
+    uri = match.uri if match else None
+    if uri is None:
+        out.prefix = "/"
+    elif uri.kind == "exact":
+        out.path = uri.value
+    elif uri.kind == "prefix":
+        out.prefix = uri.value
+    else:
+        out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=uri.value))
+    if match is None:
+        return out
+    if match.ignore_uri_case:
+        out.case_sensitive.CopyFrom(bool_value(False))
+    for name, value in match.headers:
+        out.headers.append(_header(name, value))
+    for name, value in match.without_headers:
+        out.headers.append(_header(name, value, invert=True))
+    for pseudo, value in ((":method", match.method), (":authority", match.authority)):
+        if value is not None:
+            out.headers.append(_header(pseudo, value))
+    if match.scheme is not None:
+        out.headers.append(_header(":scheme", match.scheme))
+    for name, value in match.query_params:
+        if value is None:
+            out.query_parameters.append(rc.QueryParameterMatcher(name=name, present_match=True))
+        else:
+            out.query_parameters.append(
+                rc.QueryParameterMatcher(name=name, string_match=_string_matcher(value))
+            )
+    return out
+
+
+def _header_options(ops: HeaderOperations) -> list[base_pb2.HeaderValueOption]:
+    options = [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=k, value=v),
+            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+        )
+        for k, v in sorted(ops.set.items())
+    ]
+    options += [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=k, value=v),
+            append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD,
+        )
+        for k, v in sorted(ops.add.items())
+    ]
+    return options
+
+
+def _apply_headers(target: rc.Route | rc.WeightedCluster.ClusterWeight, headers: Headers) -> None:
+    target.request_headers_to_add.extend(_header_options(headers.request))
+    target.request_headers_to_remove.extend(headers.request.remove)
+    target.response_headers_to_add.extend(_header_options(headers.response))
+    target.response_headers_to_remove.extend(headers.response.remove)
+
+
+def retry_policy(retries: Retries | None) -> rc.RetryPolicy | None:
+    """istiod's default when unset; none at all for attempts: 0. Status codes in retryOn
+    become retriable_status_codes, as istiod does."""
+    if retries is None:
+        return default_retry_policy()
+    if retries.attempts == 0:
+        return None
+    policy = default_retry_policy()
+    policy.num_retries.CopyFrom(uint32(retries.attempts))
+    if retries.per_try_timeout is not None:
+        policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout))
+    if retries.retry_on:
+        tokens = [t.strip() for t in retries.retry_on.split(",") if t.strip()]
+        codes = [int(t) for t in tokens if t.isdigit()]
+        names = [t for t in tokens if not t.isdigit()]
+        if codes and "retriable-status-codes" not in names:
+            names.append("retriable-status-codes")
+        policy.retry_on = ",".join(names)
+        del policy.retriable_status_codes[:]
+        policy.retriable_status_codes.extend(codes)
+    return policy
+
+
+def _destination_cluster(
+    ctx: PushContext, vs: VirtualService, dest: RouteDestination, listener_port: int
+) -> str:
+    host = ctx.resolve_host(dest.destination.host, vs.namespace)
+    port = dest.destination.port
+    if port is None:
+        service = ctx.services_by_host.get(host)
+        # Unspecified: the service's only port, else the port the request came in on.
+        port = service.ports[0].port if service and len(service.ports) == 1 else listener_port
+    return cluster_name(Direction.OUTBOUND, port, dest.destination.subset, host)
+
+
+def _route_action(
+    ctx: PushContext, vs: VirtualService, http: HTTPRoute, listener_port: int, route: rc.Route
+) -> None:
+    action = route.route
+    destinations = [d for d in http.route if d.weight > 0 or len(http.route) == 1]
+    if len(destinations) == 1:
+        action.cluster = _destination_cluster(ctx, vs, destinations[0], listener_port)
+        if destinations[0].headers is not None:
+            _apply_headers(route, destinations[0].headers)
+    else:
+        for dest in destinations:
+            weighted = rc.WeightedCluster.ClusterWeight(
+                name=_destination_cluster(ctx, vs, dest, listener_port),
+                weight=uint32(dest.weight),
+            )
+            if dest.headers is not None:
+                _apply_headers(weighted, dest.headers)
+            action.weighted_clusters.clusters.append(weighted)
+    action.timeout.CopyFrom(duration(http.timeout or 0))
+    policy = retry_policy(http.retries)
+    if policy is not None:
+        action.retry_policy.CopyFrom(policy)
+    action.max_stream_duration.CopyFrom(
+        rc.RouteAction.MaxStreamDuration(
+            max_stream_duration=duration(0), grpc_timeout_header_max=duration(0)
+        )
+    )
+    if http.rewrite is not None:
+        if http.rewrite.uri:
+            action.prefix_rewrite = http.rewrite.uri
+        if http.rewrite.uri_regex is not None:
+            pattern, substitution = http.rewrite.uri_regex
+            action.regex_rewrite.pattern.regex = pattern
+            action.regex_rewrite.substitution = substitution
+        if http.rewrite.authority:
+            action.host_rewrite_literal = http.rewrite.authority
+
+
+def http_routes(ctx: PushContext, vs: VirtualService, listener_port: int) -> list[rc.Route]:
+    """The Envoy routes of a VirtualService for one listener port, in its order."""
+    routes: list[rc.Route] = []
+    for http in vs.http:
+        matches: list[HTTPMatch | None] = list(http.match) or [None]
+        # A match pinned to another port does not apply on this one.
+        matches = [m for m in matches if m is None or m.port is None or m.port == listener_port]
+        for match in matches:
+            name = ".".join(n for n in (http.name, match.name if match else "") if n)
+            route = rc.Route(name=name, match=route_match(match))
+            if http.direct_response is not None:
+                route.direct_response.status = http.direct_response.status
+                if http.direct_response.body:
+                    route.direct_response.body.inline_string = http.direct_response.body
+            elif http.redirect is not None:
+                r = http.redirect
+                route.redirect.response_code = _REDIRECT_CODES[r.code]
+                if r.uri:
+                    route.redirect.path_redirect = r.uri
+                if r.authority:
+                    route.redirect.host_redirect = r.authority
+                if r.scheme:
+                    route.redirect.scheme_redirect = r.scheme
+                if r.port is not None:
+                    route.redirect.port_redirect = r.port
+            else:
+                _route_action(ctx, vs, http, listener_port, route)
+            if http.headers is not None:
+                _apply_headers(route, http.headers)
+            routes.append(route)
+    return routes
