@@ -101,6 +101,30 @@ class Retries:
 
 
 @dataclass(frozen=True, slots=True)
+class Fault:
+    delay: float | None = None  # seconds
+    delay_percent: float = 100.0
+    abort_status: int | None = None
+    abort_percent: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    destination: Destination
+    percent: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    allow_origins: tuple[StringMatch, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: float | None = None
+    allow_credentials: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HTTPRoute:
     name: str = ""
     match: tuple[HTTPMatch, ...] = ()
@@ -111,6 +135,9 @@ class HTTPRoute:
     timeout: float | None = None
     retries: Retries | None = None
     headers: Headers | None = None
+    fault: Fault | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    cors: CorsPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +259,92 @@ def _destination(raw: Any, where: str) -> Destination:
     )
 
 
+def _percent(raw: Any, where: str, *, legacy: Any = None) -> float:
+    """`percentage: {value: 12.5}` (0-100), or the deprecated integer `percent`."""
+    if raw is None:
+        if legacy is None:
+            return 100.0
+        if isinstance(legacy, bool) or not isinstance(legacy, int) or not 0 <= legacy <= 100:
+            raise ValidationError(where.rsplit(".", 1)[0] + ".percent", "must be 0-100")
+        return float(legacy)
+    value = require_mapping(raw, where).get("value", 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        raise ValidationError(f"{where}.value", f"must be between 0 and 100, got {value!r}")
+    return float(value)
+
+
+def _fault(raw: Any, where: str) -> Fault | None:
+    if raw is None:
+        return None
+    f = require_mapping(raw, where)
+    delay = delay_percent = abort_status = None
+    abort_percent = 100.0
+    if f.get("delay") is not None:
+        d = require_mapping(f["delay"], f"{where}.delay")
+        if d.get("fixedDelay") is None:
+            raise ValidationError(f"{where}.delay.fixedDelay", "is required")
+        delay = parse_duration(d["fixedDelay"], f"{where}.delay.fixedDelay")
+        delay_percent = _percent(
+            d.get("percentage"), f"{where}.delay.percentage", legacy=d.get("percent")
+        )
+    if f.get("abort") is not None:
+        a = require_mapping(f["abort"], f"{where}.abort")
+        status = a.get("httpStatus")
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+            raise ValidationError(f"{where}.abort.httpStatus", f"must be 200-599, got {status!r}")
+        abort_status = status
+        abort_percent = _percent(a.get("percentage"), f"{where}.abort.percentage")
+    if delay is None and abort_status is None:
+        raise ValidationError(where, "needs a delay or an abort")
+    return Fault(
+        delay=delay,
+        delay_percent=delay_percent if delay_percent is not None else 100.0,
+        abort_status=abort_status,
+        abort_percent=abort_percent,
+    )
+
+
+def _mirrors(r: dict[str, Any], where: str) -> tuple[Mirror, ...]:
+    out: list[Mirror] = []
+    if r.get("mirror") is not None:
+        percent = _percent(r.get("mirrorPercentage"), f"{where}.mirrorPercentage")
+        out.append(Mirror(_destination(r["mirror"], f"{where}.mirror"), percent))
+    for i, item in enumerate(require_list(r.get("mirrors"), f"{where}.mirrors")):
+        m = require_mapping(item, f"{where}.mirrors[{i}]")
+        percent = _percent(m.get("percentage"), f"{where}.mirrors[{i}].percentage")
+        out.append(
+            Mirror(_destination(m.get("destination"), f"{where}.mirrors[{i}].destination"), percent)
+        )
+    return tuple(out)
+
+
+def _strings(raw: Any, where: str) -> tuple[str, ...]:
+    items = require_list(raw, where)
+    return tuple(require_str(v, f"{where}[{i}]", required=True) for i, v in enumerate(items))
+
+
+def _cors(raw: Any, where: str) -> CorsPolicy | None:
+    if raw is None:
+        return None
+    c = require_mapping(raw, where)
+    origins = [
+        _string_match(o, f"{where}.allowOrigins[{i}]")
+        for i, o in enumerate(require_list(c.get("allowOrigins"), f"{where}.allowOrigins"))
+    ]
+    origins += [
+        StringMatch("exact", o) for o in _strings(c.get("allowOrigin"), f"{where}.allowOrigin")
+    ]
+    max_age = c.get("maxAge")
+    return CorsPolicy(
+        allow_origins=tuple(o for o in origins if o is not None),
+        allow_methods=_strings(c.get("allowMethods"), f"{where}.allowMethods"),
+        allow_headers=_strings(c.get("allowHeaders"), f"{where}.allowHeaders"),
+        expose_headers=_strings(c.get("exposeHeaders"), f"{where}.exposeHeaders"),
+        max_age=parse_duration(max_age, f"{where}.maxAge") if max_age is not None else None,
+        allow_credentials=optional_bool(c.get("allowCredentials"), f"{where}.allowCredentials"),
+    )
+
+
 def _http_route(raw: Any, where: str) -> HTTPRoute:
     r = require_mapping(raw, where)
     routes = []
@@ -325,6 +438,9 @@ def _http_route(raw: Any, where: str) -> HTTPRoute:
         timeout=parse_duration(timeout, f"{where}.timeout") if timeout is not None else None,
         retries=retries,
         headers=_headers(r.get("headers"), f"{where}.headers"),
+        fault=_fault(r.get("fault"), f"{where}.fault"),
+        mirrors=_mirrors(r, f"{where}"),
+        cors=_cors(r.get("corsPolicy"), f"{where}.corsPolicy"),
     )
 
 

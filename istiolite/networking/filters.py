@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
@@ -15,6 +17,8 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from istiolite.networking.typed import ads_config_source, bool_value, pack
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
+CORS_FILTER = "envoy.filters.http.cors"
+FAULT_FILTER = "envoy.filters.http.fault"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 # What Envoy's http_inspector reports for plain-text HTTP; anything else falls to the TCP chain.
 SNIFFED_HTTP_PROTOCOLS = ("http/1.1", "http/1.0", "h2c")
@@ -32,8 +36,14 @@ def http_connection_manager(
         use_remote_address=bool_value(False),
         normalize_path=bool_value(True),
         http_filters=[
+            # As istiod: CORS and fault injection are configured per route (VirtualService),
+            # the filters themselves do nothing without that.
+            hcm.HttpFilter(name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())),
+            hcm.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
             # The router must be last; proxyless gRPC clients reject anything else.
-            hcm.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
+            hcm.HttpFilter(
+                name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
+            ),
         ],
     )
     if rds_name is not None:

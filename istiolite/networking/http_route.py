@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
 
 from istiolite.model.virtualservice import (
+    CorsPolicy,
+    Fault,
     HeaderOperations,
     Headers,
     HTTPMatch,
@@ -17,9 +22,10 @@ from istiolite.model.virtualservice import (
     StringMatch,
     VirtualService,
 )
+from istiolite.networking.filters import CORS_FILTER, FAULT_FILTER
 from istiolite.networking.names import Direction, cluster_name
 from istiolite.networking.retry import default_retry_policy
-from istiolite.networking.typed import bool_value, duration, uint32
+from istiolite.networking.typed import bool_value, duration, pack, uint32
 from istiolite.push.context import PushContext
 
 _REDIRECT_CODES = {
@@ -161,11 +167,8 @@ def _route_action(
     policy = retry_policy(http.retries)
     if policy is not None:
         action.retry_policy.CopyFrom(policy)
-    action.max_stream_duration.CopyFrom(
-        rc.RouteAction.MaxStreamDuration(
-            max_stream_duration=duration(0), grpc_timeout_header_max=duration(0)
-        )
-    )
+    # istiod's mapping for Envoy: a set max_stream_duration would make Envoy ignore `timeout`.
+    action.max_grpc_timeout.CopyFrom(duration(http.timeout or 0))
     if http.rewrite is not None:
         if http.rewrite.uri:
             action.prefix_rewrite = http.rewrite.uri
@@ -175,6 +178,52 @@ def _route_action(
             action.regex_rewrite.substitution = substitution
         if http.rewrite.authority:
             action.host_rewrite_literal = http.rewrite.authority
+
+
+def _fraction(percent: float) -> percent_pb2.FractionalPercent:
+    """Istio's 0-100 (fractional) percentage as Envoy's parts per million."""
+    return percent_pb2.FractionalPercent(
+        numerator=round(percent * 10_000), denominator=percent_pb2.FractionalPercent.MILLION
+    )
+
+
+def _fault(fault: Fault) -> fault_pb2.HTTPFault:
+    out = fault_pb2.HTTPFault()
+    if fault.delay is not None:
+        out.delay.fixed_delay.CopyFrom(duration(fault.delay))
+        out.delay.percentage.CopyFrom(_fraction(fault.delay_percent))
+    if fault.abort_status is not None:
+        out.abort.http_status = fault.abort_status
+        out.abort.percentage.CopyFrom(_fraction(fault.abort_percent))
+    return out
+
+
+def _cors(policy: CorsPolicy) -> cors_pb2.CorsPolicy:
+    out = cors_pb2.CorsPolicy(
+        allow_origin_string_match=[_string_matcher(o) for o in policy.allow_origins],
+        allow_methods=",".join(policy.allow_methods),
+        allow_headers=",".join(policy.allow_headers),
+        expose_headers=",".join(policy.expose_headers),
+    )
+    if policy.max_age is not None:
+        out.max_age = str(int(policy.max_age))
+    if policy.allow_credentials is not None:
+        out.allow_credentials.CopyFrom(bool_value(policy.allow_credentials))
+    return out
+
+
+def _mirror_policies(
+    ctx: PushContext, vs: VirtualService, http: HTTPRoute, listener_port: int
+) -> list[rc.RouteAction.RequestMirrorPolicy]:
+    return [
+        rc.RouteAction.RequestMirrorPolicy(
+            cluster=_destination_cluster(
+                ctx, vs, RouteDestination(destination=m.destination), listener_port
+            ),
+            runtime_fraction=base_pb2.RuntimeFractionalPercent(default_value=_fraction(m.percent)),
+        )
+        for m in http.mirrors
+    ]
 
 
 def http_routes(ctx: PushContext, vs: VirtualService, listener_port: int) -> list[rc.Route]:
@@ -204,7 +253,14 @@ def http_routes(ctx: PushContext, vs: VirtualService, listener_port: int) -> lis
                     route.redirect.port_redirect = r.port
             else:
                 _route_action(ctx, vs, http, listener_port, route)
+                route.route.request_mirror_policies.extend(
+                    _mirror_policies(ctx, vs, http, listener_port)
+                )
             if http.headers is not None:
                 _apply_headers(route, http.headers)
+            if http.fault is not None:
+                route.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(_fault(http.fault)))
+            if http.cors is not None:
+                route.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(_cors(http.cors)))
             routes.append(route)
     return routes

@@ -28,9 +28,9 @@ def route_to_cluster(cluster: str) -> rc.Route:
             # istiod turns Envoy's 15 s default route timeout off.
             timeout=duration(0),
             retry_policy=default_retry_policy(),
-            max_stream_duration=rc.RouteAction.MaxStreamDuration(
-                max_stream_duration=duration(0), grpc_timeout_header_max=duration(0)
-            ),
+            # As istiod for Envoy: gRPC requests time out like others (max_stream_duration would
+            # make Envoy ignore `timeout`; istiod sets it only for proxyless gRPC).
+            max_grpc_timeout=duration(0),
         ),
     )
 
