@@ -1,29 +1,144 @@
-"""networking.istio.io DestinationRule: the host it applies to and its subsets (by pod labels).
+"""networking.istio.io DestinationRule: the host it applies to, its subsets (by pod labels) and
+its traffic policies (load balancer, connection pool, outlier detection), validated field by field.
 
-Traffic policies (load balancer, connection pool, outlier detection, TLS) are not translated yet:
-they are accepted and not yet applied.
+Translated: `loadBalancer` (simple, consistentHash with ringHash/maglev), `connectionPool` (tcp
+maxConnections, connectTimeout, maxConnectionDuration, tcpKeepalive; http http1MaxPendingRequests,
+http2MaxRequests, maxRequestsPerConnection, maxRetries, idleTimeout, h2UpgradePolicy,
+useClientProtocol), `outlierDetection`. Accepted and validated as a shape but not applied yet:
+`loadBalancer.localityLbSetting`, `loadBalancer.warmupDurationSecs`, `tls`, `tunnel`,
+`proxyProtocol`, `connectionPool.tcp.idleTimeout`, `http.maxConcurrentStreams`, the outlier
+fields for local-origin errors.
+
+Merge semantics are Istio's (`MergeTrafficPolicy`): a subset's policy overrides the top-level one
+setting by setting (a whole `connectionPool`, `loadBalancer`, `outlierDetection`); a matching
+`portLevelSettings` entry replaces all of those settings for that port (it does not inherit).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from istiolite.model.meta import ObjectMeta, parse_meta
 from istiolite.model.validation import (
     ValidationError,
+    optional_bool,
     require_list,
     require_mapping,
+    require_port,
     require_str,
     require_string_map,
 )
-from istiolite.model.virtualservice import validate_host
+from istiolite.model.virtualservice import parse_duration, validate_host
+
+UINT32_MAX = 4294967295
+_INT32_MAX = 2147483647
+SIMPLE_LB = frozenset(
+    {"UNSPECIFIED", "LEAST_CONN", "LEAST_REQUEST", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN"}
+)
+H2_UPGRADE_POLICIES = frozenset({"DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"})
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCookie:
+    name: str
+    path: str = ""
+    ttl: float | None = None  # seconds; 0 means a session cookie
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistentHash:
+    """One hash key (or none) and the hashing algorithm: "ring_hash" (default) or "maglev"."""
+
+    http_header_name: str = ""
+    http_cookie: HttpCookie | None = None
+    use_source_ip: bool = False
+    http_query_parameter_name: str = ""
+    algorithm: str = "ring_hash"
+    minimum_ring_size: int = 0  # ringHash.minimumRingSize or the deprecated top-level field
+    maglev_table_size: int = 0
+    explicit_algorithm: bool = False  # ringHash/maglev given (istiod then keeps Envoy defaults)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancer:
+    simple: str = ""
+    consistent_hash: ConsistentHash | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TcpKeepalive:
+    probes: int | None = None
+    time: float | None = None
+    interval: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSettings:
+    max_connections: int = 0  # 0 = unset (istiod's default applies)
+    connect_timeout: float | None = None
+    max_connection_duration: float | None = None
+    tcp_keepalive: TcpKeepalive | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    http1_max_pending_requests: int = 0
+    http2_max_requests: int = 0
+    max_requests_per_connection: int = 0
+    max_retries: int = 0
+    idle_timeout: float | None = None
+    h2_upgrade_policy: str = "DEFAULT"
+    use_client_protocol: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPool:
+    tcp: TcpSettings | None = None
+    http: HttpSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    consecutive_5xx_errors: int | None = None
+    consecutive_gateway_errors: int | None = None
+    interval: float | None = None
+    base_ejection_time: float | None = None
+    max_ejection_percent: int = 0
+    min_health_percent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PortTrafficPolicy:
+    port: int
+    load_balancer: LoadBalancer | None = None
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficPolicy:
+    load_balancer: LoadBalancer | None = None
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    port_level_settings: tuple[PortTrafficPolicy, ...] = ()
+
+    def for_port(self, port: int | None) -> TrafficPolicy:
+        """This policy with the matching port-level entry applied (which replaces, not merges)."""
+        flat = TrafficPolicy(self.load_balancer, self.connection_pool, self.outlier_detection)
+        if port is None:
+            return flat
+        for p in self.port_level_settings:
+            if p.port == port:
+                return TrafficPolicy(p.load_balancer, p.connection_pool, p.outlier_detection)
+        return flat
 
 
 @dataclass(frozen=True, slots=True)
 class Subset:
     name: str
     labels: dict[str, str]
+    traffic_policy: TrafficPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +147,7 @@ class DestinationRule:
     host: str
     subsets: tuple[Subset, ...]
     export_to: tuple[str, ...]
+    traffic_policy: TrafficPolicy | None = field(default=None)
 
     @property
     def namespace(self) -> str:
@@ -39,6 +155,33 @@ class DestinationRule:
 
     def subset(self, name: str) -> Subset | None:
         return next((s for s in self.subsets if s.name == name), None)
+
+    def policy_for(self, subset: str = "", port: int | None = None) -> TrafficPolicy | None:
+        """The effective policy for one cluster, merged as istiod's MergeTrafficPolicy."""
+        return merge_traffic_policy(
+            self.traffic_policy,
+            (s.traffic_policy if (s := self.subset(subset)) else None) if subset else None,
+            port,
+        )
+
+
+def merge_traffic_policy(
+    original: TrafficPolicy | None, subset: TrafficPolicy | None, port: int | None
+) -> TrafficPolicy | None:
+    """Top-level (with its port-level entry) ← subset settings ← subset's port-level entry."""
+    base = original.for_port(port) if original else None
+    if subset is None:
+        return base
+    merged = TrafficPolicy(
+        load_balancer=subset.load_balancer or (base.load_balancer if base else None),
+        connection_pool=subset.connection_pool or (base.connection_pool if base else None),
+        outlier_detection=subset.outlier_detection or (base.outlier_detection if base else None),
+    )
+    if port is not None:
+        for p in subset.port_level_settings:
+            if p.port == port:
+                return TrafficPolicy(p.load_balancer, p.connection_pool, p.outlier_detection)
+    return merged
 
 
 def parse_destination_rule(raw: dict[str, Any]) -> DestinationRule:
@@ -48,14 +191,307 @@ def parse_destination_rule(raw: dict[str, Any]) -> DestinationRule:
     subsets: list[Subset] = []
     seen: set[str] = set()
     for i, item in enumerate(require_list(spec.get("subsets"), "spec.subsets")):
-        s = require_mapping(item, f"spec.subsets[{i}]")
-        name = require_str(s.get("name"), f"spec.subsets[{i}].name", required=True)
+        where = f"spec.subsets[{i}]"
+        s = require_mapping(item, where)
+        name = require_str(s.get("name"), f"{where}.name", required=True)
         if name in seen:
-            raise ValidationError(f"spec.subsets[{i}].name", f"duplicate subset {name!r}")
+            raise ValidationError(f"{where}.name", f"duplicate subset {name!r}")
         seen.add(name)
-        labels = require_string_map(s.get("labels"), f"spec.subsets[{i}].labels")
-        subsets.append(Subset(name=name, labels=labels))
+        labels = require_string_map(s.get("labels"), f"{where}.labels")
+        policy = _traffic_policy(s.get("trafficPolicy"), f"{where}.trafficPolicy")
+        subsets.append(Subset(name=name, labels=labels, traffic_policy=policy))
     export_to = require_list(spec.get("exportTo"), "spec.exportTo")
     return DestinationRule(
-        meta=meta, host=host, subsets=tuple(subsets), export_to=tuple(str(e) for e in export_to)
+        meta=meta,
+        host=host,
+        subsets=tuple(subsets),
+        export_to=tuple(str(e) for e in export_to),
+        traffic_policy=_traffic_policy(spec.get("trafficPolicy"), "spec.trafficPolicy"),
+    )
+
+
+# --- parsing helpers ----------------------------------------------------------------------------
+
+
+def _known(m: dict[str, Any], where: str, allowed: set[str]) -> None:
+    unknown = sorted(set(m) - allowed)
+    if unknown:
+        raise ValidationError(f"{where}.{unknown[0]}", "unknown field")
+
+
+def _int(value: Any, where: str, *, maximum: int = _INT32_MAX, minimum: int = 0) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(where, f"must be an integer, got {value!r}")
+    if not minimum <= value <= maximum:
+        raise ValidationError(where, f"must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _duration(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    seconds = parse_duration(value, where)
+    if seconds < 0.001:
+        raise ValidationError(where, f"must be at least 1ms, got {value!r}")
+    return seconds
+
+
+def _traffic_policy(raw: Any, where: str) -> TrafficPolicy | None:
+    if raw is None:
+        return None
+    m = require_mapping(raw, where)
+    _known(
+        m,
+        where,
+        {
+            "loadBalancer",
+            "connectionPool",
+            "outlierDetection",
+            "portLevelSettings",
+            "tls",
+            "tunnel",
+            "proxyProtocol",
+            "retryBudget",
+        },
+    )
+    ports: list[PortTrafficPolicy] = []
+    seen: set[int] = set()
+    for i, item in enumerate(
+        require_list(m.get("portLevelSettings"), f"{where}.portLevelSettings")
+    ):
+        pw = f"{where}.portLevelSettings[{i}]"
+        p = require_mapping(item, pw)
+        _known(p, pw, {"port", "loadBalancer", "connectionPool", "outlierDetection", "tls"})
+        selector = require_mapping(p.get("port"), f"{pw}.port")
+        if "number" not in selector:
+            raise ValidationError(f"{pw}.port.number", "is required")
+        _known(selector, f"{pw}.port", {"number"})
+        number = require_port(selector["number"], f"{pw}.port.number")
+        if number in seen:
+            raise ValidationError(f"{pw}.port.number", f"duplicate port level setting {number}")
+        seen.add(number)
+        ports.append(
+            PortTrafficPolicy(
+                port=number,
+                load_balancer=_load_balancer(p.get("loadBalancer"), f"{pw}.loadBalancer"),
+                connection_pool=_connection_pool(p.get("connectionPool"), f"{pw}.connectionPool"),
+                outlier_detection=_outlier(p.get("outlierDetection"), f"{pw}.outlierDetection"),
+            )
+        )
+    return TrafficPolicy(
+        load_balancer=_load_balancer(m.get("loadBalancer"), f"{where}.loadBalancer"),
+        connection_pool=_connection_pool(m.get("connectionPool"), f"{where}.connectionPool"),
+        outlier_detection=_outlier(m.get("outlierDetection"), f"{where}.outlierDetection"),
+        port_level_settings=tuple(ports),
+    )
+
+
+def _load_balancer(raw: Any, where: str) -> LoadBalancer | None:
+    if raw is None:
+        return None
+    m = require_mapping(raw, where)
+    _known(
+        m, where, {"simple", "consistentHash", "localityLbSetting", "warmupDurationSecs", "warmup"}
+    )
+    if "simple" in m and "consistentHash" in m:
+        raise ValidationError(where, "only one of simple or consistentHash may be set")
+    simple = ""
+    if "simple" in m:
+        simple = require_str(m["simple"], f"{where}.simple", required=True)
+        if simple not in SIMPLE_LB:
+            raise ValidationError(
+                f"{where}.simple", f"{simple!r} is not one of {', '.join(sorted(SIMPLE_LB))}"
+            )
+    require_mapping(m.get("localityLbSetting"), f"{where}.localityLbSetting")  # not applied yet
+    if m.get("warmupDurationSecs") is not None:
+        _duration(m["warmupDurationSecs"], f"{where}.warmupDurationSecs")
+    return LoadBalancer(
+        simple=simple,
+        consistent_hash=_consistent_hash(m.get("consistentHash"), f"{where}.consistentHash"),
+    )
+
+
+def _consistent_hash(raw: Any, where: str) -> ConsistentHash | None:
+    if raw is None:
+        return None
+    m = require_mapping(raw, where)
+    keys = ["httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName"]
+    _known(m, where, {*keys, "ringHash", "maglev", "minimumRingSize"})
+    given = [k for k in keys if k in m]
+    if len(given) > 1:
+        raise ValidationError(f"{where}.{given[1]}", f"only one hash key may be set ({given[0]})")
+    if "ringHash" in m and "maglev" in m:
+        raise ValidationError(f"{where}.maglev", "only one of ringHash or maglev may be set")
+    cookie = None
+    if "httpCookie" in m:
+        cw = f"{where}.httpCookie"
+        c = require_mapping(m["httpCookie"], cw)
+        _known(c, cw, {"name", "path", "ttl", "attributes"})
+        if c.get("ttl") is None:
+            raise ValidationError(f"{cw}.ttl", "is required")
+        ttl = parse_duration(c["ttl"], f"{cw}.ttl")
+        cookie = HttpCookie(
+            name=require_str(c.get("name"), f"{cw}.name", required=True),
+            path=require_str(c.get("path"), f"{cw}.path"),
+            ttl=ttl,
+        )
+    use_source_ip = optional_bool(m.get("useSourceIp"), f"{where}.useSourceIp") or False
+    algorithm, min_ring, table = "ring_hash", 0, 0
+    legacy = _int(m.get("minimumRingSize"), f"{where}.minimumRingSize", maximum=2**63 - 1)
+    if "ringHash" in m:
+        rw = f"{where}.ringHash"
+        r = require_mapping(m["ringHash"], rw)
+        _known(r, rw, {"minimumRingSize"})
+        if legacy:
+            raise ValidationError(
+                f"{where}.minimumRingSize", "is deprecated; use ringHash.minimumRingSize alone"
+            )
+        min_ring = _int(r.get("minimumRingSize"), f"{rw}.minimumRingSize", maximum=2**63 - 1) or 0
+    elif "maglev" in m:
+        mw = f"{where}.maglev"
+        g = require_mapping(m["maglev"], mw)
+        _known(g, mw, {"tableSize"})
+        algorithm = "maglev"
+        table = _int(g.get("tableSize"), f"{mw}.tableSize", maximum=2**63 - 1) or 0
+    else:
+        min_ring = legacy or 0
+    return ConsistentHash(
+        http_header_name=require_str(m.get("httpHeaderName"), f"{where}.httpHeaderName"),
+        http_cookie=cookie,
+        use_source_ip=use_source_ip,
+        http_query_parameter_name=require_str(
+            m.get("httpQueryParameterName"), f"{where}.httpQueryParameterName"
+        ),
+        algorithm=algorithm,
+        minimum_ring_size=min_ring,
+        maglev_table_size=table,
+        explicit_algorithm="ringHash" in m or "maglev" in m,
+    )
+
+
+def _connection_pool(raw: Any, where: str) -> ConnectionPool | None:
+    if raw is None:
+        return None
+    m = require_mapping(raw, where)
+    _known(m, where, {"tcp", "http"})
+    if m.get("tcp") is None and m.get("http") is None:
+        raise ValidationError(where, "must set tcp or http settings")
+    tcp = http = None
+    if m.get("tcp") is not None:
+        tw = f"{where}.tcp"
+        t = require_mapping(m["tcp"], tw)
+        _known(
+            t,
+            tw,
+            {
+                "maxConnections",
+                "connectTimeout",
+                "tcpKeepalive",
+                "maxConnectionDuration",
+                "idleTimeout",
+            },
+        )
+        keepalive = None
+        if t.get("tcpKeepalive") is not None:
+            kw = f"{tw}.tcpKeepalive"
+            k = require_mapping(t["tcpKeepalive"], kw)
+            _known(k, kw, {"probes", "time", "interval"})
+            keepalive = TcpKeepalive(
+                probes=_int(k.get("probes"), f"{kw}.probes", maximum=UINT32_MAX),
+                time=_duration(k.get("time"), f"{kw}.time"),
+                interval=_duration(k.get("interval"), f"{kw}.interval"),
+            )
+        _duration(t.get("idleTimeout"), f"{tw}.idleTimeout")
+        tcp = TcpSettings(
+            max_connections=_int(t.get("maxConnections"), f"{tw}.maxConnections") or 0,
+            connect_timeout=_duration(t.get("connectTimeout"), f"{tw}.connectTimeout"),
+            max_connection_duration=_duration(
+                t.get("maxConnectionDuration"), f"{tw}.maxConnectionDuration"
+            ),
+            tcp_keepalive=keepalive,
+        )
+    if m.get("http") is not None:
+        hw = f"{where}.http"
+        h = require_mapping(m["http"], hw)
+        _known(
+            h,
+            hw,
+            {
+                "http1MaxPendingRequests",
+                "http2MaxRequests",
+                "maxRequestsPerConnection",
+                "maxRetries",
+                "idleTimeout",
+                "h2UpgradePolicy",
+                "useClientProtocol",
+                "maxConcurrentStreams",
+            },
+        )
+        policy = require_str(h.get("h2UpgradePolicy"), f"{hw}.h2UpgradePolicy") or "DEFAULT"
+        if policy not in H2_UPGRADE_POLICIES:
+            raise ValidationError(
+                f"{hw}.h2UpgradePolicy",
+                f"{policy!r} is not one of {', '.join(sorted(H2_UPGRADE_POLICIES))}",
+            )
+        _int(h.get("maxConcurrentStreams"), f"{hw}.maxConcurrentStreams")
+
+        def n(key: str) -> int:
+            return _int(h.get(key), f"{hw}.{key}") or 0
+
+        http = HttpSettings(
+            http1_max_pending_requests=n("http1MaxPendingRequests"),
+            http2_max_requests=n("http2MaxRequests"),
+            max_requests_per_connection=n("maxRequestsPerConnection"),
+            max_retries=n("maxRetries"),
+            idle_timeout=_duration(h.get("idleTimeout"), f"{hw}.idleTimeout"),
+            h2_upgrade_policy=policy,
+            use_client_protocol=optional_bool(h.get("useClientProtocol"), f"{hw}.useClientProtocol")
+            or False,
+        )
+    return ConnectionPool(tcp=tcp, http=http)
+
+
+def _outlier(raw: Any, where: str) -> OutlierDetection | None:
+    if raw is None:
+        return None
+    m = require_mapping(raw, where)
+    _known(
+        m,
+        where,
+        {
+            "consecutive5xxErrors",
+            "consecutiveGatewayErrors",
+            "interval",
+            "baseEjectionTime",
+            "maxEjectionPercent",
+            "minHealthPercent",
+            "consecutiveErrors",
+            "splitExternalLocalOriginErrors",
+            "consecutiveLocalOriginFailures",
+        },
+    )
+    optional_bool(
+        m.get("splitExternalLocalOriginErrors"), f"{where}.splitExternalLocalOriginErrors"
+    )
+    _int(m.get("consecutiveLocalOriginFailures"), f"{where}.consecutiveLocalOriginFailures")
+    _int(m.get("consecutiveErrors"), f"{where}.consecutiveErrors")
+    return OutlierDetection(
+        consecutive_5xx_errors=_int(
+            m.get("consecutive5xxErrors"), f"{where}.consecutive5xxErrors", maximum=UINT32_MAX
+        ),
+        consecutive_gateway_errors=_int(
+            m.get("consecutiveGatewayErrors"),
+            f"{where}.consecutiveGatewayErrors",
+            maximum=UINT32_MAX,
+        ),
+        interval=_duration(m.get("interval"), f"{where}.interval"),
+        base_ejection_time=_duration(m.get("baseEjectionTime"), f"{where}.baseEjectionTime"),
+        max_ejection_percent=_int(
+            m.get("maxEjectionPercent"), f"{where}.maxEjectionPercent", maximum=100
+        )
+        or 0,
+        min_health_percent=_int(m.get("minHealthPercent"), f"{where}.minHealthPercent", maximum=100)
+        or 0,
     )

@@ -38,6 +38,10 @@ class Service:
     selector: dict[str, str] = field(default_factory=dict)
     type: str = "ClusterIP"
     external_name: str = ""
+    # Set for services a ServiceEntry declares: their host is not <name>.<ns>.svc.<domain>.
+    host: str = ""
+    # ServiceEntry resolution: NONE (pass through), STATIC (its endpoints), DNS.
+    resolution: str = ""
 
     @property
     def name(self) -> str:
@@ -52,6 +56,8 @@ class Service:
         return self.cluster_ip == HEADLESS
 
     def hostname(self, domain: str) -> str:
+        if self.host:
+            return self.host
         return f"{self.meta.name}.{self.meta.namespace}.svc.{domain}"
 
 

@@ -18,6 +18,7 @@ from istiolite.networking.names import (
     Direction,
     cluster_name,
 )
+from istiolite.networking.traffic_policy import apply_traffic_policy, policy_for
 from istiolite.networking.typed import ads_config_source, duration, pack, socket_address, uint32
 from istiolite.networking.workload import InboundPort
 from istiolite.push.context import PushContext
@@ -91,8 +92,28 @@ def outbound_cluster(
                 ],
             )
         )
-    elif service.headless:
-        # Headless: the client already picked a pod IP; send the connection where it was going.
+    elif service.type == "ServiceEntry" and service.resolution.startswith("DNS"):
+        # DNS: Envoy resolves the endpoints' names (or the host itself when none are listed).
+        cluster.type = Cluster.STRICT_DNS if service.resolution == "DNS" else Cluster.LOGICAL_DNS
+        cluster.dns_lookup_family = Cluster.V4_ONLY
+        cluster.lb_policy = Cluster.LEAST_REQUEST
+        endpoints = ctx.endpoints(service, port) or []
+        targets = [(e.address, e.port) for e in endpoints] or [(service.host, port.target_port)]
+        if cluster.type == Cluster.LOGICAL_DNS:
+            targets = targets[:1]  # Envoy allows one address; istiod takes the first
+        cluster.load_assignment.CopyFrom(
+            endpoint_pb2.ClusterLoadAssignment(
+                cluster_name=name,
+                endpoints=[
+                    endpoint_components_pb2.LocalityLbEndpoints(
+                        lb_endpoints=[_lb_endpoint(a, int(p)) for a, p in targets]
+                    )
+                ],
+            )
+        )
+    elif service.headless or (service.type == "ServiceEntry" and service.resolution == "NONE"):
+        # Headless, or an entry with resolution NONE: the client already picked the address;
+        # send the connection where it was going.
         cluster.type = Cluster.ORIGINAL_DST
         cluster.lb_policy = Cluster.CLUSTER_PROVIDED
     else:
@@ -101,6 +122,7 @@ def outbound_cluster(
         cluster.eds_cluster_config.CopyFrom(
             Cluster.EdsClusterConfig(eds_config=ads_config_source(), service_name=name)
         )
+    apply_traffic_policy(cluster, policy_for(ctx, host, subset, port.port), port.protocol)
     return cluster
 
 

@@ -54,6 +54,8 @@ def eds_clusters(
     one per port and DestinationRule subset (not headless, not ExternalName)."""
     if service.headless or service.type == "ExternalName":
         return []
+    if service.type == "ServiceEntry" and service.resolution != "STATIC":
+        return []  # DNS clusters carry their own addresses; NONE passes through
     host = ctx.hostname(service)
     subsets = ctx.subsets(host)
     out: list[tuple[str, ServicePort, Mapping[str, str] | None]] = []

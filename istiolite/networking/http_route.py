@@ -25,6 +25,7 @@ from istiolite.model.virtualservice import (
 from istiolite.networking.filters import CORS_FILTER, FAULT_FILTER
 from istiolite.networking.names import Direction, cluster_name
 from istiolite.networking.retry import default_retry_policy
+from istiolite.networking.traffic_policy import route_hash_policies
 from istiolite.networking.typed import bool_value, duration, pack, uint32
 from istiolite.push.context import PushContext
 
@@ -133,16 +134,24 @@ def retry_policy(retries: Retries | None) -> rc.RetryPolicy | None:
     return policy
 
 
-def _destination_cluster(
+def _destination(
     ctx: PushContext, vs: VirtualService, dest: RouteDestination, listener_port: int
-) -> str:
+) -> tuple[str, str, int]:
+    """(host, subset, port) a destination names."""
     host = ctx.resolve_host(dest.destination.host, vs.namespace)
     port = dest.destination.port
     if port is None:
         service = ctx.services_by_host.get(host)
         # Unspecified: the service's only port, else the port the request came in on.
         port = service.ports[0].port if service and len(service.ports) == 1 else listener_port
-    return cluster_name(Direction.OUTBOUND, port, dest.destination.subset, host)
+    return host, dest.destination.subset, port
+
+
+def _destination_cluster(
+    ctx: PushContext, vs: VirtualService, dest: RouteDestination, listener_port: int
+) -> str:
+    host, subset, port = _destination(ctx, vs, dest, listener_port)
+    return cluster_name(Direction.OUTBOUND, port, subset, host)
 
 
 def _route_action(
@@ -163,6 +172,13 @@ def _route_action(
             if dest.headers is not None:
                 _apply_headers(weighted, dest.headers)
             action.weighted_clusters.clusters.append(weighted)
+    # Consistent hashing (DestinationRule) hashes on the route; with several destinations only
+    # when they all agree on the policy, as istiod does.
+    policies = [
+        route_hash_policies(ctx, *_destination(ctx, vs, d, listener_port)) for d in destinations
+    ]
+    if policies and all(p == policies[0] for p in policies):
+        action.hash_policy.extend(policies[0])
     action.timeout.CopyFrom(duration(http.timeout or 0))
     policy = retry_policy(http.retries)
     if policy is not None:

@@ -13,6 +13,7 @@ from istiolite.model.service import Service, ServicePort
 from istiolite.networking.http_route import http_routes
 from istiolite.networking.names import PASSTHROUGH_CLUSTER, Direction, cluster_name, route_name
 from istiolite.networking.retry import default_retry_policy
+from istiolite.networking.traffic_policy import route_hash_policies
 from istiolite.networking.typed import duration
 from istiolite.push.context import PushContext
 
@@ -38,6 +39,10 @@ def route_to_cluster(cluster: str) -> rc.Route:
 def service_domains(ctx: PushContext, service: Service, port: int, proxy_ns: str) -> list[str]:
     """The names a client may use for a service: istiod's set, short names only in-namespace."""
     fqdn = ctx.hostname(service)
+    if service.host:
+        # A ServiceEntry host is called by that name (and its address), never by a short one.
+        names = [service.host] + ([service.cluster_ip] if service.cluster_ip else [])
+        return [d for name in names for d in (name, f"{name}:{port}")]
     names = [fqdn]
     if service.namespace == proxy_ns:
         names.append(service.name)
@@ -102,6 +107,10 @@ def outbound_route_configs(ctx: PushContext, proxy: Proxy) -> list[RouteConfigur
                 routes = [
                     route_to_cluster(cluster_name(Direction.OUTBOUND, service_port.port, "", host))
                 ]
+                # A consistent-hash DestinationRule needs the key hashed on the route.
+                routes[0].route.hash_policy.extend(
+                    route_hash_policies(ctx, host, "", service_port.port)
+                )
             hosts.append(
                 rc.VirtualHost(
                     name=f"{host}:{port}",

@@ -11,6 +11,7 @@ from istiolite.model.destinationrule import DestinationRule, Subset
 from istiolite.model.endpointslice import EndpointSlice
 from istiolite.model.meta import ObjectKey
 from istiolite.model.service import Service, ServicePort
+from istiolite.model.serviceentry import ServiceEntry
 from istiolite.model.virtualservice import VirtualService
 from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
 
@@ -51,6 +52,7 @@ class PushContext:
         self.namespaces: dict[str, Namespace] = {}
         virtual_services: list[VirtualService] = []
         destination_rules: list[DestinationRule] = []
+        entries: list[ServiceEntry] = []
         for key, obj in objects.items():
             match key.kind:
                 case "Service":
@@ -67,6 +69,18 @@ class PushContext:
                     virtual_services.append(obj)
                 case "DestinationRule":
                     destination_rules.append(obj)
+                case "ServiceEntry":
+                    entries.append(obj)
+        # ServiceEntry hosts join the registry; a Kubernetes Service keeps a host both declare,
+        # and among entries the first by namespace/name wins.
+        self._entry_endpoints: dict[str, ServiceEntry] = {}
+        taken = {s.hostname(domain) for s in services}
+        for entry in sorted(entries, key=lambda e: (e.namespace, e.meta.name)):
+            for service in entry.services():
+                if service.host not in taken:
+                    taken.add(service.host)
+                    services.append(service)
+                    self._entry_endpoints[service.host] = entry
         self.services: tuple[Service, ...] = tuple(
             sorted(services, key=lambda s: s.hostname(domain))
         )
@@ -107,6 +121,8 @@ class PushContext:
     ) -> list[ServiceEndpoint]:
         """Ready endpoints of one service port (of one subset, when its `labels` are given),
         deduplicated, in a stable order."""
+        if service.host in self._entry_endpoints:
+            return self._entry_workloads(self._entry_endpoints[service.host], port, labels)
         result: dict[tuple[str, int], ServiceEndpoint] = {}
         for eps in self._slices.get((service.namespace, service.name), ()):
             if eps.address_type == "FQDN":
@@ -148,6 +164,29 @@ class PushContext:
             zone=zone or (node.zone if node else ""),
             sub_zone=pod.meta.labels.get(SUBZONE_LABEL, "") if pod else "",
         )
+
+    @staticmethod
+    def _entry_workloads(
+        entry: ServiceEntry, port: ServicePort, labels: Mapping[str, str] | None
+    ) -> list[ServiceEndpoint]:
+        out = []
+        for ep in entry.endpoints:
+            if labels and not all(ep.labels.get(k) == v for k, v in labels.items()):
+                continue
+            target = ep.ports.get(port.name, port.target_port)
+            region, _, rest = ep.locality.partition("/")
+            zone, _, sub_zone = rest.partition("/")
+            out.append(
+                ServiceEndpoint(
+                    address=ep.address,
+                    port=int(target),
+                    locality=Locality(region, zone, sub_zone),
+                    labels=ep.labels,
+                    service_account="",
+                    pod="",
+                )
+            )
+        return sorted(out, key=lambda e: (e.address, e.port))
 
     def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> list[Service]:
         """Services in `namespace` whose non-empty selector matches these workload labels."""

@@ -1,0 +1,149 @@
+"""networking.istio.io ServiceEntry: hosts outside (or inside) the mesh added to the registry.
+
+Each host becomes a Service with that host name, so clusters, endpoints, routes and listeners
+come from the same generators as Kubernetes Services.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from istiolite.model.meta import ObjectMeta, parse_meta
+from istiolite.model.protocol import protocol_for_port
+from istiolite.model.service import Service, ServicePort
+from istiolite.model.validation import (
+    ValidationError,
+    require_list,
+    require_mapping,
+    require_port,
+    require_str,
+    require_string_map,
+)
+from istiolite.model.virtualservice import validate_host
+
+RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadEndpoint:
+    address: str
+    ports: dict[str, int]  # port name -> endpoint port
+    labels: dict[str, str]
+    locality: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEntry:
+    meta: ObjectMeta
+    hosts: tuple[str, ...]
+    addresses: tuple[str, ...]
+    ports: tuple[ServicePort, ...]
+    location: str
+    resolution: str
+    endpoints: tuple[WorkloadEndpoint, ...]
+    export_to: tuple[str, ...]
+
+    @property
+    def namespace(self) -> str:
+        return self.meta.namespace
+
+    def services(self) -> list[Service]:
+        """One registry service per host; STATIC and DNS endpoints are served by the registry."""
+        return [
+            Service(
+                meta=self.meta,
+                ports=self.ports,
+                cluster_ip=self.addresses[0] if len(self.addresses) == 1 else "",
+                type="ServiceEntry",
+                host=host,
+                resolution=self.resolution,
+            )
+            for host in self.hosts
+        ]
+
+
+def _endpoint(raw: Any, where: str, resolution: str) -> WorkloadEndpoint:
+    e = require_mapping(raw, where)
+    address = require_str(e.get("address"), f"{where}.address", required=True)
+    if resolution == "STATIC":
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValidationError(
+                f"{where}.address", f"{address!r} must be an IP address with resolution STATIC"
+            ) from None
+    ports = require_mapping(e.get("ports"), f"{where}.ports")
+    for name, number in ports.items():
+        require_port(number, f"{where}.ports.{name}")
+    weight = e.get("weight", 1) or 1
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+        raise ValidationError(f"{where}.weight", f"must be a positive integer, got {weight!r}")
+    return WorkloadEndpoint(
+        address=address,
+        ports={str(k): int(v) for k, v in ports.items()},
+        labels=require_string_map(e.get("labels"), f"{where}.labels"),
+        locality=require_str(e.get("locality"), f"{where}.locality"),
+        weight=weight,
+    )
+
+
+def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
+    meta = parse_meta(raw, namespaced=True)
+    spec = require_mapping(raw.get("spec"), "spec")
+    hosts = require_list(spec.get("hosts"), "spec.hosts")
+    if not hosts:
+        raise ValidationError("spec.hosts", "at least one host is required")
+    resolution = require_str(spec.get("resolution"), "spec.resolution") or "NONE"
+    if resolution not in RESOLUTIONS:
+        raise ValidationError("spec.resolution", f"must be one of {', '.join(RESOLUTIONS)}")
+    location = require_str(spec.get("location"), "spec.location") or "MESH_EXTERNAL"
+    if location not in ("MESH_EXTERNAL", "MESH_INTERNAL"):
+        raise ValidationError("spec.location", "must be MESH_EXTERNAL or MESH_INTERNAL")
+    addresses = require_list(spec.get("addresses"), "spec.addresses")
+    for i, address in enumerate(addresses):
+        try:
+            ipaddress.ip_network(str(address), strict=False)
+        except ValueError:
+            raise ValidationError(
+                f"spec.addresses[{i}]", f"{address!r} is not an IP or CIDR"
+            ) from None
+    ports: list[ServicePort] = []
+    for i, item in enumerate(require_list(spec.get("ports"), "spec.ports")):
+        p = require_mapping(item, f"spec.ports[{i}]")
+        number = require_port(p.get("number"), f"spec.ports[{i}].number")
+        name = require_str(p.get("name"), f"spec.ports[{i}].name", required=True)
+        protocol = require_str(p.get("protocol"), f"spec.ports[{i}].protocol")
+        target = p.get("targetPort")
+        ports.append(
+            ServicePort(
+                name=name,
+                port=number,
+                protocol=protocol_for_port(name, protocol.lower(), "TCP"),
+                l4_protocol="TCP",
+                app_protocol=protocol,
+                target_port=require_port(target, f"spec.ports[{i}].targetPort")
+                if target
+                else number,
+            )
+        )
+    if not ports:
+        raise ValidationError("spec.ports", "at least one port is required")
+    endpoints = tuple(
+        _endpoint(e, f"spec.endpoints[{i}]", resolution)
+        for i, e in enumerate(require_list(spec.get("endpoints"), "spec.endpoints"))
+    )
+    if resolution == "STATIC" and not endpoints and not spec.get("workloadSelector"):
+        raise ValidationError("spec.endpoints", "resolution STATIC needs endpoints")
+    return ServiceEntry(
+        meta=meta,
+        hosts=tuple(validate_host(h, f"spec.hosts[{i}]") for i, h in enumerate(hosts)),
+        addresses=tuple(str(a) for a in addresses),
+        ports=tuple(ports),
+        location=location,
+        resolution=resolution,
+        endpoints=endpoints,
+        export_to=tuple(str(e) for e in require_list(spec.get("exportTo"), "spec.exportTo")),
+    )

@@ -1,0 +1,263 @@
+"""DestinationRule traffic policies → Envoy cluster settings and route hash policies, as istiod's
+cluster builder maps them (applyLoadBalancer, applyConnectionPool, applyOutlierDetection,
+consistentHashToHashPolicy).
+
+`apply_traffic_policy` fills in a cluster that the caller has just built (it owns the message);
+everything else here is side-effect free.
+"""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import address_pb2, protocol_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.v3 import percent_pb2
+
+from istiolite.model.destinationrule import (
+    UINT32_MAX,
+    ConnectionPool,
+    ConsistentHash,
+    DestinationRule,
+    LoadBalancer,
+    OutlierDetection,
+    TrafficPolicy,
+)
+from istiolite.model.protocol import Protocol
+from istiolite.networking.typed import duration, pack, uint32
+from istiolite.push.context import PushContext
+
+Cluster = cluster_pb2.Cluster
+HashPolicy = route_components_pb2.RouteAction.HashPolicy
+HttpProtocolOptions = http_protocol_options_pb2.HttpProtocolOptions
+HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+_SIMPLE = {
+    "": Cluster.LEAST_REQUEST,
+    "UNSPECIFIED": Cluster.LEAST_REQUEST,
+    "LEAST_CONN": Cluster.LEAST_REQUEST,
+    "LEAST_REQUEST": Cluster.LEAST_REQUEST,
+    "ROUND_ROBIN": Cluster.ROUND_ROBIN,
+    "RANDOM": Cluster.RANDOM,
+}
+_ENVOY_DEFAULT_MIN_RING_SIZE = 1024
+
+
+def destination_rule_for(ctx: PushContext, host: str) -> DestinationRule | None:
+    """The DestinationRule for a host: an exact host, else the most specific wildcard."""
+    rule = ctx.destination_rules.get(host)
+    if rule is not None:
+        return rule
+    best: tuple[int, DestinationRule] | None = None
+    for pattern, candidate in ctx.destination_rules.items():
+        if pattern == "*" or (pattern.startswith("*") and host.endswith(pattern[1:])):
+            if best is None or len(pattern) > best[0]:
+                best = (len(pattern), candidate)
+    return best[1] if best else None
+
+
+def policy_for(ctx: PushContext, host: str, subset: str, port: int) -> TrafficPolicy | None:
+    rule = destination_rule_for(ctx, host)
+    return rule.policy_for(subset, port) if rule else None
+
+
+# --- cluster ------------------------------------------------------------------------------------
+
+
+def apply_traffic_policy(
+    cluster: Cluster, policy: TrafficPolicy | None, protocol: Protocol
+) -> None:
+    """Apply a merged (port- and subset-resolved) policy to a freshly built outbound cluster."""
+    if policy is None:
+        return
+    apply_load_balancer(cluster, policy.load_balancer)
+    if policy.connection_pool is not None:
+        apply_connection_pool(cluster, policy.connection_pool, protocol)
+    if policy.outlier_detection is not None:
+        apply_outlier_detection(cluster, policy.outlier_detection)
+
+
+def apply_load_balancer(cluster: Cluster, lb: LoadBalancer | None) -> None:
+    # Original destination discovery only works with the original destination balancer.
+    if cluster.type == Cluster.ORIGINAL_DST:
+        cluster.lb_policy = Cluster.CLUSTER_PROVIDED
+        return
+    if lb is None:
+        return
+    if lb.simple == "PASSTHROUGH":
+        cluster.type = Cluster.ORIGINAL_DST
+        cluster.lb_policy = Cluster.CLUSTER_PROVIDED
+        cluster.ClearField("eds_cluster_config")
+        cluster.ClearField("load_assignment")
+        return
+    cluster.lb_policy = _SIMPLE.get(lb.simple, Cluster.LEAST_REQUEST)
+    if lb.consistent_hash is not None:
+        _apply_consistent_hash(cluster, lb.consistent_hash)
+
+
+def _apply_consistent_hash(cluster: Cluster, ch: ConsistentHash) -> None:
+    if ch.algorithm == "maglev":
+        cluster.lb_policy = Cluster.MAGLEV
+        if ch.maglev_table_size:
+            cluster.maglev_lb_config.table_size.value = ch.maglev_table_size
+        return
+    cluster.lb_policy = Cluster.RING_HASH
+    if ch.explicit_algorithm:
+        if ch.minimum_ring_size:
+            cluster.ring_hash_lb_config.minimum_ring_size.value = ch.minimum_ring_size
+    else:
+        # The deprecated form: istiod always writes the ring size, Envoy's default if unset.
+        cluster.ring_hash_lb_config.minimum_ring_size.value = (
+            ch.minimum_ring_size or _ENVOY_DEFAULT_MIN_RING_SIZE
+        )
+
+
+def _thresholds(cluster: Cluster) -> circuit_breaker_pb2.CircuitBreakers.Thresholds:
+    """The default-priority thresholds, istiod's defaults (max uint32) where nothing is set."""
+    if not cluster.circuit_breakers.thresholds:
+        cluster.circuit_breakers.thresholds.add(
+            max_connections=uint32(UINT32_MAX),
+            max_pending_requests=uint32(UINT32_MAX),
+            max_requests=uint32(UINT32_MAX),
+            max_retries=uint32(UINT32_MAX),
+            track_remaining=True,
+        )
+    return cluster.circuit_breakers.thresholds[0]
+
+
+def apply_connection_pool(cluster: Cluster, pool: ConnectionPool, protocol: Protocol) -> None:
+    thresholds = _thresholds(cluster)
+    common = protocol_pb2.HttpProtocolOptions()
+    touched_common = False
+    if pool.http is not None:
+        http = pool.http
+        if http.http2_max_requests > 0:
+            thresholds.max_requests.value = http.http2_max_requests
+        if http.http1_max_pending_requests > 0:
+            thresholds.max_pending_requests.value = http.http1_max_pending_requests
+        if http.max_retries > 0:
+            thresholds.max_retries.value = http.max_retries
+        if http.idle_timeout is not None:
+            common.idle_timeout.CopyFrom(duration(http.idle_timeout))
+            touched_common = True
+        if http.max_requests_per_connection > 0:
+            common.max_requests_per_connection.value = http.max_requests_per_connection
+            touched_common = True
+    if pool.tcp is not None:
+        tcp = pool.tcp
+        if tcp.connect_timeout is not None:
+            cluster.connect_timeout.CopyFrom(duration(tcp.connect_timeout))
+        if tcp.max_connections > 0:
+            thresholds.max_connections.value = tcp.max_connections
+        if tcp.max_connection_duration is not None:
+            common.max_connection_duration.CopyFrom(duration(tcp.max_connection_duration))
+            touched_common = True
+        if tcp.tcp_keepalive is not None:
+            ka = tcp.tcp_keepalive
+            keepalive = address_pb2.TcpKeepalive()
+            if ka.probes is not None:
+                keepalive.keepalive_probes.value = ka.probes
+            if ka.time is not None:
+                keepalive.keepalive_time.value = int(ka.time)
+            if ka.interval is not None:
+                keepalive.keepalive_interval.value = int(ka.interval)
+            cluster.upstream_connection_options.tcp_keepalive.CopyFrom(keepalive)
+
+    upgrade = (
+        pool.http is not None and pool.http.h2_upgrade_policy == "UPGRADE" and protocol.is_http
+    )
+    use_client = pool.http is not None and pool.http.use_client_protocol and protocol.is_http
+    if not (touched_common or upgrade or use_client):
+        return
+    options = _http_options(cluster)
+    if touched_common:
+        options.common_http_protocol_options.CopyFrom(common)
+    if use_client:
+        options.use_downstream_protocol_config.CopyFrom(
+            HttpProtocolOptions.UseDownstreamHttpConfig(
+                http_protocol_options=protocol_pb2.Http1ProtocolOptions(),
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
+            )
+        )
+    elif upgrade:
+        options.explicit_http_config.CopyFrom(
+            HttpProtocolOptions.ExplicitHttpConfig(
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+            )
+        )
+    if options.WhichOneof("upstream_protocol_options") is None:
+        # Envoy rejects HttpProtocolOptions without an upstream protocol; istiod says HTTP/1.1.
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(options))
+
+
+def _http_options(cluster: Cluster) -> http_protocol_options_pb2.HttpProtocolOptions:
+    options = HttpProtocolOptions()
+    if HTTP_OPTIONS_KEY in cluster.typed_extension_protocol_options:
+        cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].Unpack(options)
+    return options
+
+
+def apply_outlier_detection(cluster: Cluster, outlier: OutlierDetection) -> None:
+    out = outlier_detection_pb2.OutlierDetection(enforcing_success_rate=uint32(0))
+    if outlier.consecutive_5xx_errors is not None:
+        v = outlier.consecutive_5xx_errors
+        out.consecutive_5xx.value = v
+        out.enforcing_consecutive_5xx.value = 100 if v > 0 else 0
+    if outlier.consecutive_gateway_errors is not None:
+        v = outlier.consecutive_gateway_errors
+        out.consecutive_gateway_failure.value = v
+        out.enforcing_consecutive_gateway_failure.value = 100 if v > 0 else 0
+    if outlier.interval is not None:
+        out.interval.CopyFrom(duration(outlier.interval))
+    if outlier.base_ejection_time is not None:
+        out.base_ejection_time.CopyFrom(duration(outlier.base_ejection_time))
+    if outlier.max_ejection_percent > 0:
+        out.max_ejection_percent.value = outlier.max_ejection_percent
+    cluster.outlier_detection.CopyFrom(out)
+    # istiod disables the panic threshold unless minHealthPercent says otherwise: with few pods
+    # per service, Envoy's default (50%) would send traffic to ejected hosts.
+    cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
+        percent_pb2.Percent(value=float(outlier.min_health_percent))
+    )
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+def hash_policy(policy: TrafficPolicy | None) -> list[HashPolicy]:
+    """The route hash policy for a merged policy's consistent hash, or [] when it has none."""
+    lb = policy.load_balancer if policy else None
+    ch = lb.consistent_hash if lb else None
+    if ch is None:
+        return []
+    if ch.http_header_name:
+        return [HashPolicy(header=HashPolicy.Header(header_name=ch.http_header_name))]
+    if ch.http_cookie is not None:
+        cookie = HashPolicy.Cookie(name=ch.http_cookie.name, path=ch.http_cookie.path)
+        if ch.http_cookie.ttl is not None:
+            cookie.ttl.CopyFrom(duration(ch.http_cookie.ttl))
+        return [HashPolicy(cookie=cookie)]
+    if ch.use_source_ip:
+        return [HashPolicy(connection_properties=HashPolicy.ConnectionProperties(source_ip=True))]
+    if ch.http_query_parameter_name:
+        return [
+            HashPolicy(query_parameter=HashPolicy.QueryParameter(name=ch.http_query_parameter_name))
+        ]
+    return []
+
+
+def route_hash_policies(ctx: PushContext, host: str, subset: str, port: int) -> list[HashPolicy]:
+    """What the route builder puts in RouteAction.hash_policy for a destination (fqdn host,
+    subset or "", service port)."""
+    return hash_policy(policy_for(ctx, host, subset, port))
+
+
+__all__ = [
+    "HashPolicy",
+    "apply_traffic_policy",
+    "destination_rule_for",
+    "hash_policy",
+    "policy_for",
+    "route_hash_policies",
+]

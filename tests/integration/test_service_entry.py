@@ -1,0 +1,97 @@
+"""ServiceEntry through a real Envoy: STATIC endpoints, and DNS resolution (of localhost)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from istiolite.demo.echo import EchoServer
+from tests.support.net import free_port, loopback_ip
+from tests.support.processes import EnvoyProcess, IstioliteProcess, stop_all
+from tests.support.wait import wait_for
+
+pytestmark = [pytest.mark.envoy, pytest.mark.slow]
+
+
+def _entry(name: str, host: str, port: int, resolution: str, endpoints: list[dict]) -> dict:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "hosts": [host],
+            "location": "MESH_EXTERNAL",
+            "ports": [{"number": port, "name": "http", "protocol": "HTTP"}],
+            "resolution": resolution,
+            "endpoints": endpoints,
+        },
+    }
+
+
+def _get(port: int, host: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/", headers={"Host": host})
+        resp = conn.getresponse()
+        body = resp.read().decode()
+    finally:
+        conn.close()
+    return resp.status, json.loads(body)["server"] if resp.status == 200 else body
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_static_and_dns_service_entries_route_real_traffic(tmp_path: Path, delta: bool) -> None:
+    port, static_target, dns_target = free_port(), free_port(), free_port()
+    static_ips = [loopback_ip(), loopback_ip()]
+    servers = [
+        EchoServer(ip, static_target, f"static-{i}").start() for i, ip in enumerate(static_ips)
+    ]
+    # DNS: the endpoint is a name Envoy resolves; localhost is the one name resolvable here.
+    servers.append(EchoServer("127.0.0.1", dns_target, "dns-0").start())
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "entries.yaml").write_text(
+        yaml.safe_dump_all(
+            [
+                _entry(
+                    "static",
+                    "api.partner.example",
+                    port,
+                    "STATIC",
+                    [{"address": ip, "ports": {"http": static_target}} for ip in static_ips],
+                ),
+                _entry(
+                    "dns",
+                    "db.partner.example",
+                    port,
+                    "DNS",
+                    [{"address": "localhost", "ports": {"http": dns_target}}],
+                ),
+            ]
+        )
+    )
+    cp = IstioliteProcess([config], tmp_path)
+    envoy = None
+    try:
+        envoy = EnvoyProcess(
+            tmp_path,
+            cp.xds_address,
+            "sidecar~127.0.0.1~client-1.default~default.svc.cluster.local",
+            delta=delta,
+            meta={"NAMESPACE": "default", "INTERCEPTION_MODE": "NONE"},
+        )
+        wait_for(envoy.synced, what="envoy synced")
+        wait_for(lambda: _get(port, "api.partner.example")[0] == 200, what="static entry")
+        seen = {_get(port, "api.partner.example")[1] for _ in range(30)}
+        assert seen == {"static-0", "static-1"}
+        wait_for(lambda: _get(port, "db.partner.example") == (200, "dns-0"), what="dns entry")
+        assert _get(port, f"db.partner.example:{port}") == (200, "dns-0")
+        assert _get(port, "unknown.partner.example")[0] == 502
+    finally:
+        stop_all(envoy, cp)
+        for server in servers:
+            server.stop()
