@@ -11,6 +11,7 @@ from istiolite.model.endpointslice import parse_endpointslice
 from istiolite.model.meta import ObjectKey, ObjectMeta
 from istiolite.model.service import parse_service
 from istiolite.model.serviceentry import parse_service_entry
+from istiolite.model.sidecar import parse_sidecar
 from istiolite.model.validation import ValidationError
 from istiolite.model.virtualservice import parse_virtual_service
 from istiolite.model.workload import parse_namespace, parse_node, parse_pod
@@ -41,6 +42,7 @@ KINDS: dict[str, Kind] = {
             "networking.istio.io", _ISTIO_VERSIONS, "DestinationRule", True, parse_destination_rule
         ),
         Kind("networking.istio.io", _ISTIO_VERSIONS, "ServiceEntry", True, parse_service_entry),
+        Kind("networking.istio.io", _ISTIO_VERSIONS, "Sidecar", True, parse_sidecar),
     )
 }
 

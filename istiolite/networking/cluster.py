@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -126,10 +128,10 @@ def outbound_cluster(
     return cluster
 
 
-def outbound_clusters(ctx: PushContext) -> list[Cluster]:
+def outbound_clusters(ctx: PushContext, services: Sequence[Service] | None = None) -> list[Cluster]:
     """One cluster per service port; identical for every sidecar, so built once per push."""
     clusters = []
-    for service in ctx.services:
+    for service in ctx.services if services is None else services:
         # Subsets of a DestinationRule become clusters of their own (EDS services only).
         subsets = (
             []

@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import message
 
 from istiolite.model.proxy import Proxy, ProxyType
+from istiolite.model.sidecar import Sidecar
 from istiolite.networking.cluster import fixed_clusters, inbound_cluster, outbound_clusters
 from istiolite.networking.endpoint import all_load_assignments, load_assignment_for
 from istiolite.networking.listener import sidecar_listeners
@@ -36,12 +37,34 @@ def _serialize(type_url: str, messages: list[Any]) -> Resources:
     return dict(sorted(out.items()))
 
 
+def _scope(ctx: PushContext, proxy: Proxy) -> tuple[Sidecar | None, Hashable]:
+    """The Sidecar resource that scopes this proxy (None: the whole mesh), and a cache key."""
+    pod = ctx.pods.get((proxy.namespace, proxy.pod_name))
+    labels = proxy.labels or (pod.meta.labels if pod else {})
+    key = ("sidecar-of", proxy.namespace, frozenset(labels.items()))
+    found: tuple[Sidecar | None, Hashable] | None = ctx.cache.get(key)
+    if found is None:
+        sidecar = ctx.sidecar_for(proxy.namespace, labels)
+        scope_key = (sidecar.namespace, sidecar.meta.name) if sidecar else None
+        found = (sidecar, scope_key)
+        ctx.cache[key] = found
+    return found
+
+
+def _registry_only(sidecar: Sidecar | None) -> bool:
+    return sidecar is not None and sidecar.outbound_mode == "REGISTRY_ONLY"
+
+
 def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
     inbound = tuple(inbound_ports(ctx, proxy)) if proxy.type == ProxyType.SIDECAR else ()
+    sidecar, scope = _scope(ctx, proxy) if proxy.type == ProxyType.SIDECAR else (None, None)
     shared = _cached(
         ctx,
-        ("cds-shared", proxy.type),
-        lambda: _serialize(types.CLUSTER, outbound_clusters(ctx) + fixed_clusters(proxy)),
+        ("cds-shared", proxy.type, scope),
+        lambda: _serialize(
+            types.CLUSTER,
+            outbound_clusters(ctx, ctx.visible_services(sidecar)) + fixed_clusters(proxy),
+        ),
     )
     if not inbound:
         return shared
@@ -50,7 +73,7 @@ def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
         own = _serialize(types.CLUSTER, [inbound_cluster(p) for p in inbound])
         return dict(sorted({**shared, **own}.items()))
 
-    return _cached(ctx, ("cds", proxy.type, inbound), build)
+    return _cached(ctx, ("cds", proxy.type, scope, inbound), build)
 
 
 _EDS_KEY = ("eds",)
@@ -83,15 +106,33 @@ def carry_over(old: PushContext, new: PushContext, eds_clusters: frozenset[str])
 def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:
     if proxy.type != ProxyType.SIDECAR:
         return {}  # router listeners come from Gateway objects
-    key = ("lds", proxy.interception_mode, proxy.namespace, tuple(inbound_ports(ctx, proxy)))
-    return _cached(ctx, key, lambda: _serialize(types.LISTENER, sidecar_listeners(ctx, proxy)))
+    sidecar, scope = _scope(ctx, proxy)
+    key = ("lds", proxy.interception_mode, proxy.namespace, scope, inbound_ports(ctx, proxy))
+    return _cached(
+        ctx,
+        key,
+        lambda: _serialize(
+            types.LISTENER,
+            sidecar_listeners(ctx, proxy, ctx.visible_services(sidecar), _registry_only(sidecar)),
+        ),
+    )
 
 
 def _routes(ctx: PushContext, proxy: Proxy) -> Resources:
     if proxy.type != ProxyType.SIDECAR:
         return {}
-    key = ("rds", proxy.interception_mode, proxy.namespace)
-    return _cached(ctx, key, lambda: _serialize(types.ROUTE, outbound_route_configs(ctx, proxy)))
+    sidecar, scope = _scope(ctx, proxy)
+    key = ("rds", proxy.interception_mode, proxy.namespace, scope)
+    return _cached(
+        ctx,
+        key,
+        lambda: _serialize(
+            types.ROUTE,
+            outbound_route_configs(
+                ctx, proxy, ctx.visible_services(sidecar), _registry_only(sidecar)
+            ),
+        ),
+    )
 
 
 _GENERATORS: dict[str, Callable[[PushContext, Proxy], Resources]] = {

@@ -98,16 +98,14 @@ def _outbound_cluster(ctx: PushContext, service: Service, port: ServicePort) -> 
     return cluster_name(Direction.OUTBOUND, port.port, "", ctx.hostname(service))
 
 
-def outbound_listeners_redirect(ctx: PushContext) -> list[Listener]:
+def outbound_listeners_redirect(ctx: PushContext, services: Sequence[Service]) -> list[Listener]:
     """As istiod with iptables capture: nothing binds; virtualOutbound hands connections over."""
     listeners: dict[str, Listener] = {}
-    http_port_numbers = sorted(
-        {p.port for s in ctx.services for p in s.ports if p.protocol.is_http}
-    )
+    http_port_numbers = sorted({p.port for s in services for p in s.ports if p.protocol.is_http})
     for port in http_port_numbers:
         listener = _outbound_listener(WILDCARD_IP, port, bind=False, http=True, tcp_cluster=None)
         listeners[listener.name] = listener
-    for service in ctx.services:
+    for service in services:
         for port in service.ports:
             if not _is_tcp_like(port):
                 continue
@@ -130,10 +128,10 @@ def outbound_listeners_redirect(ctx: PushContext) -> list[Listener]:
     return [listeners[n] for n in sorted(listeners)]
 
 
-def outbound_listeners_no_capture(ctx: PushContext) -> list[Listener]:
+def outbound_listeners_no_capture(ctx: PushContext, services: Sequence[Service]) -> list[Listener]:
     """No iptables: bind 127.0.0.1:<service port>; the Host header picks the HTTP service."""
     by_port: dict[int, list[tuple[Service, ServicePort]]] = defaultdict(list)
-    for service in ctx.services:
+    for service in services:
         if service.headless:
             continue
         for port in service.ports:
@@ -151,7 +149,9 @@ def outbound_listeners_no_capture(ctx: PushContext) -> list[Listener]:
     return listeners
 
 
-def virtual_outbound() -> Listener:
+def virtual_outbound(registry_only: bool = False) -> Listener:
+    # REGISTRY_ONLY: what is not in the registry goes nowhere.
+    catchall = BLACKHOLE_CLUSTER if registry_only else PASSTHROUGH_CLUSTER
     return Listener(
         name=VIRTUAL_OUTBOUND,
         address=socket_address(WILDCARD_IP, VIRTUAL_OUTBOUND_PORT),
@@ -167,7 +167,7 @@ def virtual_outbound() -> Listener:
             ),
             lc.FilterChain(
                 name="virtualOutbound-catchall-tcp",
-                filters=[tcp_proxy(PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER)],
+                filters=[tcp_proxy(catchall, catchall)],
             ),
         ],
     )
@@ -250,10 +250,16 @@ def virtual_inbound(ports: Sequence[InboundPort]) -> Listener:
     return listener
 
 
-def sidecar_listeners(ctx: PushContext, proxy: Proxy) -> list[Listener]:
+def sidecar_listeners(
+    ctx: PushContext,
+    proxy: Proxy,
+    services: Sequence[Service] | None = None,
+    registry_only: bool = False,
+) -> list[Listener]:
+    visible = ctx.services if services is None else services
     if proxy.interception_mode == InterceptionMode.NONE:
-        return outbound_listeners_no_capture(ctx)
-    listeners = outbound_listeners_redirect(ctx)
-    listeners.append(virtual_outbound())
+        return outbound_listeners_no_capture(ctx, visible)
+    listeners = outbound_listeners_redirect(ctx, visible)
+    listeners.append(virtual_outbound(registry_only))
     listeners.append(virtual_inbound(inbound_ports(ctx, proxy)))
     return sorted(listeners, key=lambda item: item.name)

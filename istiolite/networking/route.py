@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -56,10 +57,12 @@ def service_domains(ctx: PushContext, service: Service, port: int, proxy_ns: str
     return domains
 
 
-def http_ports(ctx: PushContext, proxy: Proxy) -> dict[int, list[tuple[Service, ServicePort]]]:
+def http_ports(
+    ctx: PushContext, proxy: Proxy, services: Sequence[Service] | None = None
+) -> dict[int, list[tuple[Service, ServicePort]]]:
     """Service ports that get an HTTP route, grouped by port number."""
     by_port: dict[int, list[tuple[Service, ServicePort]]] = defaultdict(list)
-    for service in ctx.services:
+    for service in ctx.services if services is None else services:
         if service.headless and proxy.interception_mode == InterceptionMode.NONE:
             # Without interception a client reaches headless pods directly, not through Envoy.
             continue
@@ -69,9 +72,10 @@ def http_ports(ctx: PushContext, proxy: Proxy) -> dict[int, list[tuple[Service, 
     return by_port
 
 
-def fallback_virtual_host(proxy: Proxy) -> rc.VirtualHost:
-    if proxy.interception_mode == InterceptionMode.NONE:
-        # Original destination would be Envoy's own listener here: refuse instead of looping.
+def fallback_virtual_host(proxy: Proxy, registry_only: bool = False) -> rc.VirtualHost:
+    # REGISTRY_ONLY refuses what the registry does not know; without interception original
+    # destination would be Envoy's own listener, so it refuses too instead of looping.
+    if registry_only or proxy.interception_mode == InterceptionMode.NONE:
         return rc.VirtualHost(
             name="block_all",
             domains=["*"],
@@ -88,9 +92,14 @@ def fallback_virtual_host(proxy: Proxy) -> rc.VirtualHost:
     )
 
 
-def outbound_route_configs(ctx: PushContext, proxy: Proxy) -> list[RouteConfiguration]:
+def outbound_route_configs(
+    ctx: PushContext,
+    proxy: Proxy,
+    services: Sequence[Service] | None = None,
+    registry_only: bool = False,
+) -> list[RouteConfiguration]:
     result: list[RouteConfiguration] = []
-    for port, members in sorted(http_ports(ctx, proxy).items()):
+    for port, members in sorted(http_ports(ctx, proxy, services).items()):
         claimed: set[str] = set()
         hosts: list[rc.VirtualHost] = []
         for service, service_port in members:
@@ -119,7 +128,7 @@ def outbound_route_configs(ctx: PushContext, proxy: Proxy) -> list[RouteConfigur
                     include_request_attempt_count=True,
                 )
             )
-        hosts.append(fallback_virtual_host(proxy))
+        hosts.append(fallback_virtual_host(proxy, registry_only))
         result.append(
             RouteConfiguration(
                 name=route_name(port), virtual_hosts=hosts, validate_clusters={"value": False}

@@ -12,6 +12,7 @@ from istiolite.model.endpointslice import EndpointSlice
 from istiolite.model.meta import ObjectKey
 from istiolite.model.service import Service, ServicePort
 from istiolite.model.serviceentry import ServiceEntry
+from istiolite.model.sidecar import ROOT_NAMESPACE, Sidecar
 from istiolite.model.virtualservice import VirtualService
 from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
 
@@ -53,6 +54,7 @@ class PushContext:
         virtual_services: list[VirtualService] = []
         destination_rules: list[DestinationRule] = []
         entries: list[ServiceEntry] = []
+        sidecars: list[Sidecar] = []
         for key, obj in objects.items():
             match key.kind:
                 case "Service":
@@ -71,6 +73,8 @@ class PushContext:
                     destination_rules.append(obj)
                 case "ServiceEntry":
                     entries.append(obj)
+                case "Sidecar":
+                    sidecars.append(obj)
         # ServiceEntry hosts join the registry; a Kubernetes Service keeps a host both declare,
         # and among entries the first by namespace/name wins.
         self._entry_endpoints: dict[str, ServiceEntry] = {}
@@ -98,6 +102,7 @@ class PushContext:
                 continue
             for host in vs.hosts:
                 self.virtual_services.setdefault(self.resolve_host(host, vs.namespace), vs)
+        self._sidecars = sorted(sidecars, key=lambda c: (c.namespace, c.meta.name))
         self.destination_rules: dict[str, DestinationRule] = {}
         for dr in sorted(destination_rules, key=lambda d: (d.namespace, d.meta.name)):
             self.destination_rules.setdefault(self.resolve_host(dr.host, dr.namespace), dr)
@@ -111,6 +116,40 @@ class PushContext:
         if "." in host or host == "*":
             return host
         return f"{host}.{namespace}.svc.{self.domain}"
+
+    def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Sidecar | None:
+        """As istiod: a Sidecar in the workload's namespace whose selector matches, else the one
+        there without a selector, else the root namespace's default."""
+        plain: Sidecar | None = None
+        for sidecar in self._sidecars:
+            if sidecar.namespace != namespace:
+                continue
+            if sidecar.workload_selector:
+                if sidecar.selects(dict(labels)):
+                    return sidecar
+            elif plain is None:
+                plain = sidecar
+        if plain is not None:
+            return plain
+        return next(
+            (
+                c
+                for c in self._sidecars
+                if c.namespace == ROOT_NAMESPACE and not c.workload_selector
+            ),
+            None,
+        )
+
+    def visible_services(self, sidecar: Sidecar | None) -> tuple[Service, ...]:
+        """The services a proxy under `sidecar` may reach (all without one); memoized per push."""
+        if sidecar is None or not sidecar.egress_hosts:
+            return self.services
+        key = ("visible", sidecar.namespace, sidecar.meta.name)
+        found: tuple[Service, ...] | None = self.cache.get(key)
+        if found is None:
+            found = tuple(s for s in self.services if sidecar.allows(s.namespace, self.hostname(s)))
+            self.cache[key] = found
+        return found
 
     def subsets(self, host: str) -> list[Subset]:
         rule = self.destination_rules.get(host)

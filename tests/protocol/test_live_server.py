@@ -247,3 +247,39 @@ async def test_metrics_count_connections_pushes_rejects_and_convergence(running:
     assert final['pilot_push_triggers{type="EndpointSlice"}'] >= 2
     assert final["pilot_debounce_time_count"] >= 2
     await client.expect_silence()
+
+
+async def test_sidecar_scoped_proxy_gets_no_push_for_changes_elsewhere(running: Running) -> None:
+    _write(
+        running.config / "sidecar.yaml",
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Sidecar",
+            "metadata": {"name": "default", "namespace": "default"},
+            "spec": {"egress": [{"hosts": ["./*"]}]},
+        },
+    )
+    await running.pushed()
+    scoped = running.connect(True, "a-1")
+    clusters = await scoped.fetch(types.CLUSTER)
+    await scoped.fetch(types.LISTENER)
+    await scoped.collect()
+    assert REVIEWS in resources(clusters)
+
+    # A service in another namespace: a full push for the mesh, nothing for this proxy.
+    other = objects.service("billing", ports=[objects.service_port("http", 9090)])
+    other["metadata"]["namespace"] = "team-b"
+    _write(running.config / "billing.yaml", other)
+    status = await running.pushed()
+    assert status["full"] is True
+    await scoped.expect_silence()
+
+    # One in its own namespace reaches it.
+    _write(
+        running.config / "ratings.yaml",
+        objects.service("ratings", ports=[objects.service_port("http", 9082)]),
+    )
+    await running.pushed()
+    got = await scoped.drain()
+    assert objects.outbound_cluster("ratings", 9082) in resources(got[0])
+    assert not any("billing" in name for name in resources(got[0]))
