@@ -24,7 +24,7 @@ from istiolite.model.meta import ObjectKey
 from istiolite.model.store import ChangeSet, ConfigStore
 from istiolite.networking.endpoint import eds_ports
 from istiolite.networking.generator import carry_over
-from istiolite.push.context import PushContext
+from istiolite.push.context import ConfigWarning, PushContext
 from istiolite.push.debounce import Debouncer
 from istiolite.push.request import PushRequest
 from istiolite.settings import Settings, split_host_port
@@ -63,6 +63,7 @@ class Istiolite:
             self._push, quiet=settings.debounce_quiet, max_delay=settings.debounce_max
         )
         self.push_status: dict[str, Any] = {}
+        self.warnings: list[ConfigWarning] = []
         self.grpc_port = self.http_port = self.monitoring_port = 0
 
     def _build_context(self, snapshot: Mapping[ObjectKey, Any]) -> PushContext:
@@ -98,6 +99,18 @@ class Istiolite:
             clusters.update(cluster for cluster, _ in eds_ports(ctx, service))
         return frozenset(clusters)
 
+    def _log_new_warnings(self, ctx: PushContext) -> None:
+        warnings = ctx.reference_warnings()
+        for warning in warnings:
+            if warning not in self.warnings:
+                log.warning(
+                    "config refers to something missing",
+                    object=warning.object,
+                    field=warning.field,
+                    message=warning.message,
+                )
+        self.warnings = warnings
+
     async def _push(self, batch: list[tuple[float, ChangeSet]]) -> None:
         first_seen = min(seen for seen, _ in batch)
         keys = {key for _, changes in batch for key in changes.keys}
@@ -120,6 +133,7 @@ class Istiolite:
         for kind in kinds:
             metrics.PUSH_TRIGGERS.inc(kind)
         self._snapshot = snapshot
+        self._log_new_warnings(ctx)
         self.ads.update(ctx, request)
         changed = sorted(str(k) for k in keys)
         self.push_status = {
@@ -175,6 +189,7 @@ class Istiolite:
         self.store.subscribe(lambda changes: self.debouncer.add((time.monotonic(), changes)))
         self._snapshot = self.store.snapshot()
         initial = self._build_context(self._snapshot)
+        self._log_new_warnings(initial)
         self.ads.update(initial)
         self.push_status = {
             "version": initial.version,

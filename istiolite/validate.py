@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from istiolite.model.destinationrule import DestinationRule
 from istiolite.model.kinds import UnknownKind, parse_object
 from istiolite.model.meta import describe_raw
 from istiolite.model.validation import ValidationError
-from istiolite.model.virtualservice import VirtualService
+from istiolite.push.context import PushContext
 from istiolite.sources.yaml_documents import ManifestSyntaxError, read_objects
 
 
@@ -39,10 +38,6 @@ class Finding:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
     parser.add_argument("--domain", default="cluster.local", help="cluster DNS domain")
-
-
-def _resolve(host: str, namespace: str, domain: str) -> str:
-    return host if "." in host or host == "*" else f"{host}.{namespace}.svc.{domain}"
 
 
 def check_files(files: list[Path], domain: str = "cluster.local") -> list[Finding]:
@@ -68,45 +63,27 @@ def check_files(files: list[Path], domain: str = "cluster.local") -> list[Findin
                 )
                 continue
             try:
-                _, model = parse_object(obj.raw)
+                key, model = parse_object(obj.raw)
             except UnknownKind:
                 continue  # not istiolite's to judge
             except ValidationError as err:
                 line = obj.line_of(err.field)
                 findings.append(Finding("error", str(path), line, subject, err.field, err.message))
                 continue
-            parsed.append((str(path), obj.line, model))
+            parsed.append((str(path), obj.line, (key, model)))
     findings += _reference_warnings(parsed, domain)
     return findings
 
 
 def _reference_warnings(parsed: list[tuple[str, int, Any]], domain: str) -> list[Finding]:
-    """A VirtualService naming a subset that no DestinationRule for its host defines."""
-    subsets: dict[str, set[str]] = {}
-    for _, _, model in parsed:
-        if isinstance(model, DestinationRule):
-            host = _resolve(model.host, model.namespace, domain)
-            subsets.setdefault(host, set()).update(s.name for s in model.subsets)
+    """The same reference checks the server logs on every push."""
+    objects = {key: model for _, _, (key, model) in parsed}
+    where = {str(key): (file, line) for file, line, (key, _) in parsed}
+    ctx = PushContext(objects, domain=domain, version="validate")
     out = []
-    for file, line, model in parsed:
-        if not isinstance(model, VirtualService):
-            continue
-        for i, http in enumerate(model.http):
-            for j, dest in enumerate(http.route):
-                subset = dest.destination.subset
-                host = _resolve(dest.destination.host, model.namespace, domain)
-                if subset and subset not in subsets.get(host, set()):
-                    out.append(
-                        Finding(
-                            "warning",
-                            file,
-                            line,
-                            f"VirtualService {model.namespace}/{model.meta.name}",
-                            f"spec.http[{i}].route[{j}].destination.subset",
-                            f"subset {subset!r} is not defined by a DestinationRule for {host}; "
-                            "requests routed to it fail with 503",
-                        )
-                    )
+    for warning in ctx.reference_warnings():
+        file, line = where.get(warning.object, ("", None))
+        out.append(Finding("warning", file, line, warning.object, warning.field, warning.message))
     return out
 
 

@@ -352,7 +352,12 @@ def configz(app: Istiolite) -> dict[str, Any]:
             }
         )
     errors = app.files.errors
-    return {"loaded": app.files.loaded, "objects": objects, "errors": errors}
+    # Loaded, but referring to something missing (e.g. a subset no DestinationRule defines).
+    warnings = [
+        {"object": w.object, "field": w.field, "message": w.message}
+        for w in getattr(app, "warnings", [])
+    ]
+    return {"loaded": app.files.loaded, "objects": objects, "errors": errors, "warnings": warnings}
 
 
 # -- /debug/push_status ------------------------------------------------------------------------

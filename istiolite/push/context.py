@@ -18,6 +18,13 @@ from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigWarning:
+    object: str
+    field: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Locality:
     region: str = ""
     zone: str = ""
@@ -103,6 +110,9 @@ class PushContext:
             for host in vs.hosts:
                 self.virtual_services.setdefault(self.resolve_host(host, vs.namespace), vs)
         self._sidecars = sorted(sidecars, key=lambda c: (c.namespace, c.meta.name))
+        self._all_virtual_services = sorted(
+            virtual_services, key=lambda v: (v.namespace, v.meta.name)
+        )
         self.destination_rules: dict[str, DestinationRule] = {}
         for dr in sorted(destination_rules, key=lambda d: (d.namespace, d.meta.name)):
             self.destination_rules.setdefault(self.resolve_host(dr.host, dr.namespace), dr)
@@ -116,6 +126,26 @@ class PushContext:
         if "." in host or host == "*":
             return host
         return f"{host}.{namespace}.svc.{self.domain}"
+
+    def reference_warnings(self) -> list[ConfigWarning]:
+        """Objects that load but refer to something missing: a route to a subset no
+        DestinationRule defines answers 503 (a warning on the object, not a broken proxy)."""
+        out = []
+        for vs in self._all_virtual_services:
+            for i, http in enumerate(vs.http):
+                for j, dest in enumerate(http.route):
+                    subset = dest.destination.subset
+                    host = self.resolve_host(dest.destination.host, vs.namespace)
+                    if subset and all(s.name != subset for s in self.subsets(host)):
+                        out.append(
+                            ConfigWarning(
+                                f"VirtualService {vs.namespace}/{vs.meta.name}",
+                                f"spec.http[{i}].route[{j}].destination.subset",
+                                f"subset {subset!r} is not defined by a DestinationRule for "
+                                f"{host}; requests routed to it fail with 503",
+                            )
+                        )
+        return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Sidecar | None:
         """As istiod: a Sidecar in the workload's namespace whose selector matches, else the one

@@ -283,3 +283,27 @@ async def test_sidecar_scoped_proxy_gets_no_push_for_changes_elsewhere(running: 
     got = await scoped.drain()
     assert objects.outbound_cluster("ratings", 9082) in resources(got[0])
     assert not any("billing" in name for name in resources(got[0]))
+
+
+async def test_missing_subset_is_a_warning_not_a_broken_proxy(running: Running) -> None:
+    routes = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {
+            "hosts": ["reviews"],
+            "http": [{"route": [{"destination": {"host": "reviews", "subset": "v9"}}]}],
+        },
+    }
+    client = running.connect(True, "a-1")
+    await client.fetch(types.ROUTE, ["9080"])
+    await client.collect()
+    _write(running.config / "routes.yaml", routes)
+    await running.pushed()
+    [warning] = running.app.warnings
+    assert warning.object == "VirtualService default/reviews"
+    assert warning.field == "spec.http[0].route[0].destination.subset"
+    assert "'v9'" in warning.message
+    # The proxy still gets its routes (the VirtualService applies; the subset answers 503).
+    got = await client.drain()
+    assert "9080" in resources(got[0])
