@@ -141,12 +141,19 @@ class HTTPRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class TCPRoute:
+    ports: tuple[int, ...]  # match[].port; empty = every port
+    route: tuple[RouteDestination, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class VirtualService:
     meta: ObjectMeta
     hosts: tuple[str, ...]
     gateways: tuple[str, ...]
     export_to: tuple[str, ...]
     http: tuple[HTTPRoute, ...]
+    tcp: tuple[TCPRoute, ...] = ()
 
     @property
     def namespace(self) -> str:
@@ -444,6 +451,28 @@ def _http_route(raw: Any, where: str) -> HTTPRoute:
     )
 
 
+def _tcp_route(raw: Any, where: str) -> TCPRoute:
+    r = require_mapping(raw, where)
+    ports: list[int] = []
+    for i, item in enumerate(require_list(r.get("match"), f"{where}.match")):
+        m = require_mapping(item, f"{where}.match[{i}]")
+        if m.get("port") is not None:
+            ports.append(require_port(m["port"], f"{where}.match[{i}].port"))
+    routes = []
+    for i, item in enumerate(require_list(r.get("route"), f"{where}.route")):
+        rd = require_mapping(item, f"{where}.route[{i}]")
+        weight = rd.get("weight", 0)
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise ValidationError(f"{where}.route[{i}].weight", f"must be >= 0, got {weight!r}")
+        destination = _destination(rd.get("destination"), f"{where}.route[{i}].destination")
+        routes.append(RouteDestination(destination=destination, weight=weight))
+    if not routes:
+        raise ValidationError(f"{where}.route", "at least one destination is required")
+    if len(routes) > 1 and sum(rd.weight for rd in routes) == 0:
+        raise ValidationError(f"{where}.route", "weights must add up to more than 0")
+    return TCPRoute(ports=tuple(ports), route=tuple(routes))
+
+
 def parse_virtual_service(raw: dict[str, Any]) -> VirtualService:
     meta = parse_meta(raw, namespaced=True)
     spec = require_mapping(raw.get("spec"), "spec")
@@ -464,5 +493,9 @@ def parse_virtual_service(raw: dict[str, Any]) -> VirtualService:
         http=tuple(
             _http_route(r, f"spec.http[{i}]")
             for i, r in enumerate(require_list(spec.get("http"), "spec.http"))
+        ),
+        tcp=tuple(
+            _tcp_route(r, f"spec.tcp[{i}]")
+            for i, r in enumerate(require_list(spec.get("tcp"), "spec.tcp"))
         ),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
@@ -53,11 +55,15 @@ def http_connection_manager(
     return lc.Filter(name=HCM_FILTER, typed_config=pack(manager))
 
 
-def tcp_proxy(stat_prefix: str, cluster: str) -> lc.Filter:
-    return lc.Filter(
-        name=TCP_PROXY_FILTER,
-        typed_config=pack(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)),
-    )
+def tcp_proxy(stat_prefix: str, cluster: str | Sequence[tuple[str, int]]) -> lc.Filter:
+    """To one cluster, or to several by weight (a VirtualService tcp route)."""
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    if isinstance(cluster, str):
+        proxy.cluster = cluster
+    else:
+        for name, weight in cluster:
+            proxy.weighted_clusters.clusters.add(name=name, weight=weight)
+    return lc.Filter(name=TCP_PROXY_FILTER, typed_config=pack(proxy))
 
 
 def http_inspector() -> lc.ListenerFilter:

@@ -35,6 +35,7 @@ from istiolite.networking.names import (
     route_name,
 )
 from istiolite.networking.route import route_to_cluster
+from istiolite.networking.tcp_route import TcpTarget, tcp_target
 from istiolite.networking.typed import bool_value, socket_address, uint32
 from istiolite.networking.workload import InboundPort, inbound_ports
 from istiolite.push.context import PushContext
@@ -45,7 +46,7 @@ LOOPBACK_IP = "127.0.0.1"
 
 
 def _chain_http_or_tcp(
-    name: str, port: int, stat_prefix: str, tcp_cluster: str | None
+    name: str, port: int, stat_prefix: str, tcp_cluster: TcpTarget | None
 ) -> tuple[list[lc.FilterChain], lc.FilterChain | None]:
     """Sniffed port: HTTP clients get the port's routes, anything else the TCP cluster."""
     http_chain = lc.FilterChain(
@@ -61,7 +62,7 @@ def _chain_http_or_tcp(
 
 
 def _outbound_listener(
-    address: str, port: int, *, bind: bool, http: bool, tcp_cluster: str | None
+    address: str, port: int, *, bind: bool, http: bool, tcp_cluster: TcpTarget | None
 ) -> Listener:
     """One outbound listener: HTTP routes, a TCP proxy, or both behind protocol sniffing."""
     name = listener_name(address, port)
@@ -94,8 +95,8 @@ def _is_tcp_like(port: ServicePort) -> bool:
     return not port.protocol.is_http and port.protocol != Protocol.UDP
 
 
-def _outbound_cluster(ctx: PushContext, service: Service, port: ServicePort) -> str:
-    return cluster_name(Direction.OUTBOUND, port.port, "", ctx.hostname(service))
+def _outbound_cluster(ctx: PushContext, service: Service, port: ServicePort) -> TcpTarget:
+    return tcp_target(ctx, service, port)
 
 
 def outbound_listeners_redirect(ctx: PushContext, services: Sequence[Service]) -> list[Listener]:
