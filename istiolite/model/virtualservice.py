@@ -42,6 +42,9 @@ class HTTPMatch:
     authority: StringMatch | None = None
     scheme: StringMatch | None = None
     port: int | None = None
+    # Only for requests from workloads with these labels / in this namespace.
+    source_labels: dict[str, str] = field(default_factory=dict)
+    source_namespace: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,10 @@ class VirtualService:
         return self.meta.namespace
 
     @property
+    def uses_source_match(self) -> bool:
+        return any(m.source_labels or m.source_namespace for h in self.http for m in h.match)
+
+    @property
     def applies_to_sidecars(self) -> bool:
         return not self.gateways or "mesh" in self.gateways
 
@@ -228,6 +235,8 @@ def _match(raw: Any, where: str) -> HTTPMatch:
         authority=_string_match(m["authority"], f"{where}.authority") if "authority" in m else None,
         scheme=_string_match(m["scheme"], f"{where}.scheme") if "scheme" in m else None,
         port=port,
+        source_labels=require_string_map(m.get("sourceLabels"), f"{where}.sourceLabels"),
+        source_namespace=require_str(m.get("sourceNamespace"), f"{where}.sourceNamespace"),
     )
 
 

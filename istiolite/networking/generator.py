@@ -122,7 +122,10 @@ def _routes(ctx: PushContext, proxy: Proxy) -> Resources:
     if proxy.type != ProxyType.SIDECAR:
         return {}
     sidecar, scope = _scope(ctx, proxy)
-    key = ("rds", proxy.interception_mode, proxy.namespace, scope)
+    key: tuple[Hashable, ...] = ("rds", proxy.interception_mode, proxy.namespace, scope)
+    if ctx.source_matched:
+        # Some route applies only to some workloads: routes differ by the caller's labels.
+        key += (frozenset(proxy.labels.items()),)
     return _cached(
         ctx,
         key,

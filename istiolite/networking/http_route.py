@@ -3,6 +3,8 @@ condition, in order (first match wins), then the action (route, redirect or dire
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
@@ -242,13 +244,34 @@ def _mirror_policies(
     ]
 
 
-def http_routes(ctx: PushContext, vs: VirtualService, listener_port: int) -> list[rc.Route]:
-    """The Envoy routes of a VirtualService for one listener port, in its order."""
+def _applies(match: HTTPMatch | None, listener_port: int, source: Source | None) -> bool:
+    """A match pinned to another port, or to other source workloads, does not apply here."""
+    if match is None:
+        return True
+    if match.port is not None and match.port != listener_port:
+        return False
+    if source is not None:
+        namespace, labels = source
+        if match.source_namespace and match.source_namespace != namespace:
+            return False
+        if any(labels.get(k) != v for k, v in match.source_labels.items()):
+            return False
+    return True
+
+
+# The calling workload: (namespace, labels).
+Source = tuple[str, Mapping[str, str]]
+
+
+def http_routes(
+    ctx: PushContext, vs: VirtualService, listener_port: int, source: Source | None = None
+) -> list[rc.Route]:
+    """The Envoy routes of a VirtualService for one listener port (and one calling workload,
+    when matches name source labels or namespaces), in its order."""
     routes: list[rc.Route] = []
     for http in vs.http:
-        matches: list[HTTPMatch | None] = list(http.match) or [None]
-        # A match pinned to another port does not apply on this one.
-        matches = [m for m in matches if m is None or m.port is None or m.port == listener_port]
+        candidates: list[HTTPMatch | None] = list(http.match) or [None]
+        matches = [m for m in candidates if _applies(m, listener_port, source)]
         for match in matches:
             name = ".".join(n for n in (http.name, match.name if match else "") if n)
             route = rc.Route(name=name, match=route_match(match))

@@ -111,7 +111,7 @@ def outbound_route_configs(
             claimed.update(domains)
             vs = ctx.virtual_services.get(host)
             if vs is not None and vs.http:
-                routes = http_routes(ctx, vs, port)
+                routes = http_routes(ctx, vs, port, (proxy.namespace, proxy.labels))
             else:
                 routes = [
                     route_to_cluster(cluster_name(Direction.OUTBOUND, service_port.port, "", host))

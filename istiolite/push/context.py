@@ -113,6 +113,7 @@ class PushContext:
         self._all_virtual_services = sorted(
             virtual_services, key=lambda v: (v.namespace, v.meta.name)
         )
+        self.source_matched = any(vs.uses_source_match for vs in self.virtual_services.values())
         self.destination_rules: dict[str, DestinationRule] = {}
         for dr in sorted(destination_rules, key=lambda d: (d.namespace, d.meta.name)):
             self.destination_rules.setdefault(self.resolve_host(dr.host, dr.namespace), dr)
