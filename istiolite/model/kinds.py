@@ -15,6 +15,7 @@ from istiolite.model.sidecar import parse_sidecar
 from istiolite.model.validation import ValidationError
 from istiolite.model.virtualservice import parse_virtual_service
 from istiolite.model.workload import parse_namespace, parse_node, parse_pod
+from istiolite.model.workloadentry import parse_workload_entry
 
 # Istio serves its networking API under all three versions, with the same schema.
 _ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
@@ -43,6 +44,7 @@ KINDS: dict[str, Kind] = {
         ),
         Kind("networking.istio.io", _ISTIO_VERSIONS, "ServiceEntry", True, parse_service_entry),
         Kind("networking.istio.io", _ISTIO_VERSIONS, "Sidecar", True, parse_sidecar),
+        Kind("networking.istio.io", _ISTIO_VERSIONS, "WorkloadEntry", True, parse_workload_entry),
     )
 }
 

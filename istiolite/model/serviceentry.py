@@ -45,6 +45,8 @@ class ServiceEntry:
     resolution: str
     endpoints: tuple[WorkloadEndpoint, ...]
     export_to: tuple[str, ...]
+    # Selects WorkloadEntries (in the entry's namespace) as endpoints, instead of `endpoints`.
+    workload_selector: dict[str, str] | None = None
 
     @property
     def namespace(self) -> str:
@@ -135,7 +137,13 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
         _endpoint(e, f"spec.endpoints[{i}]", resolution)
         for i, e in enumerate(require_list(spec.get("endpoints"), "spec.endpoints"))
     )
-    if resolution == "STATIC" and not endpoints and not spec.get("workloadSelector"):
+    selector = None
+    if spec.get("workloadSelector") is not None:
+        ws = require_mapping(spec["workloadSelector"], "spec.workloadSelector")
+        selector = require_string_map(ws.get("labels"), "spec.workloadSelector.labels")
+        if endpoints:
+            raise ValidationError("spec.workloadSelector", "cannot be combined with spec.endpoints")
+    if resolution == "STATIC" and not endpoints and selector is None:
         raise ValidationError("spec.endpoints", "resolution STATIC needs endpoints")
     return ServiceEntry(
         meta=meta,
@@ -146,4 +154,5 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
         resolution=resolution,
         endpoints=endpoints,
         export_to=tuple(str(e) for e in require_list(spec.get("exportTo"), "spec.exportTo")),
+        workload_selector=selector,
     )

@@ -15,6 +15,7 @@ from istiolite.model.serviceentry import ServiceEntry
 from istiolite.model.sidecar import ROOT_NAMESPACE, Sidecar
 from istiolite.model.virtualservice import VirtualService
 from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
+from istiolite.model.workloadentry import WorkloadEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class PushContext:
         destination_rules: list[DestinationRule] = []
         entries: list[ServiceEntry] = []
         sidecars: list[Sidecar] = []
+        self.workload_entries: list[WorkloadEntry] = []
         for key, obj in objects.items():
             match key.kind:
                 case "Service":
@@ -82,6 +84,8 @@ class PushContext:
                     entries.append(obj)
                 case "Sidecar":
                     sidecars.append(obj)
+                case "WorkloadEntry":
+                    self.workload_entries.append(obj)
         # ServiceEntry hosts join the registry; a Kubernetes Service keeps a host both declare,
         # and among entries the first by namespace/name wins.
         self._entry_endpoints: dict[str, ServiceEntry] = {}
@@ -192,7 +196,10 @@ class PushContext:
         """Ready endpoints of one service port (of one subset, when its `labels` are given),
         deduplicated, in a stable order."""
         if service.host in self._entry_endpoints:
-            return self._entry_workloads(self._entry_endpoints[service.host], port, labels)
+            entry = self._entry_endpoints[service.host]
+            if entry.workload_selector is not None:
+                return self._selected_workloads(entry, port, labels)
+            return self._entry_workloads(entry, port, labels)
         result: dict[tuple[str, int], ServiceEndpoint] = {}
         for eps in self._slices.get((service.namespace, service.name), ()):
             if eps.address_type == "FQDN":
@@ -234,6 +241,31 @@ class PushContext:
             zone=zone or (node.zone if node else ""),
             sub_zone=pod.meta.labels.get(SUBZONE_LABEL, "") if pod else "",
         )
+
+    def _selected_workloads(
+        self, entry: ServiceEntry, port: ServicePort, labels: Mapping[str, str] | None
+    ) -> list[ServiceEndpoint]:
+        """The WorkloadEntries in the entry's namespace that its workloadSelector picks."""
+        selector = {**(entry.workload_selector or {}), **(labels or {})}
+        out = []
+        for workload in self.workload_entries:
+            if workload.namespace != entry.namespace:
+                continue
+            if any(workload.labels.get(k) != v for k, v in selector.items()):
+                continue
+            region, _, rest = workload.locality.partition("/")
+            zone, _, sub_zone = rest.partition("/")
+            out.append(
+                ServiceEndpoint(
+                    address=workload.address,
+                    port=int(workload.ports.get(port.name, port.target_port)),
+                    locality=Locality(region, zone, sub_zone),
+                    labels=workload.labels,
+                    service_account=workload.service_account,
+                    pod="",
+                )
+            )
+        return sorted(out, key=lambda e: (e.address, e.port))
 
     @staticmethod
     def _entry_workloads(

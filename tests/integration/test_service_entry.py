@@ -95,3 +95,51 @@ def test_static_and_dns_service_entries_route_real_traffic(tmp_path: Path, delta
         stop_all(envoy, cp)
         for server in servers:
             server.stop()
+
+
+def _workload(name: str, ip: str, port: int, app: str) -> dict:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"address": ip, "ports": {"http": port}, "labels": {"app": app}},
+    }
+
+
+def test_workload_selector_picks_workload_entries(tmp_path: Path) -> None:
+    port, target = free_port(), free_port()
+    ips = [loopback_ip() for _ in range(3)]
+    servers = [EchoServer(ip, target, f"vm-{i}").start() for i, ip in enumerate(ips)]
+    config = tmp_path / "config"
+    config.mkdir()
+    entry = _entry("legacy", "legacy.partner.example", port, "STATIC", [])
+    entry["spec"].pop("endpoints")
+    entry["spec"]["workloadSelector"] = {"labels": {"app": "legacy"}}
+    (config / "entry.yaml").write_text(yaml.safe_dump(entry))
+    for i, app in enumerate(("legacy", "legacy", "other")):
+        (config / f"vm-{i}.yaml").write_text(
+            yaml.safe_dump(_workload(f"vm-{i}", ips[i], target, app))
+        )
+    cp = IstioliteProcess([config], tmp_path)
+    envoy = None
+    try:
+        envoy = EnvoyProcess(
+            tmp_path,
+            cp.xds_address,
+            "sidecar~127.0.0.1~client-1.default~default.svc.cluster.local",
+            delta=True,
+            meta={"NAMESPACE": "default", "INTERCEPTION_MODE": "NONE"},
+        )
+        wait_for(envoy.synced, what="envoy synced")
+        wait_for(lambda: _get(port, "legacy.partner.example")[0] == 200, what="entry routable")
+        # Only the selected workloads: vm-2 carries another app label.
+        assert {_get(port, "legacy.partner.example")[1] for _ in range(30)} == {"vm-0", "vm-1"}
+        (config / "vm-1.yaml").unlink()
+        wait_for(
+            lambda: {_get(port, "legacy.partner.example")[1] for _ in range(10)} == {"vm-0"},
+            what="vm-1 gone",
+        )
+    finally:
+        stop_all(envoy, cp)
+        for server in servers:
+            server.stop()
