@@ -133,7 +133,9 @@ class Istiolite:
         for kind in kinds:
             metrics.PUSH_TRIGGERS.inc(kind)
         self._snapshot = snapshot
-        self._log_new_warnings(ctx)
+        if request.full:
+            # Endpoint-only pushes cannot change which routes refer to missing subsets.
+            self._log_new_warnings(ctx)
         self.ads.update(ctx, request)
         changed = sorted(str(k) for k in keys)
         self.push_status = {

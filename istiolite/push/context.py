@@ -31,6 +31,13 @@ class Locality:
     zone: str = ""
     sub_zone: str = ""
 
+    @classmethod
+    def parse(cls, text: str) -> Locality:
+        """Istio's `region/zone/subzone` string (any part may be missing)."""
+        region, _, rest = text.partition("/")
+        zone, _, sub_zone = rest.partition("/")
+        return cls(region, zone, sub_zone)
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceEndpoint:
@@ -196,10 +203,7 @@ class PushContext:
         """Ready endpoints of one service port (of one subset, when its `labels` are given),
         deduplicated, in a stable order."""
         if service.host in self._entry_endpoints:
-            entry = self._entry_endpoints[service.host]
-            if entry.workload_selector is not None:
-                return self._selected_workloads(entry, port, labels)
-            return self._entry_workloads(entry, port, labels)
+            return self._entry_workloads(self._entry_endpoints[service.host], port, labels)
         result: dict[tuple[str, int], ServiceEndpoint] = {}
         for eps in self._slices.get((service.namespace, service.name), ()):
             if eps.address_type == "FQDN":
@@ -242,52 +246,34 @@ class PushContext:
             sub_zone=pod.meta.labels.get(SUBZONE_LABEL, "") if pod else "",
         )
 
-    def _selected_workloads(
+    def _entry_workloads(
         self, entry: ServiceEntry, port: ServicePort, labels: Mapping[str, str] | None
     ) -> list[ServiceEndpoint]:
-        """The WorkloadEntries in the entry's namespace that its workloadSelector picks."""
+        """An entry's endpoints for one port (one subset, with `labels`): its own `endpoints`,
+        or the WorkloadEntries of its namespace its workloadSelector picks."""
+        if entry.workload_selector is None:
+            candidates = [
+                (ep.address, ep.ports, ep.labels, ep.locality, "") for ep in entry.endpoints
+            ]
+        else:
+            candidates = [
+                (w.address, w.ports, w.labels, w.locality, w.service_account)
+                for w in self.workload_entries
+                if w.namespace == entry.namespace
+            ]
         selector = {**(entry.workload_selector or {}), **(labels or {})}
-        out = []
-        for workload in self.workload_entries:
-            if workload.namespace != entry.namespace:
-                continue
-            if any(workload.labels.get(k) != v for k, v in selector.items()):
-                continue
-            region, _, rest = workload.locality.partition("/")
-            zone, _, sub_zone = rest.partition("/")
-            out.append(
-                ServiceEndpoint(
-                    address=workload.address,
-                    port=int(workload.ports.get(port.name, port.target_port)),
-                    locality=Locality(region, zone, sub_zone),
-                    labels=workload.labels,
-                    service_account=workload.service_account,
-                    pod="",
-                )
+        out = [
+            ServiceEndpoint(
+                address=address,
+                port=int(ports.get(port.name, port.target_port)),
+                locality=Locality.parse(locality),
+                labels=workload_labels,
+                service_account=account,
+                pod="",
             )
-        return sorted(out, key=lambda e: (e.address, e.port))
-
-    @staticmethod
-    def _entry_workloads(
-        entry: ServiceEntry, port: ServicePort, labels: Mapping[str, str] | None
-    ) -> list[ServiceEndpoint]:
-        out = []
-        for ep in entry.endpoints:
-            if labels and not all(ep.labels.get(k) == v for k, v in labels.items()):
-                continue
-            target = ep.ports.get(port.name, port.target_port)
-            region, _, rest = ep.locality.partition("/")
-            zone, _, sub_zone = rest.partition("/")
-            out.append(
-                ServiceEndpoint(
-                    address=ep.address,
-                    port=int(target),
-                    locality=Locality(region, zone, sub_zone),
-                    labels=ep.labels,
-                    service_account="",
-                    pod="",
-                )
-            )
+            for address, ports, workload_labels, locality, account in candidates
+            if all(workload_labels.get(k) == v for k, v in selector.items())
+        ]
         return sorted(out, key=lambda e: (e.address, e.port))
 
     def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> list[Service]:

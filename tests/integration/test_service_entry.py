@@ -11,7 +11,7 @@ import yaml
 
 from istiolite.demo.echo import EchoServer
 from tests.support.net import free_port, loopback_ip
-from tests.support.processes import EnvoyProcess, IstioliteProcess, stop_all
+from tests.support.processes import start_sidecar_mesh, stop_all
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
@@ -74,17 +74,9 @@ def test_static_and_dns_service_entries_route_real_traffic(tmp_path: Path, delta
             ]
         )
     )
-    cp = IstioliteProcess([config], tmp_path)
-    envoy = None
+    cp = envoy = None
     try:
-        envoy = EnvoyProcess(
-            tmp_path,
-            cp.xds_address,
-            "sidecar~127.0.0.1~client-1.default~default.svc.cluster.local",
-            delta=delta,
-            meta={"NAMESPACE": "default", "INTERCEPTION_MODE": "NONE"},
-        )
-        wait_for(envoy.synced, what="envoy synced")
+        cp, envoy = start_sidecar_mesh([config], tmp_path, namespace="default", delta=delta)
         wait_for(lambda: _get(port, "api.partner.example")[0] == 200, what="static entry")
         seen = {_get(port, "api.partner.example")[1] for _ in range(30)}
         assert seen == {"static-0", "static-1"}
@@ -120,17 +112,9 @@ def test_workload_selector_picks_workload_entries(tmp_path: Path) -> None:
         (config / f"vm-{i}.yaml").write_text(
             yaml.safe_dump(_workload(f"vm-{i}", ips[i], target, app))
         )
-    cp = IstioliteProcess([config], tmp_path)
-    envoy = None
+    cp = envoy = None
     try:
-        envoy = EnvoyProcess(
-            tmp_path,
-            cp.xds_address,
-            "sidecar~127.0.0.1~client-1.default~default.svc.cluster.local",
-            delta=True,
-            meta={"NAMESPACE": "default", "INTERCEPTION_MODE": "NONE"},
-        )
-        wait_for(envoy.synced, what="envoy synced")
+        cp, envoy = start_sidecar_mesh([config], tmp_path, namespace="default", delta=True)
         wait_for(lambda: _get(port, "legacy.partner.example")[0] == 200, what="entry routable")
         # Only the selected workloads: vm-2 carries another app label.
         assert {_get(port, "legacy.partner.example")[1] for _ in range(30)} == {"vm-0", "vm-1"}

@@ -12,7 +12,7 @@ import yaml
 
 from istiolite.demo.echo import EchoServer
 from tests.support.net import free_port, loopback_ip
-from tests.support.processes import EnvoyProcess, IstioliteProcess, stop_all
+from tests.support.processes import start_sidecar_mesh, stop_all
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
@@ -119,17 +119,9 @@ def test_tcp_connections_follow_subset_weights(tmp_path: Path) -> None:
         finally:
             conn.close()
 
-    cp = IstioliteProcess([config], tmp_path)
-    envoy = None
+    cp = envoy = None
     try:
-        envoy = EnvoyProcess(
-            tmp_path,
-            cp.xds_address,
-            "sidecar~127.0.0.1~app-1.data~data.svc.cluster.local",
-            delta=True,
-            meta={"NAMESPACE": "data", "INTERCEPTION_MODE": "NONE"},
-        )
-        wait_for(envoy.synced, what="envoy synced")
+        cp, envoy = start_sidecar_mesh([config], tmp_path, namespace="data", delta=True)
         wait_for(lambda: served_by() == "db-v2", what="tcp route")
         assert {served_by() for _ in range(20)} == {"db-v2"}
         tmp = config / ".routes.tmp"

@@ -180,3 +180,30 @@ def stop_all(*procs: Process | None) -> None:
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def start_sidecar_mesh(
+    config_dirs: list[Path],
+    workdir: Path,
+    *,
+    namespace: str = "default",
+    delta: bool = True,
+    pod: str = "client-1",
+) -> tuple[IstioliteProcess, EnvoyProcess]:
+    """istiolite on `config_dirs` and one sidecar Envoy without iptables, synced. Stops what it
+    started if start-up fails; afterwards the caller stops both (stop_all)."""
+    cp = IstioliteProcess(config_dirs, workdir)
+    envoy: EnvoyProcess | None = None
+    try:
+        envoy = EnvoyProcess(
+            workdir,
+            cp.xds_address,
+            f"sidecar~127.0.0.1~{pod}.{namespace}~{namespace}.svc.cluster.local",
+            delta=delta,
+            meta={"NAMESPACE": namespace, "INTERCEPTION_MODE": "NONE"},
+        )
+        wait_for(envoy.synced, what="envoy synced")
+    except BaseException:
+        stop_all(envoy, cp)
+        raise
+    return cp, envoy
