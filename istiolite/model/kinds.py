@@ -8,7 +8,9 @@ from typing import Any
 
 from istiolite.model.destinationrule import parse_destination_rule
 from istiolite.model.endpointslice import parse_endpointslice
+from istiolite.model.gateway import parse_gateway
 from istiolite.model.meta import ObjectKey, ObjectMeta
+from istiolite.model.secret import parse_secret
 from istiolite.model.service import parse_service
 from istiolite.model.serviceentry import parse_service_entry
 from istiolite.model.sidecar import parse_sidecar
@@ -37,6 +39,7 @@ KINDS: dict[str, Kind] = {
         Kind("", ("v1",), "Pod", True, parse_pod),
         Kind("", ("v1",), "Namespace", False, parse_namespace),
         Kind("", ("v1",), "Node", False, parse_node),
+        Kind("", ("v1",), "Secret", True, parse_secret),
         Kind("discovery.k8s.io", ("v1",), "EndpointSlice", True, parse_endpointslice),
         Kind("networking.istio.io", _ISTIO_VERSIONS, "VirtualService", True, parse_virtual_service),
         Kind(
@@ -44,6 +47,7 @@ KINDS: dict[str, Kind] = {
         ),
         Kind("networking.istio.io", _ISTIO_VERSIONS, "ServiceEntry", True, parse_service_entry),
         Kind("networking.istio.io", _ISTIO_VERSIONS, "Sidecar", True, parse_sidecar),
+        Kind("networking.istio.io", _ISTIO_VERSIONS, "Gateway", True, parse_gateway),
         Kind("networking.istio.io", _ISTIO_VERSIONS, "WorkloadEntry", True, parse_workload_entry),
     )
 }

@@ -31,11 +31,14 @@ def http_connection_manager(
     *,
     rds_name: str | None = None,
     route_config: route_pb2.RouteConfiguration | None = None,
+    use_remote_address: bool = False,
 ) -> lc.Filter:
+    """`use_remote_address`: the edge of the mesh (a gateway) trusts only the peer address for
+    x-forwarded-for; sidecars keep what the caller's side set."""
     manager = hcm.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm.HttpConnectionManager.AUTO,
-        use_remote_address=bool_value(False),
+        use_remote_address=bool_value(use_remote_address),
         normalize_path=bool_value(True),
         http_filters=[
             # As istiod: CORS and fault injection are configured per route (VirtualService),

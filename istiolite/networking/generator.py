@@ -10,7 +10,9 @@ from google.protobuf import message
 from istiolite.model.proxy import Proxy, ProxyType
 from istiolite.model.sidecar import Sidecar
 from istiolite.networking.cluster import fixed_clusters, inbound_cluster, outbound_clusters
+from istiolite.networking.credentials import credential_secrets
 from istiolite.networking.endpoint import all_load_assignments, load_assignment_for
+from istiolite.networking.gateway import gateway_listeners, gateway_route_configs
 from istiolite.networking.listener import sidecar_listeners
 from istiolite.networking.resource import Resource, to_resource
 from istiolite.networking.route import outbound_route_configs
@@ -37,10 +39,15 @@ def _serialize(type_url: str, messages: list[Any]) -> Resources:
     return dict(sorted(out.items()))
 
 
+def _labels(ctx: PushContext, proxy: Proxy) -> dict[str, str]:
+    """The proxy's labels: from its metadata, else from its Pod."""
+    pod = ctx.pods.get((proxy.namespace, proxy.pod_name))
+    return proxy.labels or (pod.meta.labels if pod else {})
+
+
 def _scope(ctx: PushContext, proxy: Proxy) -> tuple[Sidecar | None, Hashable]:
     """The Sidecar resource that scopes this proxy (None: the whole mesh), and a cache key."""
-    pod = ctx.pods.get((proxy.namespace, proxy.pod_name))
-    labels = proxy.labels or (pod.meta.labels if pod else {})
+    labels = _labels(ctx, proxy)
     key = ("sidecar-of", proxy.namespace, frozenset(labels.items()))
     found: tuple[Sidecar | None, Hashable] | None = ctx.cache.get(key)
     if found is None:
@@ -103,9 +110,19 @@ def carry_over(old: PushContext, new: PushContext, eds_clusters: frozenset[str])
         new.cache[key] = dict(sorted(assignments.items()))
 
 
+def _gateway_key(ctx: PushContext, proxy: Proxy) -> tuple[str, frozenset[tuple[str, str]]]:
+    # Gateway proxies of one namespace and labels select the same Gateways and Secrets.
+    return proxy.namespace, frozenset(_labels(ctx, proxy).items())
+
+
 def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:
-    if proxy.type != ProxyType.SIDECAR:
-        return {}  # router listeners come from Gateway objects
+    if proxy.type == ProxyType.ROUTER:
+        key = _gateway_key(ctx, proxy)
+        return _cached(
+            ctx,
+            ("lds-gw", key),
+            lambda: _serialize(types.LISTENER, gateway_listeners(ctx, key[0], dict(key[1]))),
+        )
     sidecar, scope = _scope(ctx, proxy)
     key = ("lds", proxy.interception_mode, proxy.namespace, scope, inbound_ports(ctx, proxy))
     return _cached(
@@ -119,8 +136,13 @@ def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:
 
 
 def _routes(ctx: PushContext, proxy: Proxy) -> Resources:
-    if proxy.type != ProxyType.SIDECAR:
-        return {}
+    if proxy.type == ProxyType.ROUTER:
+        gw = _gateway_key(ctx, proxy)
+        return _cached(
+            ctx,
+            ("rds-gw", gw),
+            lambda: _serialize(types.ROUTE, gateway_route_configs(ctx, gw[0], dict(gw[1]))),
+        )
     sidecar, scope = _scope(ctx, proxy)
     key: tuple[Hashable, ...] = ("rds", proxy.interception_mode, proxy.namespace, scope)
     if ctx.source_matched:
@@ -138,11 +160,20 @@ def _routes(ctx: PushContext, proxy: Proxy) -> Resources:
     )
 
 
+def _secrets(ctx: PushContext, proxy: Proxy) -> Resources:
+    return _cached(
+        ctx,
+        ("sds", proxy.namespace),
+        lambda: _serialize(types.SECRET, credential_secrets(ctx, proxy.namespace)),
+    )
+
+
 _GENERATORS: dict[str, Callable[[PushContext, Proxy], Resources]] = {
     types.CLUSTER: _clusters,
     types.ENDPOINT: _endpoints,
     types.LISTENER: _listeners,
     types.ROUTE: _routes,
+    types.SECRET: _secrets,
 }
 
 

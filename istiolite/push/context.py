@@ -9,7 +9,9 @@ from typing import Any
 
 from istiolite.model.destinationrule import DestinationRule, Subset
 from istiolite.model.endpointslice import EndpointSlice
+from istiolite.model.gateway import Gateway
 from istiolite.model.meta import ObjectKey
+from istiolite.model.secret import Secret
 from istiolite.model.service import Service, ServicePort
 from istiolite.model.serviceentry import ServiceEntry
 from istiolite.model.sidecar import ROOT_NAMESPACE, Sidecar
@@ -71,6 +73,8 @@ class PushContext:
         entries: list[ServiceEntry] = []
         sidecars: list[Sidecar] = []
         self.workload_entries: list[WorkloadEntry] = []
+        gateways: list[Gateway] = []
+        self.secrets: dict[tuple[str, str], Secret] = {}
         for key, obj in objects.items():
             match key.kind:
                 case "Service":
@@ -93,6 +97,10 @@ class PushContext:
                     sidecars.append(obj)
                 case "WorkloadEntry":
                     self.workload_entries.append(obj)
+                case "Gateway":
+                    gateways.append(obj)
+                case "Secret":
+                    self.secrets[(key.namespace, key.name)] = obj
         # ServiceEntry hosts join the registry; a Kubernetes Service keeps a host both declare,
         # and among entries the first by namespace/name wins.
         self._entry_endpoints: dict[str, ServiceEntry] = {}
@@ -129,6 +137,13 @@ class PushContext:
         for dr in sorted(destination_rules, key=lambda d: (d.namespace, d.meta.name)):
             self.destination_rules.setdefault(self.resolve_host(dr.host, dr.namespace), dr)
         self._slices = {k: sorted(v, key=lambda s: s.meta.name) for k, v in slices.items()}
+        self.gateways: tuple[Gateway, ...] = tuple(sorted(gateways, key=lambda g: g.key))
+        # Gateway "ns/name" -> the VirtualServices bound to it, oldest (here: ns/name) first.
+        self.gateway_virtual_services: dict[str, list[VirtualService]] = defaultdict(list)
+        for vs in self._all_virtual_services:
+            for ref in vs.gateways:
+                if ref != "mesh":
+                    self.gateway_virtual_services[self.gateway_ref(ref, vs.namespace)].append(vs)
 
     def hostname(self, service: Service) -> str:
         return service.hostname(self.domain)
@@ -138,6 +153,16 @@ class PushContext:
         if "." in host or host == "*":
             return host
         return f"{host}.{namespace}.svc.{self.domain}"
+
+    @staticmethod
+    def gateway_ref(ref: str, namespace: str) -> str:
+        """A VirtualService's `gateways` entry as "ns/name" (a bare name is in its namespace)."""
+        return ref if "/" in ref else f"{namespace}/{ref}"
+
+    def gateways_for(self, labels: Mapping[str, str]) -> tuple[Gateway, ...]:
+        """The Gateways whose selector matches a gateway proxy's labels (any namespace, as
+        istiod without PILOT_SCOPE_GATEWAY_TO_NAMESPACE)."""
+        return tuple(g for g in self.gateways if g.selects(dict(labels)))
 
     def reference_warnings(self) -> list[ConfigWarning]:
         """Objects that load but refer to something missing: a route to a subset no
@@ -157,6 +182,37 @@ class PushContext:
                                 f"{host}; requests routed to it fail with 503",
                             )
                         )
+        known_gateways = {g.key for g in self.gateways}
+        for vs in self._all_virtual_services:
+            for i, ref in enumerate(vs.gateways):
+                if ref != "mesh" and self.gateway_ref(ref, vs.namespace) not in known_gateways:
+                    out.append(
+                        ConfigWarning(
+                            f"VirtualService {vs.namespace}/{vs.meta.name}",
+                            f"spec.gateways[{i}]",
+                            f"gateway {self.gateway_ref(ref, vs.namespace)!r} does not exist; "
+                            "no gateway serves these routes",
+                        )
+                    )
+        for gateway in self.gateways:
+            for server in gateway.servers:
+                name = server.tls.credential_name if server.tls else ""
+                if name and (gateway.namespace, name) not in self.secrets:
+                    out.append(
+                        ConfigWarning(
+                            f"Gateway {gateway.key}",
+                            f"spec.servers[{server.index}].tls.credentialName",
+                            f"Secret {name!r} not found in namespace {gateway.namespace!r} "
+                            "(it must be in the gateway proxy's namespace); this server is "
+                            "left out of the listener",
+                        )
+                    )
+        # And settings that are valid but not translated yet (DestinationRule.unapplied).
+        for dr in sorted(self.destination_rules.values(), key=lambda d: (d.namespace, d.meta.name)):
+            for field, message in dr.unapplied():
+                out.append(
+                    ConfigWarning(f"DestinationRule {dr.namespace}/{dr.meta.name}", field, message)
+                )
         return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Sidecar | None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,11 +135,13 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, *, delta: bool
     ) -> None:
         stream_cls = DeltaStream if delta else SotwStream
+        peer = context.peer()
+        generator = self._generate if may_receive_keys(peer) else _without_secrets(self._generate)
         conn = Connection(
             id=f"conn-{next(_ids)}",
-            peer=context.peer(),
+            peer=peer,
             delta=delta,
-            stream=stream_cls(self._generate, on_nack=_record_nack),
+            stream=stream_cls(generator, on_nack=_record_nack),
         )
         self.connections[conn.id] = conn
         reader = asyncio.create_task(_read(requests, conn.queue))
@@ -204,6 +208,30 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 metrics.XDS_CLIENTS.labels(client_version).dec()
             if conn.proxy is not None:
                 log.info("proxy disconnected", proxy=conn.proxy.id, connection=conn.id)
+
+
+def may_receive_keys(peer: str) -> bool:
+    """Key material (SDS) crosses this plaintext port only on loopback or a Unix socket: the
+    local development mode of DESIGN §5. Elsewhere a proxy must first prove its identity over
+    the TLS port, which comes with the security work."""
+    if peer.startswith("unix:"):
+        return True
+    host = urllib.parse.unquote(peer.partition(":")[2]).rpartition(":")[0].strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def _without_secrets(generate: Callable[..., Any]) -> Callable[..., Any]:
+    def generate_public(ctx: Any, proxy: Proxy, type_url: str) -> Any:
+        if type_url == types.SECRET:
+            return {}
+        return generate(ctx, proxy, type_url)
+
+    return generate_public
 
 
 async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:

@@ -1,0 +1,256 @@
+"""networking.istio.io Gateway: the servers (port, hosts, TLS) a gateway proxy listens with."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from istiolite.model.meta import ObjectMeta, parse_meta
+from istiolite.model.protocol import Protocol, protocol_for_port
+from istiolite.model.validation import (
+    ValidationError,
+    optional_bool,
+    require_list,
+    require_mapping,
+    require_port,
+    require_str,
+    require_string_map,
+)
+
+TLS_MODES = (
+    "PASSTHROUGH",
+    "SIMPLE",
+    "MUTUAL",
+    "AUTO_PASSTHROUGH",
+    "ISTIO_MUTUAL",
+    "OPTIONAL_MUTUAL",
+)
+TLS_VERSIONS = ("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
+_SERVER_PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS")
+_NAMESPACE = re.compile(r"^(\*|\.|~|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
+_HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTLS:
+    https_redirect: bool = False
+    mode: str = ""
+    credential_name: str = ""
+    server_certificate: str = ""
+    private_key: str = field(default="", repr=False)
+    ca_certificates: str = ""
+    subject_alt_names: tuple[str, ...] = ()
+    min_protocol_version: str = ""
+    max_protocol_version: str = ""
+    cipher_suites: tuple[str, ...] = ()
+
+    @property
+    def terminates(self) -> bool:
+        return self.mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    index: int  # position in spec.servers, for messages
+    port: int
+    port_name: str
+    protocol: str  # as written, upper-cased: HTTP, HTTPS, TCP, TLS, ...
+    # (namespace part, host) pairs; a bare host is ("*", host): any namespace may bind it.
+    hosts: tuple[tuple[str, str], ...]
+    bind: str = ""
+    tls: ServerTLS | None = None
+    name: str = ""
+
+    @property
+    def is_http(self) -> bool:
+        return protocol_of(self).is_http
+
+    @property
+    def terminates_https(self) -> bool:
+        return self.protocol == "HTTPS" and self.tls is not None and self.tls.terminates
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    meta: ObjectMeta
+    selector: dict[str, str]
+    servers: tuple[Server, ...]
+
+    @property
+    def namespace(self) -> str:
+        return self.meta.namespace
+
+    @property
+    def key(self) -> str:
+        return f"{self.meta.namespace}/{self.meta.name}"
+
+    def selects(self, labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.selector.items())
+
+
+def _host(raw: Any, where: str, gateway_ns: str) -> tuple[str, str]:
+    text = require_str(raw, where, required=True)
+    ns, sep, host = text.rpartition("/")
+    if not sep:
+        ns = "*"
+    if ns == ".":
+        ns = gateway_ns
+    if not _NAMESPACE.match(ns):
+        raise ValidationError(where, f"namespace {ns!r} in {text!r} is not a namespace, '.' or '*'")
+    host = host.lower()
+    if not _HOST.match(host):
+        raise ValidationError(where, f"host {host!r} is not a DNS name or a '*.' wildcard")
+    return ns, host
+
+
+def _tls_version(raw: Any, where: str) -> str:
+    value = require_str(raw, where)
+    if value and value not in TLS_VERSIONS:
+        raise ValidationError(where, f"{value!r} is not one of {', '.join(TLS_VERSIONS)}")
+    return value
+
+
+def _strings(raw: Any, where: str) -> tuple[str, ...]:
+    return tuple(
+        require_str(v, f"{where}[{i}]", required=True)
+        for i, v in enumerate(require_list(raw, where))
+    )
+
+
+def _tls(raw: Any, where: str) -> ServerTLS | None:
+    if raw is None:
+        return None
+    t = require_mapping(raw, where)
+    mode = require_str(t.get("mode"), f"{where}.mode") or (
+        "" if t.get("httpsRedirect") else "SIMPLE"
+    )
+    if mode and mode not in TLS_MODES:
+        raise ValidationError(f"{where}.mode", f"{mode!r} is not one of {', '.join(TLS_MODES)}")
+    tls = ServerTLS(
+        https_redirect=bool(optional_bool(t.get("httpsRedirect"), f"{where}.httpsRedirect")),
+        mode=mode,
+        credential_name=require_str(t.get("credentialName"), f"{where}.credentialName"),
+        server_certificate=require_str(t.get("serverCertificate"), f"{where}.serverCertificate"),
+        private_key=require_str(t.get("privateKey"), f"{where}.privateKey"),
+        ca_certificates=require_str(t.get("caCertificates"), f"{where}.caCertificates"),
+        subject_alt_names=_strings(t.get("subjectAltNames"), f"{where}.subjectAltNames"),
+        min_protocol_version=_tls_version(
+            t.get("minProtocolVersion"), f"{where}.minProtocolVersion"
+        ),
+        max_protocol_version=_tls_version(
+            t.get("maxProtocolVersion"), f"{where}.maxProtocolVersion"
+        ),
+        cipher_suites=_strings(t.get("cipherSuites"), f"{where}.cipherSuites"),
+    )
+    if tls.mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
+        # As Istio's validation: a credential Secret, or certificate files, not both.
+        files = tls.server_certificate or tls.private_key
+        if tls.credential_name and (files or tls.ca_certificates):
+            raise ValidationError(
+                f"{where}.credentialName",
+                "cannot be combined with serverCertificate, privateKey or caCertificates",
+            )
+        if not tls.credential_name:
+            if not tls.server_certificate:
+                raise ValidationError(
+                    f"{where}.serverCertificate",
+                    f"is required for mode {tls.mode} without credentialName",
+                )
+            if not tls.private_key:
+                raise ValidationError(
+                    f"{where}.privateKey", f"is required for mode {tls.mode} without credentialName"
+                )
+            if tls.mode != "SIMPLE" and not tls.ca_certificates:
+                raise ValidationError(
+                    f"{where}.caCertificates",
+                    f"is required for mode {tls.mode} without credentialName",
+                )
+    if (
+        tls.min_protocol_version
+        and tls.max_protocol_version
+        and TLS_VERSIONS.index(tls.max_protocol_version)
+        < TLS_VERSIONS.index(tls.min_protocol_version)
+    ):
+        raise ValidationError(f"{where}.maxProtocolVersion", "is lower than minProtocolVersion")
+    return tls
+
+
+def _server(raw: Any, i: int, gateway_ns: str) -> Server:
+    where = f"spec.servers[{i}]"
+    s = require_mapping(raw, where)
+    port_raw = require_mapping(s.get("port"), f"{where}.port")
+    if not port_raw:
+        raise ValidationError(f"{where}.port", "is required")
+    number = require_port(port_raw.get("number"), f"{where}.port.number")
+    port_name = require_str(port_raw.get("name"), f"{where}.port.name", required=True)
+    protocol = require_str(
+        port_raw.get("protocol"), f"{where}.port.protocol", required=True
+    ).upper()
+    if protocol not in _SERVER_PROTOCOLS:
+        raise ValidationError(
+            f"{where}.port.protocol", f"{protocol!r} is not one of {', '.join(_SERVER_PROTOCOLS)}"
+        )
+    hosts_raw = require_list(s.get("hosts"), f"{where}.hosts")
+    if not hosts_raw:
+        raise ValidationError(f"{where}.hosts", "needs at least one host")
+    hosts = tuple(_host(h, f"{where}.hosts[{j}]", gateway_ns) for j, h in enumerate(hosts_raw))
+    tls = _tls(s.get("tls"), f"{where}.tls")
+    if protocol in ("HTTPS", "TLS") and (tls is None or not tls.mode):
+        raise ValidationError(f"{where}.tls", f"is required for protocol {protocol}")
+    if tls is not None and tls.mode and protocol_for_port(protocol, "", "TCP").is_http:
+        raise ValidationError(
+            f"{where}.tls.mode", f"TLS on a plain-text {protocol} server: use protocol HTTPS"
+        )
+    if tls is not None and tls.https_redirect and protocol not in ("HTTP", "HTTPS"):
+        raise ValidationError(
+            f"{where}.tls.httpsRedirect", f"only applies to HTTP servers, not {protocol}"
+        )
+    bind = require_str(s.get("bind"), f"{where}.bind")
+    return Server(
+        index=i,
+        port=number,
+        port_name=port_name,
+        protocol=protocol,
+        hosts=hosts,
+        bind=bind,
+        tls=tls,
+        name=require_str(s.get("name"), f"{where}.name"),
+    )
+
+
+def parse_gateway(raw: dict[str, Any]) -> Gateway:
+    meta = parse_meta(raw, namespaced=True)
+    spec = require_mapping(raw.get("spec"), "spec")
+    servers_raw = require_list(spec.get("servers"), "spec.servers")
+    if not servers_raw:
+        raise ValidationError("spec.servers", "needs at least one server")
+    servers = tuple(_server(s, i, meta.namespace) for i, s in enumerate(servers_raw))
+    names: dict[str, int] = {}
+    plain_ports: dict[int, int] = {}
+    for server in servers:
+        where = f"spec.servers[{server.index}].port"
+        if server.port_name in names:
+            raise ValidationError(
+                f"{where}.name",
+                f"{server.port_name!r} is already used by spec.servers[{names[server.port_name]}]",
+            )
+        names[server.port_name] = server.index
+        # Only TLS servers can share a port (told apart by SNI).
+        if server.tls is None or not server.tls.mode:
+            if server.port in plain_ports:
+                raise ValidationError(
+                    f"{where}.number",
+                    f"port {server.port} is already served by "
+                    f"spec.servers[{plain_ports[server.port]}]; merge the hosts into one server",
+                )
+            plain_ports[server.port] = server.index
+    return Gateway(
+        meta=meta,
+        selector=require_string_map(spec.get("selector"), "spec.selector"),
+        servers=servers,
+    )
+
+
+def protocol_of(server: Server) -> Protocol:
+    return protocol_for_port(server.protocol, "", "TCP")

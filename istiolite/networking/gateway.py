@@ -1,0 +1,245 @@
+"""Gateway proxies (`router`): listeners from the Gateways selecting the proxy, and routes from
+the VirtualServices bound to those Gateways, named and merged as istiod does."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+
+from istiolite.logs import get_logger
+from istiolite.model.gateway import Gateway, Server
+from istiolite.networking.filters import http_connection_manager
+from istiolite.networking.http_route import http_routes
+from istiolite.networking.names import listener_name
+from istiolite.networking.tls_context import CA_SUFFIX, downstream_tls_context, transport_socket
+from istiolite.networking.typed import pack, socket_address
+from istiolite.push.context import PushContext
+
+log = get_logger("gateway")
+
+WILDCARD_IP = "0.0.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class BoundServer:
+    """One Gateway server as this proxy serves it."""
+
+    gateway: Gateway
+    server: Server
+    route_name: str  # RDS name; "" for servers without HTTP routes
+
+
+def gateway_route_name(gateway: Gateway, server: Server) -> str:
+    """istiod's: plain HTTP servers on a port share `http.<port>`; each TLS-terminating HTTPS
+    server has its own `https.<port>.<portName>.<gateway>.<namespace>`."""
+    bind = f".{server.bind}" if server.bind else ""
+    if server.is_http:
+        return f"http.{server.port}{bind}"
+    if server.terminates_https:
+        return (
+            f"https.{server.port}.{server.port_name}.{gateway.meta.name}.{gateway.namespace}{bind}"
+        )
+    return ""
+
+
+def _credential_ready(ctx: PushContext, namespace: str, server: Server) -> bool:
+    """A credentialName server needs its Secret in the proxy's namespace (and a CA for MUTUAL);
+    without it the server is left out rather than leaving the whole listener warming."""
+    tls = server.tls
+    if tls is None or not tls.credential_name:
+        return True
+    secret = ctx.secrets.get((namespace, tls.credential_name))
+    if secret is None or not secret.has_key_pair:
+        return False
+    if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
+        separate = ctx.secrets.get((namespace, tls.credential_name + CA_SUFFIX))
+        return secret.has_ca or (separate is not None and separate.has_ca)
+    return True
+
+
+def _sni_hosts(server: Server) -> list[str]:
+    hosts = sorted({host for _, host in server.hosts})
+    return [] if "*" in hosts else hosts
+
+
+def bound_servers(
+    ctx: PushContext, namespace: str, labels: Mapping[str, str]
+) -> dict[tuple[str, int], list[BoundServer]]:
+    """Servers by listener (bind, port), merged across the selecting Gateways. As istiod, a port
+    is either plain HTTP or TLS: a later server of the other kind is left out, and so is one
+    whose SNI names a port already serves."""
+    by_listener: dict[tuple[str, int], list[BoundServer]] = {}
+    snis: dict[tuple[str, int], set[str]] = {}
+    for gateway in ctx.gateways_for(labels):
+        for server in gateway.servers:
+            if not server.is_http and not server.terminates_https:
+                log.debug(
+                    "gateway server not translated yet",
+                    gateway=gateway.key,
+                    server=server.index,
+                    protocol=server.protocol,
+                )
+                continue
+            if not _credential_ready(ctx, namespace, server):
+                continue
+            key = (server.bind or WILDCARD_IP, server.port)
+            bound = by_listener.setdefault(key, [])
+            if bound and bound[0].server.is_http != server.is_http:
+                continue
+            if not server.is_http:
+                names = set(_sni_hosts(server)) or {"*"}
+                taken = snis.setdefault(key, set())
+                if names & taken:
+                    continue
+                taken.update(names)
+            bound.append(BoundServer(gateway, server, gateway_route_name(gateway, server)))
+    return {k: v for k, v in by_listener.items() if v}
+
+
+def _tls_inspector() -> lc.ListenerFilter:
+    return lc.ListenerFilter(
+        name="envoy.filters.listener.tls_inspector",
+        typed_config=pack(tls_inspector_pb2.TlsInspector()),
+    )
+
+
+def gateway_listeners(
+    ctx: PushContext, namespace: str, labels: Mapping[str, str]
+) -> list[listener_pb2.Listener]:
+    listeners = []
+    for (bind, port), bound in sorted(bound_servers(ctx, namespace, labels).items()):
+        name = listener_name(bind, port)
+        listener = listener_pb2.Listener(
+            name=name, address=socket_address(bind, port), traffic_direction=base_pb2.OUTBOUND
+        )
+        stat_prefix = f"outbound_{name}"
+        if bound[0].server.is_http:
+            listener.filter_chains.append(
+                lc.FilterChain(
+                    filters=[
+                        http_connection_manager(
+                            stat_prefix, rds_name=bound[0].route_name, use_remote_address=True
+                        )
+                    ]
+                )
+            )
+        else:
+            listener.listener_filters.append(_tls_inspector())
+            for b in bound:
+                assert b.server.tls is not None
+                chain = lc.FilterChain(
+                    filter_chain_match=lc.FilterChainMatch(server_names=_sni_hosts(b.server)),
+                    transport_socket=transport_socket(downstream_tls_context(b.server.tls)),
+                    filters=[
+                        http_connection_manager(
+                            b.server.name or stat_prefix,
+                            rds_name=b.route_name,
+                            use_remote_address=True,
+                        )
+                    ],
+                )
+                listener.filter_chains.append(chain)
+        listeners.append(listener)
+    return listeners
+
+
+def _host_intersection(a: str, b: str) -> str | None:
+    """The more specific of two host patterns when one covers the other (`*`, `*.x.com`)."""
+    if a == b:
+        return a
+    for wide, narrow in ((a, b), (b, a)):
+        if wide == "*":
+            return narrow
+        if wide.startswith("*.") and narrow.endswith(wide[1:]):
+            return narrow
+    return None
+
+
+def _is_catch_all(route: rc.Route) -> bool:
+    m = route.match
+    path = m.WhichOneof("path_specifier")
+    catch_all = (
+        (path == "prefix" and m.prefix == "/")
+        or (path == "path_separated_prefix" and m.path_separated_prefix == "/")
+        or (path == "safe_regex" and m.safe_regex.regex == ".*")
+    )
+    return catch_all and not m.headers and not m.query_parameters
+
+
+def gateway_route_configs(
+    ctx: PushContext, namespace: str, labels: Mapping[str, str]
+) -> list[route_pb2.RouteConfiguration]:
+    by_route: dict[str, list[BoundServer]] = {}
+    for bound in bound_servers(ctx, namespace, labels).values():
+        for b in bound:
+            by_route.setdefault(b.route_name, []).append(b)
+    configs = []
+    for name, servers in sorted(by_route.items()):
+        vhosts: dict[str, rc.VirtualHost] = {}
+        for b in servers:
+            port = b.server.port
+            redirect = b.server.tls is not None and b.server.tls.https_redirect
+            for vs in ctx.gateway_virtual_services.get(b.gateway.key, ()):
+                hosts: list[str] = []
+                for ns, server_host in b.server.hosts:
+                    if ns not in ("*", vs.namespace):
+                        continue
+                    for vs_host in vs.hosts:
+                        found = _host_intersection(
+                            server_host, ctx.resolve_host(vs_host.lower(), vs.namespace)
+                        )
+                        if found is not None and found not in hosts:
+                            hosts.append(found)
+                if not hosts or not vs.http:
+                    continue
+                routes = http_routes(ctx, vs, port, (namespace, labels))
+                for host in hosts:
+                    vhost = vhosts.get(host)
+                    if vhost is None:
+                        vhost = vhosts[host] = rc.VirtualHost(
+                            name=f"{host}:{port}",
+                            domains=[host],
+                            include_request_attempt_count=True,
+                        )
+                    # Several VirtualServices for one host: their routes in order, merged.
+                    vhost.routes.extend(routes)
+                    if redirect:
+                        vhost.require_tls = rc.VirtualHost.ALL
+            if redirect:
+                # httpsRedirect needs no VirtualService: every host of the server redirects.
+                for _, host in b.server.hosts:
+                    vhost = vhosts.setdefault(
+                        host,
+                        rc.VirtualHost(
+                            name=f"{host}:{port}",
+                            domains=[host],
+                            include_request_attempt_count=True,
+                        ),
+                    )
+                    vhost.require_tls = rc.VirtualHost.ALL
+        if not vhosts:
+            port = servers[0].server.port
+            # No route for anything: Envoy answers 404.
+            vhosts["blackhole"] = rc.VirtualHost(name=f"blackhole:{port}", domains=["*"])
+        for vhost in vhosts.values():
+            # As istiod: catch-all routes go last, so merged VirtualServices' specific routes
+            # still get their turn.
+            ordered = sorted(vhost.routes, key=_is_catch_all)
+            del vhost.routes[:]
+            vhost.routes.extend(ordered)
+        configs.append(
+            route_pb2.RouteConfiguration(
+                name=name,
+                virtual_hosts=sorted(vhosts.values(), key=lambda v: v.name),
+                validate_clusters={"value": False},
+                ignore_port_in_host_matching=True,
+            )
+        )
+    return configs

@@ -1,0 +1,94 @@
+"""TLS contexts and the SDS references in them, shaped as istiod builds them."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
+
+from istiolite.model.gateway import ServerTLS
+from istiolite.networking.typed import ads_config_source, bool_value, pack
+
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+# Istio's names for credentials read from Kubernetes Secrets, served over ADS.
+CREDENTIAL_PREFIX = "kubernetes://"
+CA_SUFFIX = "-cacert"
+# What a gateway offers by default: HTTP/2 first, then HTTP/1.1.
+GATEWAY_ALPN = ("h2", "http/1.1")
+
+_VERSIONS = {
+    "TLS_AUTO": common_pb2.TlsParameters.TLS_AUTO,
+    "TLSV1_0": common_pb2.TlsParameters.TLSv1_0,
+    "TLSV1_1": common_pb2.TlsParameters.TLSv1_1,
+    "TLSV1_2": common_pb2.TlsParameters.TLSv1_2,
+    "TLSV1_3": common_pb2.TlsParameters.TLSv1_3,
+}
+
+
+def credential_resource(name: str) -> str:
+    return CREDENTIAL_PREFIX + name
+
+
+def credential_ca_resource(name: str) -> str:
+    return CREDENTIAL_PREFIX + name + CA_SUFFIX
+
+
+def sds_config(name: str) -> secret_pb2.SdsSecretConfig:
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads_config_source())
+
+
+def san_matchers(names: tuple[str, ...]) -> list[common_pb2.SubjectAltNameMatcher]:
+    # A SAN may be a DNS name or a URI (SPIFFE): match either, as istiod does.
+    return [
+        common_pb2.SubjectAltNameMatcher(san_type=kind, matcher=string_pb2.StringMatcher(exact=n))
+        for n in names
+        for kind in (common_pb2.SubjectAltNameMatcher.DNS, common_pb2.SubjectAltNameMatcher.URI)
+    ]
+
+
+def _file(path: str) -> base_pb2.DataSource:
+    return base_pb2.DataSource(filename=path)
+
+
+def downstream_tls_context(tls: ServerTLS) -> tls_pb2.DownstreamTlsContext:
+    """A gateway server's TLS termination: the certificate from its credential Secret (SDS
+    `kubernetes://<name>`) or from files; MUTUAL also verifies the client against the CA."""
+    context = tls_pb2.DownstreamTlsContext()
+    common = context.common_tls_context
+    common.alpn_protocols.extend(GATEWAY_ALPN)
+    params = common.tls_params
+    # istiod's gateway default floor is TLS 1.2.
+    params.tls_minimum_protocol_version = _VERSIONS[tls.min_protocol_version or "TLSV1_2"]
+    if tls.max_protocol_version:
+        params.tls_maximum_protocol_version = _VERSIONS[tls.max_protocol_version]
+    params.cipher_suites.extend(tls.cipher_suites)
+    if tls.credential_name:
+        common.tls_certificate_sds_secret_configs.append(
+            sds_config(credential_resource(tls.credential_name))
+        )
+    else:
+        common.tls_certificates.append(
+            common_pb2.TlsCertificate(
+                certificate_chain=_file(tls.server_certificate),
+                private_key=_file(tls.private_key),
+            )
+        )
+    if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
+        context.require_client_certificate.CopyFrom(bool_value(tls.mode == "MUTUAL"))
+        matchers = san_matchers(tls.subject_alt_names)
+        if tls.credential_name:
+            combined = common.combined_validation_context
+            combined.default_validation_context.match_typed_subject_alt_names.extend(matchers)
+            combined.validation_context_sds_secret_config.CopyFrom(
+                sds_config(credential_ca_resource(tls.credential_name))
+            )
+        else:
+            common.validation_context.trusted_ca.CopyFrom(_file(tls.ca_certificates))
+            common.validation_context.match_typed_subject_alt_names.extend(matchers)
+    return context
+
+
+def transport_socket(
+    context: tls_pb2.DownstreamTlsContext | tls_pb2.UpstreamTlsContext,
+) -> base_pb2.TransportSocket:
+    return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=pack(context))
