@@ -36,12 +36,12 @@ class BoundServer:
     route_name: str  # RDS name; "" for servers without HTTP routes
 
 
-def gateway_route_name(gateway: Gateway, server: Server) -> str:
-    """istiod's: plain HTTP servers on a port share `http.<port>`; each TLS-terminating HTTPS
-    server has its own `https.<port>.<portName>.<gateway>.<namespace>`."""
+def gateway_route_name(gateway: Gateway, server: Server, listen_port: int) -> str:
+    """istiod's: plain HTTP servers on a port share `http.<listen port>`; each TLS-terminating
+    HTTPS server has its own `https.<server port>.<portName>.<gateway>.<namespace>`."""
     bind = f".{server.bind}" if server.bind else ""
     if server.is_http:
-        return f"http.{server.port}{bind}"
+        return f"http.{listen_port}{bind}"
     if server.terminates_https:
         return (
             f"https.{server.port}.{server.port_name}.{gateway.meta.name}.{gateway.namespace}{bind}"
@@ -69,6 +69,20 @@ def _sni_hosts(server: Server) -> list[str]:
     return [] if "*" in hosts else hosts
 
 
+def _listen_port(ctx: PushContext, namespace: str, labels: Mapping[str, str], port: int) -> int:
+    """As istiod: a server port that is a port of a Service selecting the gateway listens on
+    that Service's numeric targetPort (80 -> 8080 for a non-root gateway); otherwise as written."""
+    for service in ctx.services:
+        if service.namespace != namespace or not service.selector:
+            continue
+        if any(labels.get(k) != v for k, v in service.selector.items()):
+            continue
+        for service_port in service.ports:
+            if service_port.port == port and isinstance(service_port.target_port, int):
+                return service_port.target_port
+    return port
+
+
 def bound_servers(
     ctx: PushContext, namespace: str, labels: Mapping[str, str]
 ) -> dict[tuple[str, int], list[BoundServer]]:
@@ -89,7 +103,7 @@ def bound_servers(
                 continue
             if not _credential_ready(ctx, namespace, server):
                 continue
-            key = (server.bind or WILDCARD_IP, server.port)
+            key = (server.bind or WILDCARD_IP, _listen_port(ctx, namespace, labels, server.port))
             bound = by_listener.setdefault(key, [])
             if bound and bound[0].server.is_http != server.is_http:
                 continue
@@ -99,7 +113,8 @@ def bound_servers(
                 if names & taken:
                     continue
                 taken.update(names)
-            bound.append(BoundServer(gateway, server, gateway_route_name(gateway, server)))
+            route = gateway_route_name(gateway, server, key[1])
+            bound.append(BoundServer(gateway, server, route))
     return {k: v for k, v in by_listener.items() if v}
 
 

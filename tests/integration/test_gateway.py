@@ -37,6 +37,7 @@ class Ports:
     redirect: int
     mutual: int
     broken: int
+    mapped: int  # targetPort of the gateway Service's port 80
 
 
 @dataclass
@@ -82,6 +83,10 @@ def _gateway(ports: Ports) -> dict[str, Any]:
                     "hosts": ["nocert.example.com"],
                     "tls": {"mode": "SIMPLE", "credentialName": "no-such-secret"},
                 },
+                {
+                    "port": {"number": 80, "name": "http-80", "protocol": "HTTP"},
+                    "hosts": ["hello.example.com"],
+                },
             ],
         },
     }
@@ -114,7 +119,7 @@ def _write_secrets(config: Path, ca: CertificateAuthority, client_ca: Certificat
 def gateway_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewayMesh]:
     config = tmp_path / "config"
     config.mkdir()
-    ports = Ports(*(free_port() for _ in range(5)))
+    ports = Ports(*(free_port() for _ in range(6)))
     ca, client_ca = CertificateAuthority("gateway CA"), CertificateAuthority("client CA")
     upstream = BehaviourServer("127.0.0.1", free_port(), "hello-1").start()
     port = upstream._httpd.server_address[1]
@@ -124,6 +129,17 @@ def gateway_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gat
         mesh.endpoint_slice("hello", "web", port, ["127.0.0.1"]),
     )
     mesh.write(config / "gateway.yaml", _gateway(ports), _virtual_service())
+    # The gateway's own Service: port 80 -> a high targetPort, as a non-root gateway deploys.
+    mesh.write(
+        config / "ingress-service.yaml",
+        mesh.service(
+            "istio-ingressgateway",
+            GW_NS,
+            80,
+            target_port=ports.mapped,
+            selector={"istio": "ingressgateway"},
+        ),
+    )
     _write_secrets(config, ca, client_ca)
     cp: IstioliteProcess | None = None
     envoy: EnvoyProcess | None = None
@@ -211,6 +227,19 @@ def test_http_server_routes_bound_hosts_only(gateway_mesh: GatewayMesh) -> None:
         for r in gateway_mesh.envoy.config_dump("dynamic_route_configs")["configs"]
     }
     assert {f"http.{p.http}", f"https.{p.https}.https.web-gw.{GW_NS}"} <= routes
+
+
+def test_server_port_of_the_gateway_service_listens_on_its_target_port(
+    gateway_mesh: GatewayMesh,
+) -> None:
+    status, _, body = _plain_get(gateway_mesh.ports.mapped, "hello.example.com")
+    assert status == 200
+    assert json.loads(body)["server"] == "hello-1"
+    routes = {
+        r["route_config"]["name"]
+        for r in gateway_mesh.envoy.config_dump("dynamic_route_configs")["configs"]
+    }
+    assert f"http.{gateway_mesh.ports.mapped}" in routes
 
 
 def test_https_simple_serves_the_secret_certificate(gateway_mesh: GatewayMesh) -> None:
