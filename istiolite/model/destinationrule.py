@@ -4,14 +4,16 @@ its traffic policies (load balancer, connection pool, outlier detection), valida
 Translated: `loadBalancer` (simple, consistentHash with ringHash/maglev), `connectionPool` (tcp
 maxConnections, connectTimeout, maxConnectionDuration, tcpKeepalive; http http1MaxPendingRequests,
 http2MaxRequests, maxRequestsPerConnection, maxRetries, idleTimeout, h2UpgradePolicy,
-useClientProtocol), `outlierDetection`. Accepted and validated as a shape but not applied yet:
-`loadBalancer.localityLbSetting`, `loadBalancer.warmupDurationSecs`, `tls`, `tunnel`,
-`proxyProtocol`, `connectionPool.tcp.idleTimeout`, `http.maxConcurrentStreams`, the outlier
-fields for local-origin errors.
+useClientProtocol), `outlierDetection`, `tls` (DISABLE, SIMPLE, MUTUAL; files or credentialName).
+Accepted and validated as a shape but not applied yet: `tls.mode: ISTIO_MUTUAL` (listed by
+`DestinationRule.unapplied()` so it can be reported), `loadBalancer.localityLbSetting`,
+`loadBalancer.warmupDurationSecs`, `tunnel`, `proxyProtocol`, `connectionPool.tcp.idleTimeout`,
+`http.maxConcurrentStreams`, the outlier fields for local-origin errors.
 
 Merge semantics are Istio's (`MergeTrafficPolicy`): a subset's policy overrides the top-level one
-setting by setting (a whole `connectionPool`, `loadBalancer`, `outlierDetection`); a matching
-`portLevelSettings` entry replaces all of those settings for that port (it does not inherit).
+setting by setting (a whole `connectionPool`, `loadBalancer`, `outlierDetection`, `tls`); a
+matching `portLevelSettings` entry replaces all of those settings for that port (it does not
+inherit: a port-level `tls` replaces the whole `tls`, and a port entry without one has none).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ SIMPLE_LB = frozenset(
     {"UNSPECIFIED", "LEAST_CONN", "LEAST_REQUEST", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN"}
 )
 H2_UPGRADE_POLICIES = frozenset({"DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"})
+TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +112,39 @@ class OutlierDetection:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientTls:
+    """`trafficPolicy.tls` (Istio's ClientTLSSettings). File fields are paths on the proxy's host;
+    `credential_name` names a secret the proxy fetches over SDS instead."""
+
+    mode: str = "DISABLE"
+    client_certificate: str = ""
+    private_key: str = ""
+    ca_certificates: str = ""
+    ca_crl: str = ""
+    credential_name: str = ""
+    subject_alt_names: tuple[str, ...] = ()
+    sni: str = ""
+    insecure_skip_verify: bool = False
+
+    def __repr__(self) -> str:
+        # The key is a path, but keep anything key-like out of reprs that may end up in logs.
+        key = "<set>" if self.private_key else ""
+        return (
+            f"ClientTls(mode={self.mode!r}, client_certificate={self.client_certificate!r}, "
+            f"private_key={key!r}, ca_certificates={self.ca_certificates!r}, "
+            f"ca_crl={self.ca_crl!r}, credential_name={self.credential_name!r}, "
+            f"subject_alt_names={self.subject_alt_names!r}, sni={self.sni!r}, "
+            f"insecure_skip_verify={self.insecure_skip_verify!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PortTrafficPolicy:
     port: int
     load_balancer: LoadBalancer | None = None
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None
+    tls: ClientTls | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +153,23 @@ class TrafficPolicy:
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None
     port_level_settings: tuple[PortTrafficPolicy, ...] = ()
+    tls: ClientTls | None = None
 
     def for_port(self, port: int | None) -> TrafficPolicy:
         """This policy with the matching port-level entry applied (which replaces, not merges)."""
-        flat = TrafficPolicy(self.load_balancer, self.connection_pool, self.outlier_detection)
+        flat = TrafficPolicy(
+            self.load_balancer, self.connection_pool, self.outlier_detection, tls=self.tls
+        )
         if port is None:
             return flat
         for p in self.port_level_settings:
             if p.port == port:
-                return TrafficPolicy(p.load_balancer, p.connection_pool, p.outlier_detection)
+                return _from_port(p)
         return flat
+
+
+def _from_port(p: PortTrafficPolicy) -> TrafficPolicy:
+    return TrafficPolicy(p.load_balancer, p.connection_pool, p.outlier_detection, tls=p.tls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +202,36 @@ class DestinationRule:
             port,
         )
 
+    def unapplied(self) -> list[tuple[str, str]]:
+        """(field path, message) for settings this rule asks for that are valid but that istiolite
+        does not translate yet, so that they can be reported instead of silently ignored."""
+        policies: list[tuple[str, TrafficPolicy | None]] = [
+            ("spec.trafficPolicy", self.traffic_policy)
+        ]
+        policies += [
+            (f"spec.subsets[{i}].trafficPolicy", s.traffic_policy)
+            for i, s in enumerate(self.subsets)
+        ]
+        out = []
+        for where, policy in policies:
+            if policy is None:
+                continue
+            found = [(f"{where}.tls", policy.tls)]
+            found += [
+                (f"{where}.portLevelSettings[{i}].tls", p.tls)
+                for i, p in enumerate(policy.port_level_settings)
+            ]
+            for path, tls in found:
+                if tls is not None and tls.mode == "ISTIO_MUTUAL":
+                    out.append(
+                        (
+                            f"{path}.mode",
+                            "ISTIO_MUTUAL is accepted but not applied yet: connections to this "
+                            "destination stay plaintext",
+                        )
+                    )
+        return out
+
 
 def merge_traffic_policy(
     original: TrafficPolicy | None, subset: TrafficPolicy | None, port: int | None
@@ -176,11 +244,12 @@ def merge_traffic_policy(
         load_balancer=subset.load_balancer or (base.load_balancer if base else None),
         connection_pool=subset.connection_pool or (base.connection_pool if base else None),
         outlier_detection=subset.outlier_detection or (base.outlier_detection if base else None),
+        tls=subset.tls or (base.tls if base else None),
     )
     if port is not None:
         for p in subset.port_level_settings:
             if p.port == port:
-                return TrafficPolicy(p.load_balancer, p.connection_pool, p.outlier_detection)
+                return _from_port(p)
     return merged
 
 
@@ -278,6 +347,7 @@ def _traffic_policy(raw: Any, where: str) -> TrafficPolicy | None:
                 load_balancer=_load_balancer(p.get("loadBalancer"), f"{pw}.loadBalancer"),
                 connection_pool=_connection_pool(p.get("connectionPool"), f"{pw}.connectionPool"),
                 outlier_detection=_outlier(p.get("outlierDetection"), f"{pw}.outlierDetection"),
+                tls=_client_tls(p.get("tls"), f"{pw}.tls"),
             )
         )
     return TrafficPolicy(
@@ -285,6 +355,81 @@ def _traffic_policy(raw: Any, where: str) -> TrafficPolicy | None:
         connection_pool=_connection_pool(m.get("connectionPool"), f"{where}.connectionPool"),
         outlier_detection=_outlier(m.get("outlierDetection"), f"{where}.outlierDetection"),
         port_level_settings=tuple(ports),
+        tls=_client_tls(m.get("tls"), f"{where}.tls"),
+    )
+
+
+_TLS_FIELDS = {
+    "mode",
+    "clientCertificate",
+    "privateKey",
+    "caCertificates",
+    "caCrl",
+    "credentialName",
+    "subjectAltNames",
+    "sni",
+    "insecureSkipVerify",
+}
+
+
+def _client_tls(raw: Any, where: str) -> ClientTls | None:
+    """ClientTLSSettings, checked as istiod's ValidateTLS. Error messages never echo the value of
+    a file or credential field (a private key pasted inline must not reach a log)."""
+    if raw is None:
+        return None
+    m = require_mapping(raw, where)
+    _known(m, where, _TLS_FIELDS)
+    mode = require_str(m.get("mode"), f"{where}.mode") or "DISABLE"
+    if mode not in TLS_MODES:
+        raise ValidationError(f"{where}.mode", f"{mode!r} is not one of {', '.join(TLS_MODES)}")
+    files = {
+        key: require_str(m.get(key), f"{where}.{key}")
+        for key in ("clientCertificate", "privateKey", "caCertificates", "caCrl", "credentialName")
+    }
+    sans = []
+    for i, san in enumerate(require_list(m.get("subjectAltNames"), f"{where}.subjectAltNames")):
+        sans.append(require_str(san, f"{where}.subjectAltNames[{i}]", required=True))
+    insecure = optional_bool(m.get("insecureSkipVerify"), f"{where}.insecureSkipVerify") or False
+    credential = files["credentialName"]
+
+    def forbid(keys: tuple[str, ...], why: str) -> None:
+        for key in keys:
+            if files.get(key) or (key == "subjectAltNames" and sans):
+                raise ValidationError(f"{where}.{key}", f"must not be set {why}")
+
+    if insecure and mode == "SIMPLE":
+        forbid(
+            ("caCertificates", "credentialName", "subjectAltNames"),
+            "when insecureSkipVerify is true",
+        )
+    if insecure and mode == "MUTUAL":
+        forbid(("caCertificates", "subjectAltNames"), "when insecureSkipVerify is true")
+    if mode in ("SIMPLE", "MUTUAL") and credential:
+        forbid(
+            ("clientCertificate", "privateKey", "caCertificates", "caCrl"),
+            "when credentialName is set (the secret holds the certificates)",
+        )
+    if mode == "MUTUAL" and not credential:
+        for key in ("clientCertificate", "privateKey"):
+            if not files[key]:
+                raise ValidationError(
+                    f"{where}.{key}", "is required for mode MUTUAL unless credentialName is set"
+                )
+    if mode == "ISTIO_MUTUAL":
+        forbid(
+            ("clientCertificate", "privateKey", "caCertificates", "caCrl", "credentialName"),
+            "with mode ISTIO_MUTUAL (the mesh's own certificates are used)",
+        )
+    return ClientTls(
+        mode=mode,
+        client_certificate=files["clientCertificate"],
+        private_key=files["privateKey"],
+        ca_certificates=files["caCertificates"],
+        ca_crl=files["caCrl"],
+        credential_name=credential,
+        subject_alt_names=tuple(sans),
+        sni=require_str(m.get("sni"), f"{where}.sni"),
+        insecure_skip_verify=insecure,
     )
 
 

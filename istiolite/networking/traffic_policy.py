@@ -1,6 +1,6 @@
 """DestinationRule traffic policies → Envoy cluster settings and route hash policies, as istiod's
 cluster builder maps them (applyLoadBalancer, applyConnectionPool, applyOutlierDetection,
-consistentHashToHashPolicy).
+applyUpstreamTLSSettings, consistentHashToHashPolicy).
 
 `apply_traffic_policy` fills in a cluster that the caller has just built (it owns the message);
 everything else here is side-effect free.
@@ -9,13 +9,16 @@ everything else here is side-effect free.
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import address_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 
 from istiolite.model.destinationrule import (
     UINT32_MAX,
+    ClientTls,
     ConnectionPool,
     ConsistentHash,
     DestinationRule,
@@ -24,6 +27,13 @@ from istiolite.model.destinationrule import (
     TrafficPolicy,
 )
 from istiolite.model.protocol import Protocol
+from istiolite.networking.tls_context import (
+    CA_SUFFIX,
+    CREDENTIAL_PREFIX,
+    TLS_TRANSPORT_SOCKET,
+    sds_config,
+    transport_socket,
+)
 from istiolite.networking.typed import duration, pack, uint32
 from istiolite.push.context import PushContext
 
@@ -41,6 +51,21 @@ _SIMPLE = {
     "RANDOM": Cluster.RANDOM,
 }
 _ENVOY_DEFAULT_MIN_RING_SIZE = 1024
+
+# istiod verifies against the system roots when `caCertificates` is unset (its agent serves them as
+# "file-root:system"). A plain Envoy has no agent: point it at the usual bundle of the Debian/Ubuntu
+# images Envoy and istio/proxyv2 ship in. Where it is missing Envoy rejects the cluster: no
+# unverified TLS by accident.
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# credentialName → "kubernetes://<name>", its CA → "kubernetes://<name>-cacert", over ADS; as
+# istiod, a name that already says its type is kept as it is.
+_TYPED_CREDENTIALS = (CREDENTIAL_PREFIX, "kubernetes-gateway://", "configmap://")
+_SAN_TYPES = (
+    common_pb2.SubjectAltNameMatcher.DNS,
+    common_pb2.SubjectAltNameMatcher.URI,
+    common_pb2.SubjectAltNameMatcher.EMAIL,
+    common_pb2.SubjectAltNameMatcher.IP_ADDRESS,
+)
 
 
 def destination_rule_for(ctx: PushContext, host: str) -> DestinationRule | None:
@@ -75,6 +100,8 @@ def apply_traffic_policy(
         apply_connection_pool(cluster, policy.connection_pool, protocol)
     if policy.outlier_detection is not None:
         apply_outlier_detection(cluster, policy.outlier_detection)
+    # Last, as istiod: ALPN depends on whether the pool settings made the cluster HTTP/2.
+    apply_tls(cluster, policy.tls)
 
 
 def apply_load_balancer(cluster: Cluster, lb: LoadBalancer | None) -> None:
@@ -222,6 +249,101 @@ def apply_outlier_detection(cluster: Cluster, outlier: OutlierDetection) -> None
     )
 
 
+# --- upstream TLS -------------------------------------------------------------------------------
+
+
+def apply_tls(cluster: Cluster, tls: ClientTls | None) -> None:
+    """`trafficPolicy.tls` → the cluster's TLS transport socket, as istiod's
+    buildUpstreamClusterTLSContext. DISABLE: none. ISTIO_MUTUAL: not translated yet (see
+    DestinationRule.unapplied)."""
+    if tls is None or tls.mode not in ("SIMPLE", "MUTUAL"):
+        return
+    cluster.transport_socket.CopyFrom(
+        transport_socket(upstream_tls_context(tls, http2=_is_http2(cluster)))
+    )
+    # Without an explicit SNI, istiod has Envoy take it from the request's Host (auto_sni) and,
+    # unless SANs are given or verification is off, check the certificate against that name.
+    auto_sni = not tls.sni
+    auto_san = auto_sni and not tls.subject_alt_names and not tls.insecure_skip_verify
+    if auto_sni or auto_san:
+        options = _http_options(cluster)
+        upstream = options.upstream_http_protocol_options
+        upstream.auto_sni = auto_sni
+        upstream.auto_san_validation = auto_san
+        if options.WhichOneof("upstream_protocol_options") is None:
+            options.explicit_http_config.http_protocol_options.SetInParent()
+        cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(options))
+
+
+def upstream_tls_context(tls: ClientTls, *, http2: bool = False) -> tls_pb2.UpstreamTlsContext:
+    """The UpstreamTlsContext for SIMPLE or MUTUAL. Files are read by Envoy itself (a plain Envoy
+    has no istio-agent to serve them over SDS as istiod's "file-cert:"/"file-root:" secrets)."""
+    common = tls_pb2.CommonTlsContext(
+        tls_params=common_pb2.TlsParameters(
+            tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2,
+            tls_maximum_protocol_version=common_pb2.TlsParameters.TLSv1_3,
+        )
+    )
+    if tls.credential_name:
+        if tls.mode == "MUTUAL":
+            common.tls_certificate_sds_secret_configs.append(
+                sds_config(upstream_credential(tls.credential_name))
+            )
+        if not tls.insecure_skip_verify:
+            combined = common.combined_validation_context
+            combined.default_validation_context.SetInParent()
+            combined.default_validation_context.match_typed_subject_alt_names.extend(
+                san_matchers(tls.subject_alt_names)
+            )
+            combined.validation_context_sds_secret_config.CopyFrom(
+                sds_config(upstream_credential(tls.credential_name + CA_SUFFIX))
+            )
+    else:
+        if tls.mode == "MUTUAL":
+            common.tls_certificates.append(
+                common_pb2.TlsCertificate(
+                    certificate_chain=base_pb2.DataSource(filename=tls.client_certificate),
+                    private_key=base_pb2.DataSource(filename=tls.private_key),
+                )
+            )
+        validation = common.validation_context
+        validation.SetInParent()  # insecureSkipVerify: an empty context, nothing verified
+        if not tls.insecure_skip_verify:
+            validation.trusted_ca.filename = tls.ca_certificates or SYSTEM_CA_BUNDLE
+            validation.match_typed_subject_alt_names.extend(san_matchers(tls.subject_alt_names))
+            if tls.ca_crl:
+                validation.crl.filename = tls.ca_crl
+    if http2:
+        common.alpn_protocols.append("h2")
+    return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=tls.sni)
+
+
+def upstream_credential(name: str) -> str:
+    """The SDS resource name istiod gives a credentialName (kept if it already names a type)."""
+    if name.startswith(_TYPED_CREDENTIALS):
+        return name
+    return CREDENTIAL_PREFIX + name
+
+
+def san_matchers(names: tuple[str, ...]) -> list[common_pb2.SubjectAltNameMatcher]:
+    """Exact matches of any SAN type, name by name: what istiod's (deprecated, untyped)
+    match_subject_alt_names means to Envoy, spelled with the typed field."""
+    return [
+        common_pb2.SubjectAltNameMatcher(
+            san_type=san_type, matcher=string_pb2.StringMatcher(exact=name)
+        )
+        for name in names
+        for san_type in _SAN_TYPES
+    ]
+
+
+def _is_http2(cluster: Cluster) -> bool:
+    if HTTP_OPTIONS_KEY not in cluster.typed_extension_protocol_options:
+        return False
+    options = _http_options(cluster)
+    return options.explicit_http_config.HasField("http2_protocol_options")
+
+
 # --- routes -------------------------------------------------------------------------------------
 
 
@@ -254,10 +376,13 @@ def route_hash_policies(ctx: PushContext, host: str, subset: str, port: int) -> 
 
 
 __all__ = [
+    "TLS_TRANSPORT_SOCKET",
     "HashPolicy",
+    "apply_tls",
     "apply_traffic_policy",
     "destination_rule_for",
     "hash_policy",
     "policy_for",
     "route_hash_policies",
+    "upstream_tls_context",
 ]
