@@ -122,10 +122,9 @@ def _tls(raw: Any, where: str) -> ServerTLS | None:
     if raw is None:
         return None
     t = require_mapping(raw, where)
-    mode = require_str(t.get("mode"), f"{where}.mode") or (
-        "" if t.get("httpsRedirect") else "SIMPLE"
-    )
-    if mode and mode not in TLS_MODES:
+    # Istio's enum zero value: an omitted mode is PASSTHROUGH (not SIMPLE, a common surprise).
+    mode = require_str(t.get("mode"), f"{where}.mode") or "PASSTHROUGH"
+    if mode not in TLS_MODES:
         raise ValidationError(f"{where}.mode", f"{mode!r} is not one of {', '.join(TLS_MODES)}")
     tls = ServerTLS(
         https_redirect=bool(optional_bool(t.get("httpsRedirect"), f"{where}.httpsRedirect")),
@@ -196,9 +195,10 @@ def _server(raw: Any, i: int, gateway_ns: str) -> Server:
         raise ValidationError(f"{where}.hosts", "needs at least one host")
     hosts = tuple(_host(h, f"{where}.hosts[{j}]", gateway_ns) for j, h in enumerate(hosts_raw))
     tls = _tls(s.get("tls"), f"{where}.tls")
-    if protocol in ("HTTPS", "TLS") and (tls is None or not tls.mode):
+    if protocol in ("HTTPS", "TLS") and tls is None:
         raise ValidationError(f"{where}.tls", f"is required for protocol {protocol}")
-    if tls is not None and tls.mode and protocol_for_port(protocol, "", "TCP").is_http:
+    plain_http = protocol_for_port(protocol, "", "TCP").is_http
+    if tls is not None and tls.mode != "PASSTHROUGH" and plain_http:
         raise ValidationError(
             f"{where}.tls.mode", f"TLS on a plain-text {protocol} server: use protocol HTTPS"
         )
@@ -237,7 +237,7 @@ def parse_gateway(raw: dict[str, Any]) -> Gateway:
             )
         names[server.port_name] = server.index
         # Only TLS servers can share a port (told apart by SNI).
-        if server.tls is None or not server.tls.mode:
+        if server.tls is None or server.is_http:
             if server.port in plain_ports:
                 raise ValidationError(
                     f"{where}.number",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
@@ -84,7 +84,9 @@ def _certificates(pem: bytes, where: str) -> list[x509.Certificate]:
 
 
 def parse_secret(raw: dict[str, Any]) -> Secret:
-    meta = parse_meta(raw, namespaced=True)
+    # Annotations are dropped: kubectl's last-applied-configuration holds the whole Secret,
+    # key included, and nothing here needs them.
+    meta = replace(parse_meta(raw, namespaced=True), annotations={})
     kind = raw.get("type") or "Opaque"
     if not isinstance(kind, str):
         raise ValidationError("type", "must be a string")

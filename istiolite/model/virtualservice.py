@@ -150,6 +150,20 @@ class TCPRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSMatch:
+    sni_hosts: tuple[str, ...]
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TLSRoute:
+    """Unterminated TLS, routed by the SNI of the client hello."""
+
+    match: tuple[TLSMatch, ...]
+    route: tuple[RouteDestination, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class VirtualService:
     meta: ObjectMeta
     hosts: tuple[str, ...]
@@ -157,6 +171,7 @@ class VirtualService:
     export_to: tuple[str, ...]
     http: tuple[HTTPRoute, ...]
     tcp: tuple[TCPRoute, ...] = ()
+    tls: tuple[TLSRoute, ...] = ()
 
     @property
     def namespace(self) -> str:
@@ -467,19 +482,59 @@ def _tcp_route(raw: Any, where: str) -> TCPRoute:
         m = require_mapping(item, f"{where}.match[{i}]")
         if m.get("port") is not None:
             ports.append(require_port(m["port"], f"{where}.match[{i}].port"))
+    return TCPRoute(ports=tuple(ports), route=_l4_destinations(r.get("route"), f"{where}.route"))
+
+
+def _host_covers(pattern: str, host: str) -> bool:
+    if pattern == "*" or pattern == host:
+        return True
+    if pattern.startswith("*."):
+        suffix = pattern[1:]
+        return host.endswith(suffix) or (host.startswith("*.") and host[1:].endswith(suffix))
+    return False
+
+
+def _tls_route(raw: Any, where: str, hosts: tuple[str, ...]) -> TLSRoute:
+    r = require_mapping(raw, where)
+    matches = []
+    raw_matches = require_list(r.get("match"), f"{where}.match")
+    if not raw_matches:
+        raise ValidationError(f"{where}.match", "a TLS route needs at least one match")
+    for i, item in enumerate(raw_matches):
+        at = f"{where}.match[{i}]"
+        m = require_mapping(item, at)
+        snis = require_list(m.get("sniHosts"), f"{at}.sniHosts")
+        if not snis:
+            raise ValidationError(f"{at}.sniHosts", "at least one SNI host is required")
+        sni_hosts = []
+        for j, sni in enumerate(snis):
+            name = validate_host(sni, f"{at}.sniHosts[{j}]").lower()
+            # As Istio: an SNI host must fall under one of the VirtualService's hosts.
+            if not any(_host_covers(h.lower(), name) for h in hosts):
+                raise ValidationError(
+                    f"{at}.sniHosts[{j}]", f"{name!r} matches none of the VirtualService's hosts"
+                )
+            sni_hosts.append(name)
+        port = require_port(m["port"], f"{at}.port") if m.get("port") is not None else None
+        matches.append(TLSMatch(sni_hosts=tuple(sni_hosts), port=port))
+    return TLSRoute(match=tuple(matches), route=_l4_destinations(r.get("route"), f"{where}.route"))
+
+
+def _l4_destinations(raw: Any, where: str) -> tuple[RouteDestination, ...]:
+    """tcp[] and tls[] routes: destinations with weights, without HTTP extras."""
     routes = []
-    for i, item in enumerate(require_list(r.get("route"), f"{where}.route")):
-        rd = require_mapping(item, f"{where}.route[{i}]")
+    for i, item in enumerate(require_list(raw, where)):
+        rd = require_mapping(item, f"{where}[{i}]")
         weight = rd.get("weight", 0)
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise ValidationError(f"{where}.route[{i}].weight", f"must be >= 0, got {weight!r}")
-        destination = _destination(rd.get("destination"), f"{where}.route[{i}].destination")
+            raise ValidationError(f"{where}[{i}].weight", f"must be >= 0, got {weight!r}")
+        destination = _destination(rd.get("destination"), f"{where}[{i}].destination")
         routes.append(RouteDestination(destination=destination, weight=weight))
     if not routes:
-        raise ValidationError(f"{where}.route", "at least one destination is required")
+        raise ValidationError(where, "at least one destination is required")
     if len(routes) > 1 and sum(rd.weight for rd in routes) == 0:
-        raise ValidationError(f"{where}.route", "weights must add up to more than 0")
-    return TCPRoute(ports=tuple(ports), route=tuple(routes))
+        raise ValidationError(where, "weights must add up to more than 0")
+    return tuple(routes)
 
 
 def parse_virtual_service(raw: dict[str, Any]) -> VirtualService:
@@ -494,9 +549,10 @@ def parse_virtual_service(raw: dict[str, Any]) -> VirtualService:
     export_to = require_list(spec.get("exportTo"), "spec.exportTo")
     for i, item in enumerate(export_to):
         require_str(item, f"spec.exportTo[{i}]", required=True)
+    valid_hosts = tuple(validate_host(h, f"spec.hosts[{i}]") for i, h in enumerate(hosts))
     return VirtualService(
         meta=meta,
-        hosts=tuple(validate_host(h, f"spec.hosts[{i}]") for i, h in enumerate(hosts)),
+        hosts=valid_hosts,
         gateways=tuple(gateways),
         export_to=tuple(export_to),
         http=tuple(
@@ -506,5 +562,9 @@ def parse_virtual_service(raw: dict[str, Any]) -> VirtualService:
         tcp=tuple(
             _tcp_route(r, f"spec.tcp[{i}]")
             for i, r in enumerate(require_list(spec.get("tcp"), "spec.tcp"))
+        ),
+        tls=tuple(
+            _tls_route(r, f"spec.tls[{i}]", valid_hosts)
+            for i, r in enumerate(require_list(spec.get("tls"), "spec.tls"))
         ),
     )

@@ -15,9 +15,11 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 
 from istiolite.logs import get_logger
 from istiolite.model.gateway import Gateway, Server
-from istiolite.networking.filters import http_connection_manager
+from istiolite.model.virtualservice import VirtualService
+from istiolite.networking.filters import http_connection_manager, tcp_proxy
 from istiolite.networking.http_route import http_routes
 from istiolite.networking.names import listener_name
+from istiolite.networking.tcp_route import TcpTarget, l4_target
 from istiolite.networking.tls_context import CA_SUFFIX, downstream_tls_context, transport_socket
 from istiolite.networking.typed import pack, socket_address
 from istiolite.push.context import PushContext
@@ -83,22 +85,30 @@ def _listen_port(ctx: PushContext, namespace: str, labels: Mapping[str, str], po
     return port
 
 
+def _translated(server: Server) -> bool:
+    """HTTP, TLS terminated here (HTTPS or TLS), TLS passed through by SNI, or plain TCP.
+    AUTO_PASSTHROUGH and ISTIO_MUTUAL need the mesh CA and multi-network: not yet."""
+    if server.is_http:
+        return True
+    if server.tls is None:
+        return server.protocol in ("TCP", "MONGO")
+    return server.tls.terminates or server.tls.mode == "PASSTHROUGH"
+
+
 def bound_servers(
     ctx: PushContext, namespace: str, labels: Mapping[str, str]
 ) -> dict[tuple[str, int], list[BoundServer]]:
     """Servers by listener (bind, port), merged across the selecting Gateways. As istiod, a port
-    is either plain HTTP or TLS: a later server of the other kind is left out, and so is one
-    whose SNI names a port already serves."""
+    is either plain HTTP or TLS/TCP: a later server of the other kind is left out."""
     by_listener: dict[tuple[str, int], list[BoundServer]] = {}
-    snis: dict[tuple[str, int], set[str]] = {}
     for gateway in ctx.gateways_for(labels):
         for server in gateway.servers:
-            if not server.is_http and not server.terminates_https:
+            if not _translated(server):
                 log.debug(
-                    "gateway server not translated yet",
+                    "gateway server mode not translated yet",
                     gateway=gateway.key,
                     server=server.index,
-                    protocol=server.protocol,
+                    mode=server.tls.mode if server.tls else "",
                 )
                 continue
             if not _credential_ready(ctx, namespace, server):
@@ -107,12 +117,6 @@ def bound_servers(
             bound = by_listener.setdefault(key, [])
             if bound and bound[0].server.is_http != server.is_http:
                 continue
-            if not server.is_http:
-                names = set(_sni_hosts(server)) or {"*"}
-                taken = snis.setdefault(key, set())
-                if names & taken:
-                    continue
-                taken.update(names)
             route = gateway_route_name(gateway, server, key[1])
             bound.append(BoundServer(gateway, server, route))
     return {k: v for k, v in by_listener.items() if v}
@@ -122,6 +126,83 @@ def _tls_inspector() -> lc.ListenerFilter:
     return lc.ListenerFilter(
         name="envoy.filters.listener.tls_inspector",
         typed_config=pack(tls_inspector_pb2.TlsInspector()),
+    )
+
+
+def _bound_virtual_services(
+    ctx: PushContext, bound: BoundServer, namespace: str
+) -> list[tuple[VirtualService, list[str]]]:
+    """The VirtualServices bound to the server's Gateway, each with the hosts it shares with the
+    server (a server host `ns/host` takes only VirtualServices of `ns`)."""
+    out = []
+    # Those exported to the gateway proxy's namespace, in istiod's order (exportTo).
+    for vs in ctx.gateway_virtual_services_for(bound.gateway.key, namespace):
+        hosts: list[str] = []
+        for ns, server_host in bound.server.hosts:
+            if ns not in ("*", vs.namespace):
+                continue
+            for vs_host in vs.hosts:
+                found = _host_intersection(
+                    server_host, ctx.resolve_host(vs_host.lower(), vs.namespace)
+                )
+                if found is not None and found not in hosts:
+                    hosts.append(found)
+        if hosts:
+            out.append((vs, hosts))
+    return out
+
+
+def _tcp_proxy(target: TcpTarget) -> lc.Filter:
+    stat_prefix = target if isinstance(target, str) else target[0][0]
+    return tcp_proxy(stat_prefix, target)
+
+
+def _l4_chains(
+    ctx: PushContext, bound: BoundServer, port: int, namespace: str
+) -> list[lc.FilterChain]:
+    """Filter chains of a non-HTTP server: PASSTHROUGH routes tls[] by the SNI in the client
+    hello; TCP (or TLS terminated here) takes the first tcp[] route that fits the port."""
+    server = bound.server
+    chains: list[lc.FilterChain] = []
+    for vs, _ in _bound_virtual_services(ctx, bound, namespace):
+        if server.tls is not None and server.tls.mode == "PASSTHROUGH":
+            for route in vs.tls:
+                for match in route.match:
+                    if match.port is not None and match.port != server.port:
+                        continue
+                    chains.append(
+                        lc.FilterChain(
+                            filter_chain_match=lc.FilterChainMatch(
+                                server_names=list(match.sni_hosts)
+                            ),
+                            filters=[_tcp_proxy(l4_target(ctx, vs, route.route, port))],
+                        )
+                    )
+            continue
+        for tcp in vs.tcp:
+            if tcp.ports and server.port not in tcp.ports:
+                continue
+            chain = lc.FilterChain(filters=[_tcp_proxy(l4_target(ctx, vs, tcp.route, port))])
+            if server.tls is not None:
+                chain.filter_chain_match.server_names.extend(_sni_hosts(server))
+                chain.transport_socket.CopyFrom(
+                    transport_socket(downstream_tls_context(server.tls))
+                )
+            # As istiod: the first VirtualService route that fits serves the whole server.
+            return [chain]
+    return chains
+
+
+def _https_chain(bound: BoundServer, stat_prefix: str) -> lc.FilterChain:
+    assert bound.server.tls is not None
+    return lc.FilterChain(
+        filter_chain_match=lc.FilterChainMatch(server_names=_sni_hosts(bound.server)),
+        transport_socket=transport_socket(downstream_tls_context(bound.server.tls)),
+        filters=[
+            http_connection_manager(
+                bound.server.name or stat_prefix, rds_name=bound.route_name, use_remote_address=True
+            )
+        ],
     )
 
 
@@ -145,23 +226,28 @@ def gateway_listeners(
                     ]
                 )
             )
-        else:
-            listener.listener_filters.append(_tls_inspector())
-            for b in bound:
-                assert b.server.tls is not None
-                chain = lc.FilterChain(
-                    filter_chain_match=lc.FilterChainMatch(server_names=_sni_hosts(b.server)),
-                    transport_socket=transport_socket(downstream_tls_context(b.server.tls)),
-                    filters=[
-                        http_connection_manager(
-                            b.server.name or stat_prefix,
-                            rds_name=b.route_name,
-                            use_remote_address=True,
-                        )
-                    ],
-                )
+            listeners.append(listener)
+            continue
+        # Envoy refuses two chains with the same match: a later server or route whose SNI names
+        # are already served on this port is left out, as istiod does.
+        taken: set[str] = set()
+        for b in bound:
+            chains = (
+                [_https_chain(b, stat_prefix)]
+                if b.server.terminates_https
+                else _l4_chains(ctx, b, port, namespace)
+            )
+            for chain in chains:
+                names = set(chain.filter_chain_match.server_names) or {"*"}
+                if names & taken:
+                    log.debug("duplicate SNI left out", listener=name, server_names=sorted(names))
+                    continue
+                taken.update(names)
                 listener.filter_chains.append(chain)
-        listeners.append(listener)
+        if listener.filter_chains:
+            if any(c.filter_chain_match.server_names for c in listener.filter_chains):
+                listener.listener_filters.append(_tls_inspector())
+            listeners.append(listener)
     return listeners
 
 
@@ -194,25 +280,16 @@ def gateway_route_configs(
     by_route: dict[str, list[BoundServer]] = {}
     for bound in bound_servers(ctx, namespace, labels).values():
         for b in bound:
-            by_route.setdefault(b.route_name, []).append(b)
+            if b.route_name:
+                by_route.setdefault(b.route_name, []).append(b)
     configs = []
     for name, servers in sorted(by_route.items()):
         vhosts: dict[str, rc.VirtualHost] = {}
         for b in servers:
             port = b.server.port
             redirect = b.server.tls is not None and b.server.tls.https_redirect
-            for vs in ctx.gateway_virtual_services.get(b.gateway.key, ()):
-                hosts: list[str] = []
-                for ns, server_host in b.server.hosts:
-                    if ns not in ("*", vs.namespace):
-                        continue
-                    for vs_host in vs.hosts:
-                        found = _host_intersection(
-                            server_host, ctx.resolve_host(vs_host.lower(), vs.namespace)
-                        )
-                        if found is not None and found not in hosts:
-                            hosts.append(found)
-                if not hosts or not vs.http:
+            for vs, hosts in _bound_virtual_services(ctx, b, namespace):
+                if not vs.http:
                     continue
                 routes = http_routes(ctx, vs, port, (namespace, labels))
                 for host in hosts:
