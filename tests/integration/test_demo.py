@@ -17,6 +17,7 @@ def test_demo_check_reaches_every_example_upstream(variant: list[str]) -> None:
     ports = {
         "--grpc-port": free_port(),
         "--admin-port": free_port(),
+        "--gateway-admin-port": free_port(),
         "--http-port": free_port(),
         "--monitoring-port": free_port(),
     }
@@ -27,3 +28,5 @@ def test_demo_check_reaches_every_example_upstream(variant: list[str]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hello.demo served by: ['hello-1', 'hello-2']" in result.stdout
     assert "world.demo served by: world-1" in result.stdout
+    both = "['hello-1', 'hello-2']"
+    assert f"gateway HTTP: {both}; gateway HTTPS: {both}" in result.stdout
