@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format venv clean bench
+.PHONY: demo test lint format venv clean bench system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,18 @@ format: $(STAMP)
 	$(BIN)/ruff format istiolite tests bench
 	$(BIN)/ruff check --fix istiolite tests bench
 
-test: $(STAMP) lint
+# tests/e2e (network namespaces, iptables) needs iproute2, iptables and setpriv: as root (CI),
+# install them when missing; otherwise those tests are skipped with the reason.
+system-deps:
+	@export PATH="$$PATH:/usr/sbin:/sbin" DEBIAN_FRONTEND=noninteractive; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && ! { command -v ip && command -v iptables-restore && command -v setpriv; } >/dev/null; then \
+	  echo "installing iproute2 iptables util-linux for tests/e2e"; \
+	  apt-get install -y -q iproute2 iptables util-linux >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null && apt-get install -y -q iproute2 iptables util-linux >/dev/null; }; \
+	fi
+
+test: $(STAMP) lint system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -32,6 +32,7 @@ from istiolite.model.validation import (
     require_string_map,
 )
 from istiolite.model.virtualservice import parse_duration, validate_host
+from istiolite.model.visibility import parse_export_to
 
 UINT32_MAX = 4294967295
 _INT32_MAX = 2147483647
@@ -269,12 +270,12 @@ def parse_destination_rule(raw: dict[str, Any]) -> DestinationRule:
         labels = require_string_map(s.get("labels"), f"{where}.labels")
         policy = _traffic_policy(s.get("trafficPolicy"), f"{where}.trafficPolicy")
         subsets.append(Subset(name=name, labels=labels, traffic_policy=policy))
-    export_to = require_list(spec.get("exportTo"), "spec.exportTo")
+    export_to = parse_export_to(spec.get("exportTo"), "spec.exportTo", meta.namespace)
     return DestinationRule(
         meta=meta,
         host=host,
         subsets=tuple(subsets),
-        export_to=tuple(str(e) for e in export_to),
+        export_to=export_to,
         traffic_policy=_traffic_policy(spec.get("trafficPolicy"), "spec.trafficPolicy"),
     )
 

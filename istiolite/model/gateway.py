@@ -27,7 +27,9 @@ TLS_MODES = (
     "OPTIONAL_MUTUAL",
 )
 TLS_VERSIONS = ("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
-_SERVER_PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS")
+_SERVER_PROTOCOLS = (
+    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "REDIS", "MYSQL", "TCP", "TLS",
+)  # fmt: skip
 _NAMESPACE = re.compile(r"^(\*|\.|~|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
 _HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
 
@@ -143,12 +145,11 @@ def _tls(raw: Any, where: str) -> ServerTLS | None:
         cipher_suites=_strings(t.get("cipherSuites"), f"{where}.cipherSuites"),
     )
     if tls.mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
-        # As Istio's validation: a credential Secret, or certificate files, not both.
-        files = tls.server_certificate or tls.private_key
-        if tls.credential_name and (files or tls.ca_certificates):
+        # As Istio's validation: a credential Secret, or a certificate and key from files.
+        if tls.credential_name and tls.server_certificate and tls.private_key:
             raise ValidationError(
                 f"{where}.credentialName",
-                "cannot be combined with serverCertificate, privateKey or caCertificates",
+                "cannot be combined with serverCertificate and privateKey",
             )
         if not tls.credential_name:
             if not tls.server_certificate:
@@ -202,10 +203,6 @@ def _server(raw: Any, i: int, gateway_ns: str) -> Server:
         raise ValidationError(
             f"{where}.tls.mode", f"TLS on a plain-text {protocol} server: use protocol HTTPS"
         )
-    if tls is not None and tls.https_redirect and protocol not in ("HTTP", "HTTPS"):
-        raise ValidationError(
-            f"{where}.tls.httpsRedirect", f"only applies to HTTP servers, not {protocol}"
-        )
     bind = require_str(s.get("bind"), f"{where}.bind")
     return Server(
         index=i,
@@ -236,13 +233,14 @@ def parse_gateway(raw: dict[str, Any]) -> Gateway:
                 f"{server.port_name!r} is already used by spec.servers[{names[server.port_name]}]",
             )
         names[server.port_name] = server.index
-        # Only TLS servers can share a port (told apart by SNI).
-        if server.tls is None or server.is_http:
+        # HTTP servers on one port share it (told apart by Host), TLS servers too (by SNI);
+        # two plain TCP servers cannot.
+        if server.tls is None and not server.is_http:
             if server.port in plain_ports:
                 raise ValidationError(
                     f"{where}.number",
                     f"port {server.port} is already served by "
-                    f"spec.servers[{plain_ports[server.port]}]; merge the hosts into one server",
+                    f"spec.servers[{plain_ports[server.port]}]",
                 )
             plain_ports[server.port] = server.index
     return Gateway(

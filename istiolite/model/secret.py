@@ -35,6 +35,7 @@ class Secret:
     meta: ObjectMeta
     type: str
     credential: TlsCredential = field(repr=False)
+    problem: str = ""  # why its certificate, key or CA cannot be used ("" if they can)
 
     @property
     def namespace(self) -> str:
@@ -83,7 +84,34 @@ def _certificates(pem: bytes, where: str) -> list[x509.Certificate]:
     return certs
 
 
+def _pair_problem(cert: bytes, cert_at: str, key: bytes, key_at: str) -> str:
+    """Why a certificate and key cannot serve TLS ("" when they can). Never quotes the key."""
+    if bool(cert) != bool(key):
+        present = cert_at or key_at
+        prefix, _, name = present.partition(".")
+        return f"{prefix}.{_PAIR[name]}: is required with {present}"
+    if not cert:
+        return ""
+    try:
+        leaf = _certificates(cert, cert_at)[0]
+    except ValidationError as err:
+        return str(err)
+    try:
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError):
+        return f"{key_at}: is not an unencrypted PEM private key"
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if private.public_key().public_bytes(serialization.Encoding.DER, spki) != (
+        leaf.public_key().public_bytes(serialization.Encoding.DER, spki)
+    ):
+        return f"{key_at}: does not match the certificate in {cert_at}"
+    return ""
+
+
 def parse_secret(raw: dict[str, Any]) -> Secret:
+    """As istiod, a Secret's content is judged only when something uses it: an unusable
+    certificate is recorded in `problem` (and reported by whoever references the Secret), not
+    a reason to reject the object. Only what the API server itself refuses is an error."""
     # Annotations are dropped: kubectl's last-applied-configuration holds the whole Secret,
     # key included, and nothing here needs them.
     meta = replace(parse_meta(raw, namespaced=True), annotations={})
@@ -91,28 +119,25 @@ def parse_secret(raw: dict[str, Any]) -> Secret:
     if not isinstance(kind, str):
         raise ValidationError("type", "must be a string")
     data = _decoded(raw)
+    if kind == "kubernetes.io/tls" and not ("tls.crt" in data and "tls.key" in data):
+        raise ValidationError("data", "a kubernetes.io/tls Secret needs tls.crt and tls.key")
     cert, cert_at = _first(data, CERT_KEYS)
     key, key_at = _first(data, KEY_KEYS)
     ca, ca_at = _first(data, CA_KEYS)
-    if kind == "kubernetes.io/tls" and not (cert and key):
-        raise ValidationError("data", "a kubernetes.io/tls Secret needs tls.crt and tls.key")
-    if bool(cert) != bool(key):
-        present = cert_at or key_at
-        prefix, _, name = present.partition(".")
-        raise ValidationError(f"{prefix}.{_PAIR[name]}", f"is required with {present}")
-    if cert:
-        leaf = _certificates(cert, cert_at)[0]
-        try:
-            private = serialization.load_pem_private_key(key, password=None)
-        except (ValueError, TypeError):
-            # Never echo the content: say only what is wrong.
-            raise ValidationError(key_at, "is not an unencrypted PEM private key") from None
-        if private.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ) != leaf.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ):
-            raise ValidationError(key_at, f"does not match the certificate in {cert_at}")
+    problems = []
+    problem = _pair_problem(cert, cert_at, key, key_at)
+    if problem:
+        problems.append(problem)
+        cert = key = b""
     if ca:
-        _certificates(ca, ca_at)
-    return Secret(meta=meta, type=kind, credential=TlsCredential(cert, key, ca))
+        try:
+            _certificates(ca, ca_at)
+        except ValidationError as err:
+            problems.append(str(err))
+            ca = b""
+    return Secret(
+        meta=meta,
+        type=kind,
+        credential=TlsCredential(cert, key, ca),
+        problem="; ".join(problems),
+    )

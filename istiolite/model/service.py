@@ -16,6 +16,7 @@ from istiolite.model.validation import (
     require_str,
     require_string_map,
 )
+from istiolite.model.visibility import parse_export_annotation
 
 HEADLESS = "None"
 
@@ -42,6 +43,8 @@ class Service:
     host: str = ""
     # ServiceEntry resolution: NONE (pass through), STATIC (its endpoints), DNS.
     resolution: str = ""
+    # Namespaces that see it (annotation networking.istio.io/exportTo, or the entry's exportTo).
+    export_to: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -125,4 +128,5 @@ def parse_service(raw: dict[str, Any]) -> Service:
         selector=require_string_map(spec.get("selector"), "spec.selector"),
         type=svc_type,
         external_name=require_str(spec.get("externalName"), "spec.externalName"),
+        export_to=parse_export_annotation(meta.annotations, meta.namespace),
     )

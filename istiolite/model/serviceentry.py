@@ -22,6 +22,7 @@ from istiolite.model.validation import (
     require_string_map,
 )
 from istiolite.model.virtualservice import validate_host
+from istiolite.model.visibility import parse_export_to
 
 RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN")
 
@@ -62,6 +63,7 @@ class ServiceEntry:
                 type="ServiceEntry",
                 host=host,
                 resolution=self.resolution,
+                export_to=self.export_to,
             )
             for host in self.hosts
         ]
@@ -153,6 +155,8 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
         location=location,
         resolution=resolution,
         endpoints=endpoints,
-        export_to=tuple(str(e) for e in require_list(spec.get("exportTo"), "spec.exportTo")),
+        export_to=parse_export_to(
+            spec.get("exportTo"), "spec.exportTo", meta.namespace, allow_none=True
+        ),
         workload_selector=selector,
     )

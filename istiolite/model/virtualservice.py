@@ -17,6 +17,7 @@ from istiolite.model.validation import (
     require_str,
     require_string_map,
 )
+from istiolite.model.visibility import parse_export_to
 
 _DURATION = re.compile(r"^(\d+(\.\d+)?)(h|m|s|ms|us|µs|ns)$")
 _UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
@@ -45,6 +46,8 @@ class HTTPMatch:
     # Only for requests from workloads with these labels / in this namespace.
     source_labels: dict[str, str] = field(default_factory=dict)
     source_namespace: str = ""
+    # Only on these gateways ("mesh" = sidecars); overrides the VirtualService's `gateways`.
+    gateways: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +255,10 @@ def _match(raw: Any, where: str) -> HTTPMatch:
         port=port,
         source_labels=require_string_map(m.get("sourceLabels"), f"{where}.sourceLabels"),
         source_namespace=require_str(m.get("sourceNamespace"), f"{where}.sourceNamespace"),
+        gateways=tuple(
+            require_str(g, f"{where}.gateways[{i}]", required=True)
+            for i, g in enumerate(require_list(m.get("gateways"), f"{where}.gateways"))
+        ),
     )
 
 
@@ -546,15 +553,13 @@ def parse_virtual_service(raw: dict[str, Any]) -> VirtualService:
     gateways = require_list(spec.get("gateways"), "spec.gateways")
     for i, gw in enumerate(gateways):
         require_str(gw, f"spec.gateways[{i}]", required=True)
-    export_to = require_list(spec.get("exportTo"), "spec.exportTo")
-    for i, item in enumerate(export_to):
-        require_str(item, f"spec.exportTo[{i}]", required=True)
+    export_to = parse_export_to(spec.get("exportTo"), "spec.exportTo", meta.namespace)
     valid_hosts = tuple(validate_host(h, f"spec.hosts[{i}]") for i, h in enumerate(hosts))
     return VirtualService(
         meta=meta,
         hosts=valid_hosts,
         gateways=tuple(gateways),
-        export_to=tuple(export_to),
+        export_to=export_to,
         http=tuple(
             _http_route(r, f"spec.http[{i}]")
             for i, r in enumerate(require_list(spec.get("http"), "spec.http"))

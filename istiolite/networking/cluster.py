@@ -69,7 +69,11 @@ def _protocol_options(protocol: Protocol) -> dict[str, object]:
 
 
 def outbound_cluster(
-    ctx: PushContext, service: Service, port: ServicePort, subset: str = ""
+    ctx: PushContext,
+    service: Service,
+    port: ServicePort,
+    subset: str = "",
+    namespace: str | None = None,
 ) -> Cluster:
     host = ctx.hostname(service)
     name = cluster_name(Direction.OUTBOUND, port.port, subset, host)
@@ -124,25 +128,30 @@ def outbound_cluster(
         cluster.eds_cluster_config.CopyFrom(
             Cluster.EdsClusterConfig(eds_config=ads_config_source(), service_name=name)
         )
-    apply_traffic_policy(cluster, policy_for(ctx, host, subset, port.port), port.protocol)
+    # The DestinationRule of the proxy's namespace view (istiod's SidecarScope.DestinationRule).
+    policy = policy_for(ctx, host, subset, port.port, namespace)
+    apply_traffic_policy(cluster, policy, port.protocol)
     return cluster
 
 
-def outbound_clusters(ctx: PushContext, services: Sequence[Service] | None = None) -> list[Cluster]:
-    """One cluster per service port; identical for every sidecar, so built once per push."""
+def outbound_clusters(
+    ctx: PushContext, services: Sequence[Service] | None = None, namespace: str | None = None
+) -> list[Cluster]:
+    """One cluster per service port, with the DestinationRules proxies in `namespace` apply;
+    identical for every sidecar of one scope, so built once per push and scope."""
     clusters = []
     for service in ctx.services if services is None else services:
         # Subsets of a DestinationRule become clusters of their own (EDS services only).
         subsets = (
             []
             if service.headless or service.type == "ExternalName"
-            else ctx.subsets(ctx.hostname(service))
+            else ctx.subsets(ctx.hostname(service), namespace)
         )
         for port in service.ports:
             if port.protocol == Protocol.UDP:
                 continue
-            clusters.append(outbound_cluster(ctx, service, port))
-            clusters += [outbound_cluster(ctx, service, port, s.name) for s in subsets]
+            clusters.append(outbound_cluster(ctx, service, port, namespace=namespace))
+            clusters += [outbound_cluster(ctx, service, port, s.name, namespace) for s in subsets]
     return clusters
 
 

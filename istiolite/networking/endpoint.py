@@ -57,7 +57,7 @@ def eds_clusters(
     if service.type == "ServiceEntry" and service.resolution != "STATIC":
         return []  # DNS clusters carry their own addresses; NONE passes through
     host = ctx.hostname(service)
-    subsets = ctx.subsets(host)
+    subsets = ctx.all_subsets(host)  # shared by all proxies: every namespace's subsets
     out: list[tuple[str, ServicePort, Mapping[str, str] | None]] = []
     for port in service.ports:
         if port.protocol == Protocol.UDP:

@@ -91,7 +91,7 @@ def _translated(server: Server) -> bool:
     if server.is_http:
         return True
     if server.tls is None:
-        return server.protocol in ("TCP", "MONGO")
+        return server.protocol in ("TCP", "MONGO", "REDIS", "MYSQL")
     return server.tls.terminates or server.tls.mode == "PASSTHROUGH"
 
 
@@ -101,6 +101,9 @@ def bound_servers(
     """Servers by listener (bind, port), merged across the selecting Gateways. As istiod, a port
     is either plain HTTP or TLS/TCP: a later server of the other kind is left out."""
     by_listener: dict[tuple[str, int], list[BoundServer]] = {}
+    # SNI names a port's TLS-terminating servers already claim: a later server claiming one
+    # again is left out here, before it gets a route configuration nothing would use.
+    claimed: dict[tuple[str, int], set[str]] = {}
     for gateway in ctx.gateways_for(labels):
         for server in gateway.servers:
             if not _translated(server):
@@ -117,6 +120,13 @@ def bound_servers(
             bound = by_listener.setdefault(key, [])
             if bound and bound[0].server.is_http != server.is_http:
                 continue
+            if server.tls is not None and server.tls.terminates and not server.is_http:
+                names = set(_sni_hosts(server)) or {"*"}
+                taken = claimed.setdefault(key, set())
+                if names & taken:
+                    log.debug("duplicate SNI left out", gateway=gateway.key, server=server.index)
+                    continue
+                taken.update(names)
             route = gateway_route_name(gateway, server, key[1])
             bound.append(BoundServer(gateway, server, route))
     return {k: v for k, v in by_listener.items() if v}
@@ -291,7 +301,7 @@ def gateway_route_configs(
             for vs, hosts in _bound_virtual_services(ctx, b, namespace):
                 if not vs.http:
                     continue
-                routes = http_routes(ctx, vs, port, (namespace, labels))
+                routes = http_routes(ctx, vs, port, (namespace, labels), b.gateway.key)
                 for host in hosts:
                     vhost = vhosts.get(host)
                     if vhost is None:

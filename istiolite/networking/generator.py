@@ -9,13 +9,14 @@ from google.protobuf import message
 
 from istiolite.model.proxy import Proxy, ProxyType
 from istiolite.model.sidecar import Sidecar
-from istiolite.networking.cluster import fixed_clusters, inbound_cluster, outbound_clusters
+from istiolite.networking.cluster import fixed_clusters, outbound_clusters
 from istiolite.networking.credentials import credential_secrets
 from istiolite.networking.endpoint import all_load_assignments, load_assignment_for
 from istiolite.networking.gateway import gateway_listeners, gateway_route_configs
 from istiolite.networking.listener import sidecar_listeners
 from istiolite.networking.resource import Resource, to_resource
 from istiolite.networking.route import outbound_route_configs
+from istiolite.networking.sidecar_scope import egress_services, inbound_cluster_for
 from istiolite.networking.workload import inbound_ports
 from istiolite.push.context import PushContext
 from istiolite.xds import types
@@ -52,7 +53,8 @@ def _scope(ctx: PushContext, proxy: Proxy) -> tuple[Sidecar | None, Hashable]:
     found: tuple[Sidecar | None, Hashable] | None = ctx.cache.get(key)
     if found is None:
         sidecar = ctx.sidecar_for(proxy.namespace, labels)
-        scope_key = (sidecar.namespace, sidecar.meta.name) if sidecar else None
+        # A root-namespace Sidecar reads `.` as the proxy's namespace: scoped per namespace.
+        scope_key = (sidecar.namespace, sidecar.meta.name, proxy.namespace) if sidecar else None
         found = (sidecar, scope_key)
         ctx.cache[key] = found
     return found
@@ -65,22 +67,25 @@ def _registry_only(sidecar: Sidecar | None) -> bool:
 def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
     inbound = tuple(inbound_ports(ctx, proxy)) if proxy.type == ProxyType.SIDECAR else ()
     sidecar, scope = _scope(ctx, proxy) if proxy.type == ProxyType.SIDECAR else (None, None)
+    # exportTo and DestinationRule precedence can make clusters differ by namespace.
+    view = ctx.scope_key(proxy.namespace)
     shared = _cached(
         ctx,
-        ("cds-shared", proxy.type, scope),
+        ("cds-shared", proxy.type, scope, view),
         lambda: _serialize(
             types.CLUSTER,
-            outbound_clusters(ctx, ctx.visible_services(sidecar)) + fixed_clusters(proxy),
+            outbound_clusters(ctx, egress_services(ctx, proxy.namespace, sidecar), proxy.namespace)
+            + fixed_clusters(proxy),
         ),
     )
     if not inbound:
         return shared
 
     def build() -> Resources:
-        own = _serialize(types.CLUSTER, [inbound_cluster(p) for p in inbound])
+        own = _serialize(types.CLUSTER, [inbound_cluster_for(p) for p in inbound])
         return dict(sorted({**shared, **own}.items()))
 
-    return _cached(ctx, ("cds", proxy.type, scope, inbound), build)
+    return _cached(ctx, ("cds", proxy.type, scope, view, inbound), build)
 
 
 _EDS_KEY = ("eds",)
@@ -130,7 +135,7 @@ def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:
         key,
         lambda: _serialize(
             types.LISTENER,
-            sidecar_listeners(ctx, proxy, ctx.visible_services(sidecar), _registry_only(sidecar)),
+            sidecar_listeners(ctx, proxy, sidecar, _registry_only(sidecar)),
         ),
     )
 
@@ -153,9 +158,7 @@ def _routes(ctx: PushContext, proxy: Proxy) -> Resources:
         key,
         lambda: _serialize(
             types.ROUTE,
-            outbound_route_configs(
-                ctx, proxy, ctx.visible_services(sidecar), _registry_only(sidecar)
-            ),
+            outbound_route_configs(ctx, proxy, sidecar, _registry_only(sidecar)),
         ),
     )
 

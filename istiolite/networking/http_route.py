@@ -157,7 +157,12 @@ def _destination_cluster(
 
 
 def _route_action(
-    ctx: PushContext, vs: VirtualService, http: HTTPRoute, listener_port: int, route: rc.Route
+    ctx: PushContext,
+    vs: VirtualService,
+    http: HTTPRoute,
+    listener_port: int,
+    route: rc.Route,
+    namespace: str | None = None,
 ) -> None:
     action = route.route
     destinations = [d for d in http.route if d.weight > 0 or len(http.route) == 1]
@@ -177,7 +182,8 @@ def _route_action(
     # Consistent hashing (DestinationRule) hashes on the route; with several destinations only
     # when they all agree on the policy, as istiod does.
     policies = [
-        route_hash_policies(ctx, *_destination(ctx, vs, d, listener_port)) for d in destinations
+        route_hash_policies(ctx, *_destination(ctx, vs, d, listener_port), namespace)
+        for d in destinations
     ]
     if policies and all(p == policies[0] for p in policies):
         action.hash_policy.extend(policies[0])
@@ -244,11 +250,18 @@ def _mirror_policies(
     ]
 
 
-def _applies(match: HTTPMatch | None, listener_port: int, source: Source | None) -> bool:
-    """A match pinned to another port, or to other source workloads, does not apply here."""
+def _applies(
+    match: HTTPMatch | None, listener_port: int, source: Source | None, gateway: str, vs_ns: str
+) -> bool:
+    """A match pinned to another port, other source workloads, or other gateways does not
+    apply here."""
     if match is None:
         return True
     if match.port is not None and match.port != listener_port:
+        return False
+    if match.gateways and gateway not in {
+        g if g == "mesh" or "/" in g else f"{vs_ns}/{g}" for g in match.gateways
+    }:
         return False
     if source is not None:
         namespace, labels = source
@@ -264,14 +277,23 @@ Source = tuple[str, Mapping[str, str]]
 
 
 def http_routes(
-    ctx: PushContext, vs: VirtualService, listener_port: int, source: Source | None = None
+    ctx: PushContext,
+    vs: VirtualService,
+    listener_port: int,
+    source: Source | None = None,
+    gateway: str = "mesh",
 ) -> list[rc.Route]:
     """The Envoy routes of a VirtualService for one listener port (and one calling workload,
-    when matches name source labels or namespaces), in its order."""
+    when matches name source labels or namespaces) on `gateway` ("mesh": sidecars, else the
+    Gateway's "ns/name"), in its order."""
     routes: list[rc.Route] = []
+    # The caller's namespace picks the DestinationRule (consistent hashing).
+    namespace = source[0] if source is not None else None
     for http in vs.http:
         candidates: list[HTTPMatch | None] = list(http.match) or [None]
-        matches = [m for m in candidates if _applies(m, listener_port, source)]
+        matches = [
+            m for m in candidates if _applies(m, listener_port, source, gateway, vs.namespace)
+        ]
         for match in matches:
             name = ".".join(n for n in (http.name, match.name if match else "") if n)
             route = rc.Route(name=name, match=route_match(match))
@@ -291,7 +313,7 @@ def http_routes(
                 if r.port is not None:
                     route.redirect.port_redirect = r.port
             else:
-                _route_action(ctx, vs, http, listener_port, route)
+                _route_action(ctx, vs, http, listener_port, route, namespace)
                 route.route.request_mirror_policies.extend(
                     _mirror_policies(ctx, vs, http, listener_port)
                 )

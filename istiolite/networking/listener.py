@@ -1,19 +1,32 @@
-"""Sidecar LDS: outbound listeners per port, virtualOutbound (15001), virtualInbound (15006)."""
+"""Sidecar LDS: outbound listeners per egress listener and port, virtualOutbound (15001),
+virtualInbound (15006), and listeners of their own for Sidecar ingress ports that bind.
+
+Outbound, as istiod's buildSidecarOutboundListeners: each egress listener's services, in order,
+land on a listener keyed by address and port. An HTTP port shares `0.0.0.0_<port>` (its routes
+tell the services apart); a TCP port listens on the service's address (its cluster IP, one per
+endpoint for a headless service, 0.0.0.0 with a CIDR match for an address range). With a `bind`
+(an egress `bind`, or 127.0.0.1 when the listener must bind a real port) every service of the
+port shares `<bind>_<port>`. Where HTTP and TCP meet on one listener the protocol is sniffed.
+Ports claimed by an egress listener with a `port` are closed to the catch-all listener.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import ipaddress
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from istiolite.model.protocol import Protocol
 from istiolite.model.proxy import InterceptionMode, Proxy
 from istiolite.model.service import Service, ServicePort
+from istiolite.model.sidecar import HTTP_PROXY, IngressTLS, Sidecar
 from istiolite.networking.filters import (
     SNIFFED_HTTP_PROTOCOLS,
     http_connection_manager,
@@ -35,119 +48,214 @@ from istiolite.networking.names import (
     route_name,
 )
 from istiolite.networking.route import route_to_cluster
+from istiolite.networking.sidecar_scope import EgressScope, egress_scopes
 from istiolite.networking.tcp_route import TcpTarget, tcp_target
-from istiolite.networking.typed import bool_value, socket_address, uint32
-from istiolite.networking.workload import InboundPort, inbound_ports
+from istiolite.networking.typed import bool_value, pack, socket_address, uint32
+from istiolite.networking.workload import LOOPBACK_IP, WILDCARD_IP, InboundPort, inbound_ports
 from istiolite.push.context import PushContext
 
 Listener = listener_pb2.Listener
-WILDCARD_IP = "0.0.0.0"
-LOOPBACK_IP = "127.0.0.1"
+PASSTHROUGH_FILTER_CHAIN = "PassthroughFilterChain"
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+_TLS_VERSIONS = {
+    "TLSV1_0": common_pb2.TlsParameters.TLSv1_0,
+    "TLSV1_1": common_pb2.TlsParameters.TLSv1_1,
+    "TLSV1_2": common_pb2.TlsParameters.TLSv1_2,
+    "TLSV1_3": common_pb2.TlsParameters.TLSv1_3,
+}
+
+__all__ = ["LOOPBACK_IP", "WILDCARD_IP", "Listener", "sidecar_listeners"]
 
 
-def _chain_http_or_tcp(
-    name: str, port: int, stat_prefix: str, tcp_cluster: TcpTarget | None
-) -> tuple[list[lc.FilterChain], lc.FilterChain | None]:
-    """Sniffed port: HTTP clients get the port's routes, anything else the TCP cluster."""
-    http_chain = lc.FilterChain(
+# --- outbound -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    """One outbound listener being assembled."""
+
+    address: str
+    port: int
+    bind_to_port: bool
+    http: bool = False  # an HTTP chain (with the port's routes)
+    # (CIDR or "" for every address, where the TCP proxy sends); the first of a CIDR wins.
+    tcp: list[tuple[str, TcpTarget]] = field(default_factory=list)
+    locked: bool = False  # claimed by an egress listener with a port
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class _Outbound:
+    def __init__(self, ctx: PushContext, namespace: str | None = None) -> None:
+        self.ctx = ctx
+        self.namespace = namespace  # the proxy's: which VirtualServices apply (exportTo)
+        self.entries: dict[tuple[str, int], _Entry] = {}
+
+    def _targets(
+        self, scope: EgressScope, service: Service, port: ServicePort, number: int, http: bool
+    ) -> list[tuple[str, int, str]]:
+        """(address, port, CIDR match) of the listeners this service port lands on."""
+        if scope.bind:
+            if service.headless and scope.bind_to_port:
+                # Without interception a client reaches headless pods directly, not through us.
+                return []
+            return [(scope.bind, number, "")]
+        if http:
+            return [(WILDCARD_IP, number, "")]
+        if service.headless:
+            # Clients dial pod IPs directly; a listener per endpoint catches them.
+            return [(ep.address, ep.port, "") for ep in self.ctx.endpoints(service, port)]
+        address = service.cluster_ip
+        if "/" in address:
+            # An address range: 0.0.0.0 with a filter chain for the range (istiod's CIDR case).
+            return [(WILDCARD_IP, number, address)]
+        if address:
+            return [(address, number, "")]
+        if service.type == "ServiceEntry" and service.resolution == "NONE":
+            # As istiod for resolution NONE without addresses: a listener per endpoint IP, or
+            # with none, 0.0.0.0:<port> to the original destination.
+            endpoints = [e for e in self.ctx.endpoints(service, port) if _is_ip(e.address)]
+            if not endpoints:
+                return [(WILDCARD_IP, number, "")]
+            return [(e.address, number, "") for e in endpoints]
+        # TCP without an address to listen on (a ServiceEntry without `addresses`, resolution
+        # DNS or STATIC): istiod would put it on 0.0.0.0:<port>, catching every connection to
+        # that port, whatever its destination. Rather none: such traffic is passed through.
+        return []
+
+    def add(
+        self,
+        scope: EgressScope,
+        service: Service,
+        port: ServicePort,
+        number: int,
+        protocol: Protocol,
+    ) -> None:
+        if protocol == Protocol.UDP:
+            return
+        http = protocol.is_http or protocol == Protocol.AUTO
+        tcp = not protocol.is_http
+        for address, listen_port, cidr in self._targets(
+            scope, service, port, number, protocol.is_http
+        ):
+            key = (address, listen_port)
+            entry = self.entries.get(key)
+            if entry is None:
+                entry = self.entries[key] = _Entry(address, listen_port, scope.bind_to_port)
+            elif entry.locked:
+                continue
+            entry.http = entry.http or http
+            if tcp and all(c != cidr for c, _ in entry.tcp):
+                entry.tcp.append((cidr, tcp_target(self.ctx, service, port, self.namespace)))
+
+    def build(self, scopes: Sequence[EgressScope]) -> None:
+        for scope in scopes:
+            if scope.port is None:
+                for entry in self.entries.values():
+                    entry.locked = True
+                for service in scope.services:
+                    for port in service.ports:
+                        self.add(scope, service, port, port.port, port.protocol)
+            elif scope.port.number and scope.port.protocol != HTTP_PROXY:
+                # The listener's own protocol decides; its services are trimmed to the port.
+                protocol = scope.port.app_protocol
+                for service in scope.services:
+                    for port in service.ports:
+                        self.add(scope, service, port, scope.port.number, protocol)
+            # Unix domain sockets and HTTP_PROXY listeners are not translated yet.
+
+
+def _sniffed_http_chain(name: str, port: int, stat_prefix: str) -> lc.FilterChain:
+    return lc.FilterChain(
         name=f"{name}-http",
         filter_chain_match=lc.FilterChainMatch(application_protocols=SNIFFED_HTTP_PROTOCOLS),
         filters=[http_connection_manager(stat_prefix, rds_name=route_name(port))],
     )
-    if tcp_cluster is None:
-        return [http_chain], None
-    return [http_chain], lc.FilterChain(
-        name=f"{name}-tcp", filters=[tcp_proxy(stat_prefix, tcp_cluster)]
+
+
+def _cidr_match(cidr: str) -> lc.FilterChainMatch:
+    network = ipaddress.ip_network(cidr, strict=False)
+    return lc.FilterChainMatch(
+        prefix_ranges=[
+            address_pb2.CidrRange(
+                address_prefix=str(network.network_address),
+                prefix_len=uint32(network.prefixlen),
+            )
+        ]
     )
 
 
-def _outbound_listener(
-    address: str, port: int, *, bind: bool, http: bool, tcp_cluster: TcpTarget | None
-) -> Listener:
+def _outbound_listener(entry: _Entry, registry_only: bool) -> Listener:
     """One outbound listener: HTTP routes, a TCP proxy, or both behind protocol sniffing."""
-    name = listener_name(address, port)
+    name = listener_name(entry.address, entry.port)
     stat_prefix = f"outbound_{name}"
     listener = Listener(
         name=name,
-        address=socket_address(address, port),
+        address=socket_address(entry.address, entry.port),
         traffic_direction=base_pb2.OUTBOUND,
     )
-    if not bind:
+    if not entry.bind_to_port:
         listener.bind_to_port.CopyFrom(bool_value(False))
-    if http and tcp_cluster is not None:
-        chains, default = _chain_http_or_tcp(name, port, stat_prefix, tcp_cluster)
+    match_all = next((target for cidr, target in entry.tcp if not cidr), None)
+    ranged = [(cidr, target) for cidr, target in entry.tcp if cidr]
+    if not ranged:
+        if entry.http and match_all is not None:
+            # Sniffed: HTTP clients get the port's routes, anything else the TCP cluster.
+            listener.listener_filters.append(http_inspector())
+            listener.filter_chains.append(_sniffed_http_chain(name, entry.port, stat_prefix))
+            listener.default_filter_chain.CopyFrom(
+                lc.FilterChain(name=f"{name}-tcp", filters=[tcp_proxy(stat_prefix, match_all)])
+            )
+        elif entry.http:
+            listener.filter_chains.append(
+                lc.FilterChain(
+                    filters=[http_connection_manager(stat_prefix, rds_name=route_name(entry.port))]
+                )
+            )
+        elif match_all is not None:
+            listener.filter_chains.append(
+                lc.FilterChain(filters=[tcp_proxy(stat_prefix, match_all)])
+            )
+        return listener
+    if entry.http:
         listener.listener_filters.append(http_inspector())
-        listener.filter_chains.extend(chains)
-        if default is not None:
-            listener.default_filter_chain.CopyFrom(default)
-    elif http:
+        listener.filter_chains.append(_sniffed_http_chain(name, entry.port, stat_prefix))
+    for cidr, target in ranged:
         listener.filter_chains.append(
             lc.FilterChain(
-                filters=[http_connection_manager(stat_prefix, rds_name=route_name(port))]
+                name=f"{name}-{cidr}",
+                filter_chain_match=_cidr_match(cidr),
+                filters=[tcp_proxy(stat_prefix, target)],
             )
         )
-    elif tcp_cluster is not None:
-        listener.filter_chains.append(lc.FilterChain(filters=[tcp_proxy(stat_prefix, tcp_cluster)]))
+    if match_all is not None:
+        default = lc.FilterChain(name=f"{name}-tcp", filters=[tcp_proxy(stat_prefix, match_all)])
+    else:
+        # Addresses outside the ranges go where they would without this listener.
+        catchall = BLACKHOLE_CLUSTER if registry_only else PASSTHROUGH_CLUSTER
+        default = lc.FilterChain(
+            name=PASSTHROUGH_FILTER_CHAIN, filters=[tcp_proxy(catchall, catchall)]
+        )
+    listener.default_filter_chain.CopyFrom(default)
     return listener
 
 
-def _is_tcp_like(port: ServicePort) -> bool:
-    return not port.protocol.is_http and port.protocol != Protocol.UDP
-
-
-def _outbound_cluster(ctx: PushContext, service: Service, port: ServicePort) -> TcpTarget:
-    return tcp_target(ctx, service, port)
-
-
-def outbound_listeners_redirect(ctx: PushContext, services: Sequence[Service]) -> list[Listener]:
-    """As istiod with iptables capture: nothing binds; virtualOutbound hands connections over."""
-    listeners: dict[str, Listener] = {}
-    http_port_numbers = sorted({p.port for s in services for p in s.ports if p.protocol.is_http})
-    for port in http_port_numbers:
-        listener = _outbound_listener(WILDCARD_IP, port, bind=False, http=True, tcp_cluster=None)
-        listeners[listener.name] = listener
-    for service in services:
-        for port in service.ports:
-            if not _is_tcp_like(port):
-                continue
-            sniff = port.protocol == Protocol.AUTO
-            cluster = _outbound_cluster(ctx, service, port)
-            if service.headless:
-                # Clients dial pod IPs directly; a listener per endpoint catches them.
-                targets = [(ep.address, ep.port) for ep in ctx.endpoints(service, port)]
-            elif service.cluster_ip:
-                targets = [(service.cluster_ip, port.port)]
-            else:
-                targets = []
-            for address, number in targets:
-                name = listener_name(address, number)
-                if name in listeners:
-                    continue  # first service (by hostname) keeps a contested address
-                listeners[name] = _outbound_listener(
-                    address, number, bind=False, http=sniff, tcp_cluster=cluster
-                )
-    return [listeners[n] for n in sorted(listeners)]
-
-
-def outbound_listeners_no_capture(ctx: PushContext, services: Sequence[Service]) -> list[Listener]:
-    """No iptables: bind 127.0.0.1:<service port>; the Host header picks the HTTP service."""
-    by_port: dict[int, list[tuple[Service, ServicePort]]] = defaultdict(list)
-    for service in services:
-        if service.headless:
-            continue
-        for port in service.ports:
-            if port.protocol != Protocol.UDP:
-                by_port[port.port].append((service, port))
-    listeners = []
-    for number, members in sorted(by_port.items()):
-        http = any(p.protocol.is_http or p.protocol == Protocol.AUTO for _, p in members)
-        tcp_members = [(s, p) for s, p in members if _is_tcp_like(p)]
-        # One bound port can only proxy raw TCP to one service: the first by hostname.
-        tcp_cluster = _outbound_cluster(ctx, *tcp_members[0]) if tcp_members else None
-        listeners.append(
-            _outbound_listener(LOOPBACK_IP, number, bind=True, http=http, tcp_cluster=tcp_cluster)
-        )
-    return listeners
+def outbound_listeners(
+    ctx: PushContext,
+    scopes: Sequence[EgressScope],
+    registry_only: bool = False,
+    namespace: str | None = None,
+) -> list[Listener]:
+    builder = _Outbound(ctx, namespace)
+    builder.build(scopes)
+    built = [_outbound_listener(e, registry_only) for e in builder.entries.values()]
+    return sorted(built, key=lambda item: item.name)
 
 
 def virtual_outbound(registry_only: bool = False) -> Listener:
@@ -174,6 +282,9 @@ def virtual_outbound(registry_only: bool = False) -> Listener:
     )
 
 
+# --- inbound ------------------------------------------------------------------------------------
+
+
 def _inbound_route(port: InboundPort) -> route_pb2.RouteConfiguration:
     cluster = cluster_name(Direction.INBOUND, port.target_port)
     return route_pb2.RouteConfiguration(
@@ -189,38 +300,69 @@ def _inbound_route(port: InboundPort) -> route_pb2.RouteConfiguration:
     )
 
 
+def _downstream_tls(tls: IngressTLS, http: bool) -> base_pb2.TransportSocket:
+    """Sidecar ingress TLS termination with certificate files (istiod's
+    BuildListenerTLSContext for SIMPLE / MUTUAL / OPTIONAL_MUTUAL)."""
+    common = tls_pb2.CommonTlsContext(
+        tls_certificates=[
+            common_pb2.TlsCertificate(
+                certificate_chain=base_pb2.DataSource(filename=tls.server_certificate),
+                private_key=base_pb2.DataSource(filename=tls.private_key),
+            )
+        ],
+        alpn_protocols=["h2", "http/1.1"] if http else [],
+    )
+    if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL") and tls.ca_certificates:
+        common.validation_context.trusted_ca.filename = tls.ca_certificates
+    if tls.min_protocol_version:
+        common.tls_params.tls_minimum_protocol_version = _TLS_VERSIONS[tls.min_protocol_version]
+    if tls.max_protocol_version:
+        common.tls_params.tls_maximum_protocol_version = _TLS_VERSIONS[tls.max_protocol_version]
+    if tls.cipher_suites:
+        common.tls_params.cipher_suites.extend(tls.cipher_suites)
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=common,
+        require_client_certificate=bool_value(tls.mode == "MUTUAL"),
+    )
+    return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=pack(context))
+
+
 def _inbound_chains(port: InboundPort) -> list[lc.FilterChain]:
-    name = listener_name(WILDCARD_IP, port.target_port)
+    name = listener_name(port.bind, port.target_port)
     stat_prefix = f"inbound_{name}"
     cluster = cluster_name(Direction.INBOUND, port.target_port)
     on_port = uint32(port.target_port)
     http_filter = http_connection_manager(stat_prefix, route_config=_inbound_route(port))
     if port.protocol.is_http:
-        return [
+        chains = [
             lc.FilterChain(
                 name=name,
                 filter_chain_match=lc.FilterChainMatch(destination_port=on_port),
                 filters=[http_filter],
             )
         ]
-    chains = []
-    if port.protocol == Protocol.AUTO:
+    else:
+        chains = []
+        if port.protocol == Protocol.AUTO:
+            chains.append(
+                lc.FilterChain(
+                    name=f"{name}-http",
+                    filter_chain_match=lc.FilterChainMatch(
+                        destination_port=on_port, application_protocols=SNIFFED_HTTP_PROTOCOLS
+                    ),
+                    filters=[http_filter],
+                )
+            )
         chains.append(
             lc.FilterChain(
-                name=f"{name}-http",
-                filter_chain_match=lc.FilterChainMatch(
-                    destination_port=on_port, application_protocols=SNIFFED_HTTP_PROTOCOLS
-                ),
-                filters=[http_filter],
+                name=name,
+                filter_chain_match=lc.FilterChainMatch(destination_port=on_port),
+                filters=[tcp_proxy(stat_prefix, cluster)],
             )
         )
-    chains.append(
-        lc.FilterChain(
-            name=name,
-            filter_chain_match=lc.FilterChainMatch(destination_port=on_port),
-            filters=[tcp_proxy(stat_prefix, cluster)],
-        )
-    )
+    if port.tls is not None:
+        for chain in chains:
+            chain.transport_socket.CopyFrom(_downstream_tls(port.tls, port.protocol.is_http))
     return chains
 
 
@@ -233,7 +375,8 @@ def virtual_inbound(ports: Sequence[InboundPort]) -> Listener:
             filters=[tcp_proxy(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER)],
         )
     ]
-    for port in ports:
+    captured = [p for p in ports if not p.bind_to_port]
+    for port in captured:
         chains.extend(_inbound_chains(port))
     listener = Listener(
         name=VIRTUAL_INBOUND,
@@ -246,21 +389,45 @@ def virtual_inbound(ports: Sequence[InboundPort]) -> Listener:
             filters=[tcp_proxy(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER)],
         ),
     )
-    if any(p.protocol == Protocol.AUTO for p in ports):
+    if any(p.protocol == Protocol.AUTO for p in captured):
         listener.listener_filters.append(http_inspector())
     return listener
+
+
+def bound_inbound_listener(port: InboundPort) -> Listener:
+    """A Sidecar ingress port that binds (captureMode NONE, or no iptables): a listener of its
+    own on `<bind>:<port>`, named `<bind>_<port>`, with the chains virtualInbound would have."""
+    listener = Listener(
+        name=listener_name(port.bind, port.target_port),
+        address=socket_address(port.bind, port.target_port),
+        traffic_direction=base_pb2.INBOUND,
+        filter_chains=_inbound_chains(port),
+    )
+    if port.protocol == Protocol.AUTO:
+        listener.listener_filters.append(http_inspector())
+    return listener
+
+
+# --- all of a sidecar's listeners ---------------------------------------------------------------
 
 
 def sidecar_listeners(
     ctx: PushContext,
     proxy: Proxy,
-    services: Sequence[Service] | None = None,
+    sidecar: Sidecar | None = None,
     registry_only: bool = False,
 ) -> list[Listener]:
-    visible = ctx.services if services is None else services
-    if proxy.interception_mode == InterceptionMode.NONE:
-        return outbound_listeners_no_capture(ctx, visible)
-    listeners = outbound_listeners_redirect(ctx, visible)
-    listeners.append(virtual_outbound(registry_only))
-    listeners.append(virtual_inbound(inbound_ports(ctx, proxy)))
-    return sorted(listeners, key=lambda item: item.name)
+    listeners = outbound_listeners(
+        ctx, egress_scopes(ctx, proxy, sidecar), registry_only, proxy.namespace
+    )
+    inbound = inbound_ports(ctx, proxy)
+    listeners += [bound_inbound_listener(p) for p in inbound if p.bind_to_port]
+    if proxy.interception_mode != InterceptionMode.NONE:
+        listeners.append(virtual_outbound(registry_only))
+        listeners.append(virtual_inbound(inbound))
+    # A name can come up twice only if an ingress bind equals an egress bind and port: the
+    # first (outbound) stays, as Envoy would refuse the pair.
+    unique = {}
+    for listener in listeners:
+        unique.setdefault(listener.name, listener)
+    return [unique[n] for n in sorted(unique)]

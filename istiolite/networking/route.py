@@ -11,9 +11,11 @@ from envoy.config.route.v3 import route_pb2
 from istiolite.model.protocol import Protocol
 from istiolite.model.proxy import InterceptionMode, Proxy
 from istiolite.model.service import Service, ServicePort
+from istiolite.model.sidecar import HTTP_PROXY, Sidecar
 from istiolite.networking.http_route import http_routes
 from istiolite.networking.names import PASSTHROUGH_CLUSTER, Direction, cluster_name, route_name
 from istiolite.networking.retry import default_retry_policy
+from istiolite.networking.sidecar_scope import EgressScope, egress_scopes
 from istiolite.networking.traffic_policy import route_hash_policies
 from istiolite.networking.typed import duration
 from istiolite.push.context import PushContext
@@ -72,10 +74,41 @@ def http_ports(
     return by_port
 
 
-def fallback_virtual_host(proxy: Proxy, registry_only: bool = False) -> rc.VirtualHost:
-    # REGISTRY_ONLY refuses what the registry does not know; without interception original
-    # destination would be Envoy's own listener, so it refuses too instead of looping.
-    if registry_only or proxy.interception_mode == InterceptionMode.NONE:
+def _routed_ports(
+    ctx: PushContext, proxy: Proxy, scopes: Sequence[EgressScope]
+) -> dict[int, tuple[list[tuple[Service, ServicePort]], bool]]:
+    """Per route name (port): its services and whether a bound listener uses it. As istiod's
+    GetEgressListenerForRDS, a port's routes come from the egress listener on that port, else
+    from the catch-all one."""
+    catch_all = next((s for s in scopes if s.port is None), None)
+    out: dict[int, tuple[list[tuple[Service, ServicePort]], bool]] = {}
+    if catch_all is not None:
+        for number, members in http_ports(ctx, proxy, catch_all.services).items():
+            out[number] = (members, catch_all.bind_to_port)
+    for scope in scopes:
+        port = scope.port
+        if port is None or not port.number or port.protocol == HTTP_PROXY:
+            continue
+        http = port.app_protocol.is_http or port.app_protocol == Protocol.AUTO
+        if not http and port.number not in out:
+            continue
+        members = [
+            (service, service_port)
+            for service in scope.services
+            if not (service.headless and proxy.interception_mode == InterceptionMode.NONE)
+            for service_port in service.ports
+        ]
+        out[port.number] = (members, scope.bind_to_port)
+    return out
+
+
+def fallback_virtual_host(
+    proxy: Proxy, registry_only: bool = False, bound: bool = False
+) -> rc.VirtualHost:
+    # REGISTRY_ONLY refuses what the registry does not know; on a listener that binds a port
+    # (no interception) the original destination would be Envoy's own listener, so it refuses
+    # too instead of looping.
+    if registry_only or bound or proxy.interception_mode == InterceptionMode.NONE:
         return rc.VirtualHost(
             name="block_all",
             domains=["*"],
@@ -95,11 +128,12 @@ def fallback_virtual_host(proxy: Proxy, registry_only: bool = False) -> rc.Virtu
 def outbound_route_configs(
     ctx: PushContext,
     proxy: Proxy,
-    services: Sequence[Service] | None = None,
+    sidecar: Sidecar | None = None,
     registry_only: bool = False,
 ) -> list[RouteConfiguration]:
     result: list[RouteConfiguration] = []
-    for port, members in sorted(http_ports(ctx, proxy, services).items()):
+    scopes = egress_scopes(ctx, proxy, sidecar)
+    for port, (members, bound) in sorted(_routed_ports(ctx, proxy, scopes).items()):
         claimed: set[str] = set()
         hosts: list[rc.VirtualHost] = []
         for service, service_port in members:
@@ -109,7 +143,7 @@ def outbound_route_configs(
                 d for d in service_domains(ctx, service, port, proxy.namespace) if d not in claimed
             ]
             claimed.update(domains)
-            vs = ctx.virtual_services.get(host)
+            vs = ctx.virtual_service(host, proxy.namespace)
             if vs is not None and vs.http:
                 routes = http_routes(ctx, vs, port, (proxy.namespace, proxy.labels))
             else:
@@ -118,7 +152,7 @@ def outbound_route_configs(
                 ]
                 # A consistent-hash DestinationRule needs the key hashed on the route.
                 routes[0].route.hash_policy.extend(
-                    route_hash_policies(ctx, host, "", service_port.port)
+                    route_hash_policies(ctx, host, "", service_port.port, proxy.namespace)
                 )
             hosts.append(
                 rc.VirtualHost(
@@ -128,7 +162,7 @@ def outbound_route_configs(
                     include_request_attempt_count=True,
                 )
             )
-        hosts.append(fallback_virtual_host(proxy, registry_only))
+        hosts.append(fallback_virtual_host(proxy, registry_only, bound))
         result.append(
             RouteConfiguration(
                 name=route_name(port), virtual_hosts=hosts, validate_clusters={"value": False}

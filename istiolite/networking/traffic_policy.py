@@ -68,21 +68,19 @@ _SAN_TYPES = (
 )
 
 
-def destination_rule_for(ctx: PushContext, host: str) -> DestinationRule | None:
-    """The DestinationRule for a host: an exact host, else the most specific wildcard."""
-    rule = ctx.destination_rules.get(host)
-    if rule is not None:
-        return rule
-    best: tuple[int, DestinationRule] | None = None
-    for pattern, candidate in ctx.destination_rules.items():
-        if pattern == "*" or (pattern.startswith("*") and host.endswith(pattern[1:])):
-            if best is None or len(pattern) > best[0]:
-                best = (len(pattern), candidate)
-    return best[1] if best else None
+def destination_rule_for(
+    ctx: PushContext, host: str, namespace: str | None = None
+) -> DestinationRule | None:
+    """The DestinationRule proxies in `namespace` apply to a host (istiod's precedence: their
+    namespace, the service's, the root namespace; in each an exact host, else the most specific
+    wildcard). `None`: as a proxy of no namespace in particular (public rules only)."""
+    return ctx.destination_rule(host, namespace)
 
 
-def policy_for(ctx: PushContext, host: str, subset: str, port: int) -> TrafficPolicy | None:
-    rule = destination_rule_for(ctx, host)
+def policy_for(
+    ctx: PushContext, host: str, subset: str, port: int, namespace: str | None = None
+) -> TrafficPolicy | None:
+    rule = destination_rule_for(ctx, host, namespace)
     return rule.policy_for(subset, port) if rule else None
 
 
@@ -369,10 +367,12 @@ def hash_policy(policy: TrafficPolicy | None) -> list[HashPolicy]:
     return []
 
 
-def route_hash_policies(ctx: PushContext, host: str, subset: str, port: int) -> list[HashPolicy]:
+def route_hash_policies(
+    ctx: PushContext, host: str, subset: str, port: int, namespace: str | None = None
+) -> list[HashPolicy]:
     """What the route builder puts in RouteAction.hash_policy for a destination (fqdn host,
-    subset or "", service port)."""
-    return hash_policy(policy_for(ctx, host, subset, port))
+    subset or "", service port), for proxies in `namespace`."""
+    return hash_policy(policy_for(ctx, host, subset, port, namespace))
 
 
 __all__ = [

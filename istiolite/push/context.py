@@ -16,6 +16,7 @@ from istiolite.model.service import Service, ServicePort
 from istiolite.model.serviceentry import ServiceEntry
 from istiolite.model.sidecar import ROOT_NAMESPACE, Sidecar
 from istiolite.model.virtualservice import VirtualService
+from istiolite.model.visibility import NONE, PRIVATE, exported_to, is_public
 from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
 from istiolite.model.workloadentry import WorkloadEntry
 
@@ -120,22 +121,39 @@ class PushContext:
             if service.selector:
                 by_namespace[service.namespace].append(service)
         self._selecting_by_namespace = dict(by_namespace)
-        # For sidecars, the first VirtualService for a host wins (istiod: the oldest; files carry
-        # no creation time, so namespace/name order stands in for it).
-        self.virtual_services: dict[str, VirtualService] = {}
-        for vs in sorted(virtual_services, key=lambda v: (v.namespace, v.meta.name)):
-            if not vs.applies_to_sidecars:
-                continue
-            for host in vs.hosts:
-                self.virtual_services.setdefault(self.resolve_host(host, vs.namespace), vs)
+        # Per-namespace views (exportTo), built on first use.
+        self._scoped_views: dict[tuple[str, str | None], Any] = {}
+        self._dr_memo: dict[tuple[str, str | None], DestinationRule | None] = {}
         self._sidecars = sorted(sidecars, key=lambda c: (c.namespace, c.meta.name))
         self._all_virtual_services = sorted(
             virtual_services, key=lambda v: (v.namespace, v.meta.name)
         )
-        self.source_matched = any(vs.uses_source_match for vs in self.virtual_services.values())
+        # For sidecars, the first VirtualService for a host wins (istiod: the oldest; files carry
+        # no creation time, so namespace/name order stands in for it). This index holds the
+        # public ones; `virtual_service` gives a namespace its own view (exportTo).
+        self._mesh_virtual_services = [
+            vs for vs in self._all_virtual_services if vs.applies_to_sidecars
+        ]
+        self.virtual_services: dict[str, VirtualService] = self._first_per_host(
+            vs for vs in self._mesh_virtual_services if is_public(vs.export_to)
+        )
+        self.source_matched = any(vs.uses_source_match for vs in self._mesh_virtual_services)
         self.destination_rules: dict[str, DestinationRule] = {}
-        for dr in sorted(destination_rules, key=lambda d: (d.namespace, d.meta.name)):
+        self._all_destination_rules = sorted(
+            destination_rules, key=lambda d: (d.namespace, d.meta.name)
+        )
+        for dr in self._all_destination_rules:
             self.destination_rules.setdefault(self.resolve_host(dr.host, dr.namespace), dr)
+        self._index_destination_rules()
+        # Whether what a proxy gets can depend on its namespace beyond what its Sidecar says:
+        # some exportTo restricts something, or a DestinationRule is not simply its own
+        # service's public rule (istiod looks in the proxy's namespace first). When not, one
+        # result serves every namespace.
+        self.namespace_scoped = (
+            any(not is_public(s.export_to) for s in self.services)
+            or any(not is_public(vs.export_to) for vs in self._all_virtual_services)
+            or any(not self._owned(dr) for dr in self._all_destination_rules)
+        )
         self._slices = {k: sorted(v, key=lambda s: s.meta.name) for k, v in slices.items()}
         self.gateways: tuple[Gateway, ...] = tuple(sorted(gateways, key=lambda g: g.key))
         # Gateway "ns/name" -> the VirtualServices bound to it, oldest (here: ns/name) first.
@@ -147,6 +165,184 @@ class PushContext:
 
     def hostname(self, service: Service) -> str:
         return service.hostname(self.domain)
+
+    # --- exportTo (istiod's serviceIndex, virtualServiceIndex, destinationRuleIndex) ---------
+
+    def scope_key(self, namespace: str) -> str | None:
+        """What, besides a proxy's Sidecar, decides its services, routes and clusters: its
+        namespace when `namespace_scoped`, else nothing (one result for all)."""
+        return namespace if self.namespace_scoped else None
+
+    def _memo(self, kind: str, namespace: str | None, build: Any) -> Any:
+        key = (kind, namespace)
+        found = self._scoped_views.get(key)
+        if found is None:
+            found = self._scoped_views[key] = build()
+        return found
+
+    def services_for(self, namespace: str | None) -> tuple[Service, ...]:
+        """The services exported to a namespace (istiod's servicesExportedToNamespace, with
+        IsServiceVisible), in registry order. `None`: the public ones."""
+        if not self.namespace_scoped:
+            return self.services
+        return self._memo(
+            "services",
+            namespace,
+            lambda: tuple(
+                s for s in self.services if exported_to(s.export_to, s.namespace, namespace)
+            ),
+        )
+
+    def is_visible(self, service: Service, namespace: str | None) -> bool:
+        return exported_to(service.export_to, service.namespace, namespace)
+
+    def _first_per_host(self, candidates: Any) -> dict[str, VirtualService]:
+        out: dict[str, VirtualService] = {}
+        for vs in candidates:
+            for host in vs.hosts:
+                out.setdefault(self.resolve_host(host, vs.namespace), vs)
+        return out
+
+    @staticmethod
+    def _vs_rank(vs: VirtualService, namespace: str | None) -> int | None:
+        """As istiod's virtualServiceIndex, where a VirtualService stands for proxies of a
+        namespace: 0 private to it (its own, exported to `.` or by name), 1 exported to it by
+        another namespace, 2 public; None: not exported there."""
+        if is_public(vs.export_to):
+            return 2
+        if namespace is None or NONE in vs.export_to:
+            return None
+        if namespace == vs.namespace and (PRIVATE in vs.export_to or namespace in vs.export_to):
+            return 0
+        return 1 if namespace in vs.export_to else None
+
+    def _ordered_for(
+        self, candidates: list[VirtualService], namespace: str | None
+    ) -> list[VirtualService]:
+        ranked = [
+            (rank, vs) for vs in candidates if (rank := self._vs_rank(vs, namespace)) is not None
+        ]
+        return [vs for _, vs in sorted(ranked, key=lambda item: item[0])]
+
+    def mesh_virtual_services(self, namespace: str | None) -> list[VirtualService]:
+        """Sidecar VirtualServices a namespace's proxies apply, in precedence order: private,
+        exported to it, public (istiod's VirtualServicesForGateway for "mesh"); each group
+        oldest (here: namespace/name) first."""
+        if not self.namespace_scoped:
+            return self._mesh_virtual_services
+        return self._memo(
+            "mesh-vs", namespace, lambda: self._ordered_for(self._mesh_virtual_services, namespace)
+        )
+
+    def virtual_service(self, host: str, namespace: str | None) -> VirtualService | None:
+        """The VirtualService that routes `host` for sidecars in `namespace`: the first in
+        `mesh_virtual_services` order that names it."""
+        if not self.namespace_scoped:
+            return self.virtual_services.get(host)
+        index: dict[str, VirtualService] = self._memo(
+            "vs-by-host",
+            namespace,
+            lambda: self._first_per_host(self.mesh_virtual_services(namespace)),
+        )
+        return index.get(host)
+
+    def gateway_virtual_services_for(
+        self, gateway: str, namespace: str | None
+    ) -> list[VirtualService]:
+        """VirtualServices bound to Gateway "ns/name" that apply to gateway proxies of
+        `namespace`, in istiod's order (private, exported to it, public)."""
+        bound = self.gateway_virtual_services.get(gateway, [])
+        if not self.namespace_scoped:
+            return bound
+        return self._ordered_for(bound, namespace)
+
+    def _index_destination_rules(self) -> None:
+        """istiod's destinationRuleIndex: per namespace, the rules that apply to its own proxies
+        (`namespaceLocal`: exported to `*`, `.` or itself) and those it exports
+        (`exportedByNamespace`: all but the private-only ones); private-only rules of the root
+        namespace (`rootNamespaceLocal`). Per host, the oldest rule of each exportTo wins (istiod
+        merges rules of one host and exportTo; istiolite keeps the first)."""
+        local: dict[str, dict[str, list[DestinationRule]]] = defaultdict(dict)
+        exported: dict[str, dict[str, list[DestinationRule]]] = defaultdict(dict)
+        root_local: dict[str, list[DestinationRule]] = {}
+
+        def add(pool: dict[str, list[DestinationRule]], dr: DestinationRule) -> None:
+            rules = pool.setdefault(self.resolve_host(dr.host, dr.namespace), [])
+            if all(_export_key(r) != _export_key(dr) for r in rules):
+                rules.append(dr)
+
+        for dr in self._all_destination_rules:
+            ns, export = dr.namespace, set(dr.export_to)
+            if is_public(dr.export_to) or PRIVATE in export or ns in export:
+                add(local[ns], dr)
+            if len(export) == 1 and (PRIVATE in export or ns in export):
+                if ns == ROOT_NAMESPACE:
+                    add(root_local, dr)
+            else:
+                add(exported[ns], dr)
+        self._dr_local = dict(local)
+        self._dr_exported = dict(exported)
+        self._dr_root_local = root_local
+
+    def _owned(self, dr: DestinationRule) -> bool:
+        """A public rule for exactly a service of its own namespace (or in the root namespace,
+        or for a host no service has): every namespace resolves it the same way."""
+        if not is_public(dr.export_to):
+            return False
+        if dr.namespace == ROOT_NAMESPACE:
+            return True
+        host = self.resolve_host(dr.host, dr.namespace)
+        service = self.services_by_host.get(host)
+        if service is None:
+            return "*" not in host  # an exact host nothing serves: it never applies
+        return service.namespace == dr.namespace
+
+    @staticmethod
+    def _most_specific(
+        host: str, pool: Mapping[str, list[DestinationRule]]
+    ) -> list[DestinationRule] | None:
+        """istiod's MostSpecificHostMatch: the exact host, else the longest matching wildcard."""
+        found = pool.get(host)
+        if found is not None:
+            return found
+        best: tuple[int, list[DestinationRule]] | None = None
+        for pattern, rules in pool.items():
+            if pattern.startswith("*") and _host_matches(host, pattern):
+                if best is None or len(pattern) > best[0]:
+                    best = (len(pattern), rules)
+        return best[1] if best else None
+
+    def _exported_rule(self, owner: str, host: str, client: str | None) -> DestinationRule | None:
+        rules = self._most_specific(host, self._dr_exported.get(owner, {}))
+        for dr in rules or ():
+            if is_public(dr.export_to) or (client is not None and client in dr.export_to):
+                return dr
+        return None
+
+    def destination_rule(self, host: str, namespace: str | None) -> DestinationRule | None:
+        """The DestinationRule for `host` as seen by proxies in `namespace`, in istiod's order
+        (PushContext.destinationRule): 1. a rule of the proxy's own namespace (for the root
+        namespace: its private rules); 2. a rule of the service's namespace exported to the
+        proxy's; 3. a rule of the root namespace exported to it. `None`: public rules only."""
+        key = (host, namespace)
+        if key in self._dr_memo:
+            return self._dr_memo[key]
+        found: DestinationRule | None = None
+        if namespace is not None:
+            pool = (
+                self._dr_root_local
+                if namespace == ROOT_NAMESPACE
+                else self._dr_local.get(namespace, {})
+            )
+            rules = self._most_specific(host, pool)
+            found = rules[0] if rules else None
+        service = self.services_by_host.get(host)
+        if found is None and service is not None:
+            found = self._exported_rule(service.namespace, host, namespace)
+        if found is None:
+            found = self._exported_rule(ROOT_NAMESPACE, host, namespace)
+        self._dr_memo[key] = found
+        return found
 
     def resolve_host(self, host: str, namespace: str) -> str:
         """As Istio: a short name (no dot) is a service in the object's own namespace."""
@@ -164,6 +360,34 @@ class PushContext:
         istiod without PILOT_SCOPE_GATEWAY_TO_NAMESPACE)."""
         return tuple(g for g in self.gateways if g.selects(dict(labels)))
 
+    def _gateway_namespaces(self, gateway: Gateway) -> list[str]:
+        """Where the proxies of a Gateway run, hence where its credential Secrets must be: the
+        namespaces of the Pods its selector picks; without Pods, its own namespace."""
+        found = {ns for (ns, _), pod in self.pods.items() if gateway.selects(pod.meta.labels)}
+        return sorted(found) or [gateway.namespace]
+
+    def _credential_problem(self, namespace: str, name: str, mode: str) -> str:
+        """Why Secret `name` cannot serve a gateway in `namespace` ("" if it can)."""
+        secret = self.secrets.get((namespace, name))
+        if secret is None:
+            elsewhere = any(n == name for _, n in self.secrets)
+            if elsewhere and not any(ns == namespace for ns, _ in self.pods):
+                # Without Pods the proxies' namespace is a guess: a Secret of that name
+                # elsewhere may well be the right one.
+                return ""
+            return f"Secret {name!r} not found in namespace {namespace!r}"
+        if not secret.has_key_pair:
+            reason = secret.problem or "it has no tls.crt and tls.key"
+            return f"Secret {namespace}/{name} holds no usable certificate and key ({reason})"
+        if mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
+            separate = self.secrets.get((namespace, name + "-cacert"))
+            if not secret.has_ca and not (separate and separate.has_ca):
+                return (
+                    f"{mode} needs a CA: Secret {namespace}/{name} has no ca.crt and there is "
+                    f"no Secret {name}-cacert"
+                )
+        return ""
+
     def reference_warnings(self) -> list[ConfigWarning]:
         """Objects that load but refer to something missing: a route to a subset no
         DestinationRule defines answers 503 (a warning on the object, not a broken proxy)."""
@@ -173,7 +397,7 @@ class PushContext:
                 for j, dest in enumerate(http.route):
                     subset = dest.destination.subset
                     host = self.resolve_host(dest.destination.host, vs.namespace)
-                    if subset and all(s.name != subset for s in self.subsets(host)):
+                    if subset and all(s.name != subset for s in self.all_subsets(host)):
                         out.append(
                             ConfigWarning(
                                 f"VirtualService {vs.namespace}/{vs.meta.name}",
@@ -196,17 +420,19 @@ class PushContext:
                     )
         for gateway in self.gateways:
             for server in gateway.servers:
-                name = server.tls.credential_name if server.tls else ""
-                if name and (gateway.namespace, name) not in self.secrets:
-                    out.append(
-                        ConfigWarning(
-                            f"Gateway {gateway.key}",
-                            f"spec.servers[{server.index}].tls.credentialName",
-                            f"Secret {name!r} not found in namespace {gateway.namespace!r} "
-                            "(it must be in the gateway proxy's namespace); this server is "
-                            "left out of the listener",
+                tls = server.tls
+                if tls is None or not tls.credential_name or not tls.terminates:
+                    continue
+                for namespace in self._gateway_namespaces(gateway):
+                    problem = self._credential_problem(namespace, tls.credential_name, tls.mode)
+                    if problem:
+                        out.append(
+                            ConfigWarning(
+                                f"Gateway {gateway.key}",
+                                f"spec.servers[{server.index}].tls.credentialName",
+                                f"{problem}; the gateway proxies there leave this server out",
+                            )
                         )
-                    )
         # And settings that are valid but not translated yet (DestinationRule.unapplied).
         for dr in sorted(self.destination_rules.values(), key=lambda d: (d.namespace, d.meta.name)):
             for field, message in dr.unapplied():
@@ -238,20 +464,35 @@ class PushContext:
             None,
         )
 
-    def visible_services(self, sidecar: Sidecar | None) -> tuple[Service, ...]:
-        """The services a proxy under `sidecar` may reach (all without one); memoized per push."""
+    def visible_services(
+        self, sidecar: Sidecar | None, namespace: str | None = None
+    ) -> tuple[Service, ...]:
+        """The services a proxy in `namespace` under `sidecar` may reach: those exported to
+        its namespace that the Sidecar allows (all exported without one); memoized per push."""
+        exported = self.services_for(namespace) if namespace is not None else self.services
         if sidecar is None or not sidecar.egress_hosts:
-            return self.services
-        key = ("visible", sidecar.namespace, sidecar.meta.name)
+            return exported
+        key = ("visible", sidecar.namespace, sidecar.meta.name, self.scope_key(namespace or ""))
         found: tuple[Service, ...] | None = self.cache.get(key)
         if found is None:
-            found = tuple(s for s in self.services if sidecar.allows(s.namespace, self.hostname(s)))
+            found = tuple(s for s in exported if sidecar.allows(s.namespace, self.hostname(s)))
             self.cache[key] = found
         return found
 
-    def subsets(self, host: str) -> list[Subset]:
-        rule = self.destination_rules.get(host)
+    def subsets(self, host: str, namespace: str | None = None) -> list[Subset]:
+        """The subsets of the DestinationRule proxies in `namespace` apply to `host`."""
+        rule = self.destination_rule(host, namespace)
         return list(rule.subsets) if rule else []
+
+    def all_subsets(self, host: str) -> list[Subset]:
+        """Subsets any namespace may use for `host` (EDS is shared by all proxies): those of
+        every rule whose host matches it, the first definition of a name kept."""
+        out: dict[str, Subset] = {}
+        for dr in self._all_destination_rules:
+            if _host_matches(host, self.resolve_host(dr.host, dr.namespace)):
+                for subset in dr.subsets:
+                    out.setdefault(subset.name, subset)
+        return list(out.values())
 
     def endpoints(
         self, service: Service, port: ServicePort, labels: Mapping[str, str] | None = None
@@ -339,6 +580,22 @@ class PushContext:
             for s in self._selecting_by_namespace.get(namespace, ())
             if all(labels.get(k) == v for k, v in s.selector.items())
         ]
+
+
+def _export_key(dr: DestinationRule) -> frozenset[str]:
+    """A rule's exportTo as a set, `.` as its namespace and the default as `*`."""
+    if is_public(dr.export_to):
+        return frozenset({"*"})
+    return frozenset(dr.namespace if e == PRIVATE else e for e in dr.export_to)
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    """A host and a DestinationRule host: equal, or the pattern is `*` / `*.suffix`."""
+    return (
+        host == pattern
+        or pattern == "*"
+        or (pattern.startswith("*") and host.endswith(pattern[1:]))
+    )
 
 
 def _slice_port(eps: EndpointSlice, port: ServicePort) -> int | None:

@@ -1,14 +1,26 @@
-"""Sidecar scoping through a real Envoy: a namespace-scoped proxy holds only its clusters."""
+"""Sidecar through a real Envoy: a namespace-scoped proxy holds only its clusters; ingress and
+egress listeners with their own ports and binds carry traffic."""
 
 from __future__ import annotations
 
+import datetime
+import http.client
+import ipaddress
+import json
+import ssl
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from tests.support.net import free_port
-from tests.support.processes import EnvoyProcess, IstioliteProcess, stop_all
+from istiolite.demo.echo import EchoServer
+from tests.support import mesh
+from tests.support.net import free_port, loopback_ip
+from tests.support.processes import EnvoyProcess, IstioliteProcess, start_sidecar_mesh, stop_all
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
@@ -77,3 +89,146 @@ def test_scoped_proxy_holds_only_what_its_sidecar_allows(tmp_path: Path) -> None
         assert names == {f"127.0.0.1_{ports[0]}", f"127.0.0.1_{ports[1]}"}
     finally:
         stop_all(*envoys, cp)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "web.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def _get(
+    url_host: str, port: int, host_header: str, tls: ssl.SSLContext | None = None
+) -> tuple[int, str]:
+    """(status, the upstream that answered) for one GET."""
+    conn: http.client.HTTPConnection
+    if tls is None:
+        conn = http.client.HTTPConnection(url_host, port, timeout=5)
+    else:
+        conn = http.client.HTTPSConnection(url_host, port, timeout=5, context=tls)
+    try:
+        conn.request("GET", "/", headers={"Host": host_header})
+        resp = conn.getresponse()
+        body = resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+    return resp.status, json.loads(body)["server"] if resp.status == 200 else body
+
+
+def _answers(url_host: str, port: int, host: str, tls: ssl.SSLContext | None = None) -> str:
+    try:
+        return _get(url_host, port, host, tls)[1]
+    except OSError:
+        return ""
+
+
+def test_sidecar_ingress_and_egress_listeners_carry_real_traffic(tmp_path: Path) -> None:
+    """Without iptables, a Sidecar ingress port (plain and TLS-terminating) forwards to the
+    app's defaultEndpoint, and an egress listener bound on its own loopback address routes to
+    the service it imports."""
+    app_port, ingress_port, tls_port = free_port(), free_port(), free_port()
+    cart_ip, cart_target, cart_port = loopback_ip(), free_port(), free_port()
+    egress_ip = loopback_ip()
+    cert, key = _self_signed(tmp_path)
+    config = tmp_path / "config"
+    config.mkdir()
+    sidecar_doc = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": {"name": "default", "namespace": "default"},
+        "spec": {
+            "ingress": [
+                {
+                    "port": {"number": ingress_port, "protocol": "HTTP", "name": "http"},
+                    "bind": "127.0.0.1",
+                    "defaultEndpoint": f"127.0.0.1:{app_port}",
+                },
+                {
+                    "port": {"number": tls_port, "protocol": "HTTPS", "name": "https"},
+                    "bind": "127.0.0.1",
+                    "defaultEndpoint": f"127.0.0.1:{app_port}",
+                    "tls": {
+                        "mode": "SIMPLE",
+                        "serverCertificate": str(cert),
+                        "privateKey": str(key),
+                    },
+                },
+            ],
+            "egress": [
+                {
+                    "port": {"number": cart_port, "protocol": "HTTP", "name": "http-cart"},
+                    "bind": egress_ip,
+                    "captureMode": "NONE",
+                    "hosts": ["./cart.default.svc.cluster.local"],
+                }
+            ],
+        },
+    }
+    mesh.write(
+        config / "mesh.yaml",
+        sidecar_doc,
+        mesh.service("cart", "default", cart_port, target_port=cart_target),
+        mesh.endpoint_slice("cart", "default", cart_target, [cart_ip]),
+        # Another service the Sidecar's egress does not import: no listener, no cluster.
+        mesh.service("billing", "default", free_port()),
+    )
+    cp = envoy = None
+    servers: list[EchoServer] = []
+    try:
+        servers.append(EchoServer("127.0.0.1", app_port, "app").start())
+        servers.append(EchoServer(cart_ip, cart_target, "cart-0").start())
+        cp, envoy = start_sidecar_mesh([config], tmp_path, namespace="default")
+        wait_for(lambda: _answers("127.0.0.1", ingress_port, "web") == "app", what="ingress")
+        trust = ssl.create_default_context(cafile=str(cert))
+        assert _get("127.0.0.1", tls_port, "web", trust) == (200, "app")
+        wait_for(
+            lambda: _answers(egress_ip, cart_port, "cart") == "cart-0", what="egress on its bind"
+        )
+        # The egress listener's route knows only cart; anything else is refused, not looped.
+        assert _get(egress_ip, cart_port, "billing")[0] == 502
+
+        dump = envoy.config_dump()
+        listeners = next(c for c in dump["configs"] if "dynamic_listeners" in c)
+        names = {item["name"] for item in listeners["dynamic_listeners"]}
+        assert names == {
+            f"127.0.0.1_{ingress_port}",
+            f"127.0.0.1_{tls_port}",
+            f"{egress_ip}_{cart_port}",
+        }
+        assert not any("error_state" in item for item in listeners["dynamic_listeners"])
+        clusters = next(c for c in dump["configs"] if "dynamic_active_clusters" in c)
+        cluster_names = {c["cluster"]["name"] for c in clusters["dynamic_active_clusters"]}
+        assert {f"inbound|{ingress_port}||", f"inbound|{tls_port}||"} <= cluster_names
+        assert not [n for n in cluster_names if "billing" in n]
+        rejected = {k: v for k, v in envoy.stats().items() if k.endswith("update_rejected") and v}
+        assert rejected == {}
+    finally:
+        stop_all(envoy, cp)
+        for server in servers:
+            server.stop()
