@@ -10,6 +10,7 @@ from istiolite.model.destinationrule import parse_destination_rule
 from istiolite.model.endpointslice import parse_endpointslice
 from istiolite.model.gateway import parse_gateway
 from istiolite.model.meta import ObjectKey, ObjectMeta
+from istiolite.model.schema import check_fields
 from istiolite.model.secret import parse_secret
 from istiolite.model.service import parse_service
 from istiolite.model.serviceentry import parse_service_entry
@@ -74,6 +75,7 @@ def parse_object(raw: Any) -> tuple[ObjectKey, Any]:
     if group != kind.group or version not in kind.versions:
         expected = ", ".join(f"{kind.group}/{v}".lstrip("/") for v in kind.versions)
         raise ValidationError("apiVersion", f"{api_version!r} for {kind_name}; expected {expected}")
+    check_fields(raw)  # unknown field names in the Istio kinds (a no-op for the others)
     obj = kind.parse(raw)
     meta: ObjectMeta = obj.meta
     return ObjectKey(kind_name, meta.namespace, meta.name), obj

@@ -433,12 +433,16 @@ class PushContext:
                                 f"{problem}; the gateway proxies there leave this server out",
                             )
                         )
-        # And settings that are valid but not translated yet (DestinationRule.unapplied).
+        # And settings that are valid but not translated yet.
         for dr in sorted(self.destination_rules.values(), key=lambda d: (d.namespace, d.meta.name)):
             for field, message in dr.unapplied():
                 out.append(
                     ConfigWarning(f"DestinationRule {dr.namespace}/{dr.meta.name}", field, message)
                 )
+        for sidecar in self._sidecars:
+            for field, message in sidecar.unapplied():
+                where = f"Sidecar {sidecar.namespace}/{sidecar.meta.name}"
+                out.append(ConfigWarning(where, field, message))
         return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Sidecar | None:

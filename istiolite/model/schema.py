@@ -1,0 +1,459 @@
+"""Field names of the Istio networking kinds, checked before parsing.
+
+Istio's CRDs carry structural schemas, so `kubectl apply` of a VirtualService with `retris:` fails
+with "unknown field". istiolite reads the same YAML from files too, where nothing would catch the
+typo and the setting would silently do nothing. This module knows every field of Istio's API for
+the kinds istiolite reads (also those it does not translate, so valid Istio YAML is never refused)
+and rejects any other name with the exact path and, when a known name is close, a suggestion.
+
+Only names are checked here; the kind's parser checks types and values. The tree below is written
+per message type and reused wherever Istio reuses the message. JSON (lowerCamelCase) names, as
+the CRDs and `kubectl` use them. All served versions (v1, v1beta1, v1alpha3) share one schema.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from istiolite.model.validation import ValidationError
+
+
+class Msg:
+    """A message type: its field names, each with what its value holds (see Field)."""
+
+    __slots__ = ("fields", "name")
+
+    def __init__(self, name: str, /, **fields: Field) -> None:
+        self.name = name
+        self.fields: Mapping[str, Field] = fields
+
+    def __repr__(self) -> str:
+        return f"Msg({self.name})"
+
+
+@dataclass(frozen=True, slots=True)
+class MapOf:
+    """A map whose keys the user picks (header names, …) and whose values are messages."""
+
+    value: Msg
+
+
+# What a field holds: S (a scalar, a list of scalars or a user-keyed map of scalars — nothing
+# below it is checked), a Msg (a message, or a list of messages: each item is checked) or MapOf.
+Field: TypeAlias = "Msg | MapOf | None"
+S = None
+
+# --- shared messages -------------------------------------------------------------------------
+
+PORT_SELECTOR = Msg("PortSelector", number=S)
+PERCENT = Msg("Percent", value=S)
+DESTINATION = Msg("Destination", host=S, subset=S, port=PORT_SELECTOR)
+STRING_MATCH = Msg("StringMatch", exact=S, prefix=S, regex=S)
+HEADER_OPERATIONS = Msg("HeaderOperations", set=S, add=S, remove=S)
+HEADERS = Msg("Headers", request=HEADER_OPERATIONS, response=HEADER_OPERATIONS)
+# networking's WorkloadSelector (Sidecar, ServiceEntry) ...
+WORKLOAD_SELECTOR = Msg("WorkloadSelector", labels=S)
+# ... and istio.type.v1beta1.WorkloadSelector (DestinationRule).
+TYPE_WORKLOAD_SELECTOR = Msg("type.v1beta1.WorkloadSelector", matchLabels=S)
+# Gateway Port, ServiceEntry ServicePort and Sidecar SidecarPort have the same fields.
+PORT = Msg("Port", number=S, protocol=S, name=S, targetPort=S)
+
+SERVER_TLS = Msg(
+    "ServerTLSSettings",
+    httpsRedirect=S,
+    mode=S,
+    serverCertificate=S,
+    privateKey=S,
+    caCertificates=S,
+    caCrl=S,
+    credentialName=S,
+    credentialNames=S,
+    tlsCertificates=Msg("TLSCertificate", serverCertificate=S, privateKey=S, caCertificates=S),
+    subjectAltNames=S,
+    verifyCertificateSpki=S,
+    verifyCertificateHash=S,
+    minProtocolVersion=S,
+    maxProtocolVersion=S,
+    cipherSuites=S,
+)
+
+CONNECTION_POOL = Msg(
+    "ConnectionPoolSettings",
+    tcp=Msg(
+        "TCPSettings",
+        maxConnections=S,
+        connectTimeout=S,
+        tcpKeepalive=Msg("TcpKeepalive", probes=S, time=S, interval=S),
+        maxConnectionDuration=S,
+        idleTimeout=S,
+    ),
+    http=Msg(
+        "HTTPSettings",
+        http1MaxPendingRequests=S,
+        http2MaxRequests=S,
+        maxRequestsPerConnection=S,
+        maxRetries=S,
+        idleTimeout=S,
+        h2UpgradePolicy=S,
+        useClientProtocol=S,
+        maxConcurrentStreams=S,
+    ),
+)
+
+WORKLOAD_ENTRY = Msg(
+    "WorkloadEntry",
+    address=S,
+    ports=S,  # port name -> number
+    labels=S,
+    network=S,
+    locality=S,
+    weight=S,
+    serviceAccount=S,
+)
+
+# --- VirtualService --------------------------------------------------------------------------
+
+_ROUTE_DESTINATION = Msg("RouteDestination", destination=DESTINATION, weight=S)
+
+HTTP_ROUTE = Msg(
+    "HTTPRoute",
+    name=S,
+    match=Msg(
+        "HTTPMatchRequest",
+        name=S,
+        uri=STRING_MATCH,
+        scheme=STRING_MATCH,
+        method=STRING_MATCH,
+        authority=STRING_MATCH,
+        headers=MapOf(STRING_MATCH),
+        port=S,
+        sourceLabels=S,
+        gateways=S,
+        queryParams=MapOf(STRING_MATCH),
+        ignoreUriCase=S,
+        withoutHeaders=MapOf(STRING_MATCH),
+        sourceNamespace=S,
+        statPrefix=S,
+    ),
+    route=Msg("HTTPRouteDestination", destination=DESTINATION, weight=S, headers=HEADERS),
+    redirect=Msg(
+        "HTTPRedirect", uri=S, authority=S, port=S, derivePort=S, scheme=S, redirectCode=S
+    ),
+    directResponse=Msg("HTTPDirectResponse", status=S, body=Msg("HTTPBody", string=S, bytes=S)),
+    delegate=Msg("Delegate", name=S, namespace=S),
+    rewrite=Msg(
+        "HTTPRewrite",
+        uri=S,
+        authority=S,
+        uriRegexRewrite=Msg("RegexRewrite", match=S, rewrite=S),
+    ),
+    timeout=S,
+    retries=Msg(
+        "HTTPRetry",
+        attempts=S,
+        perTryTimeout=S,
+        retryOn=S,
+        retryRemoteLocalities=S,
+        retryIgnorePreviousHosts=S,
+        backoff=S,
+    ),
+    fault=Msg(
+        "HTTPFaultInjection",
+        delay=Msg("Delay", fixedDelay=S, exponentialDelay=S, percent=S, percentage=PERCENT),
+        abort=Msg("Abort", httpStatus=S, grpcStatus=S, http2Error=S, percentage=PERCENT),
+    ),
+    mirror=DESTINATION,
+    mirrors=Msg("HTTPMirrorPolicy", destination=DESTINATION, percentage=PERCENT),
+    mirrorPercent=S,
+    mirror_percent=S,  # the deprecated field's declared JSON name; the CRD accepts both spellings
+    mirrorPercentage=PERCENT,
+    corsPolicy=Msg(
+        "CorsPolicy",
+        allowOrigin=S,
+        allowOrigins=STRING_MATCH,
+        allowMethods=S,
+        allowHeaders=S,
+        exposeHeaders=S,
+        maxAge=S,
+        allowCredentials=S,
+        unmatchedPreflights=S,
+    ),
+    headers=HEADERS,
+)
+
+VIRTUAL_SERVICE = Msg(
+    "VirtualService",
+    hosts=S,
+    gateways=S,
+    http=HTTP_ROUTE,
+    tls=Msg(
+        "TLSRoute",
+        match=Msg(
+            "TLSMatchAttributes",
+            sniHosts=S,
+            destinationSubnets=S,
+            port=S,
+            sourceLabels=S,
+            gateways=S,
+            sourceNamespace=S,
+        ),
+        route=_ROUTE_DESTINATION,
+    ),
+    tcp=Msg(
+        "TCPRoute",
+        match=Msg(
+            "L4MatchAttributes",
+            destinationSubnets=S,
+            port=S,
+            sourceSubnet=S,
+            sourceLabels=S,
+            gateways=S,
+            sourceNamespace=S,
+        ),
+        route=_ROUTE_DESTINATION,
+    ),
+    exportTo=S,
+)
+
+# --- DestinationRule -------------------------------------------------------------------------
+
+_LOCALITY_ROUTE = Msg("LocalityLoadBalancerSetting.Failover", **{"from": S, "to": S})
+
+LOAD_BALANCER = Msg(
+    "LoadBalancerSettings",
+    simple=S,
+    consistentHash=Msg(
+        "ConsistentHashLB",
+        httpHeaderName=S,
+        httpCookie=Msg(
+            "HTTPCookie",
+            name=S,
+            path=S,
+            ttl=S,
+            attributes=Msg("HTTPCookie.Attribute", name=S, value=S),
+        ),
+        useSourceIp=S,
+        httpQueryParameterName=S,
+        ringHash=Msg("RingHash", minimumRingSize=S),
+        maglev=Msg("MagLev", tableSize=S),
+        minimumRingSize=S,
+    ),
+    localityLbSetting=Msg(
+        "LocalityLoadBalancerSetting",
+        # distribute[].to maps locality -> weight (user keys, scalar values)
+        distribute=Msg("LocalityLoadBalancerSetting.Distribute", **{"from": S, "to": S}),
+        failover=_LOCALITY_ROUTE,
+        failoverPriority=S,
+        enabled=S,
+    ),
+    warmupDurationSecs=S,
+    warmup=Msg("WarmupConfiguration", duration=S, minimumPercent=S, aggression=S),
+)
+
+OUTLIER_DETECTION = Msg(
+    "OutlierDetection",
+    consecutiveErrors=S,
+    splitExternalLocalOriginErrors=S,
+    consecutiveLocalOriginFailures=S,
+    consecutiveGatewayErrors=S,
+    consecutive5xxErrors=S,
+    interval=S,
+    baseEjectionTime=S,
+    maxEjectionPercent=S,
+    minHealthPercent=S,
+)
+
+CLIENT_TLS = Msg(
+    "ClientTLSSettings",
+    mode=S,
+    clientCertificate=S,
+    privateKey=S,
+    caCertificates=S,
+    credentialName=S,
+    subjectAltNames=S,
+    sni=S,
+    insecureSkipVerify=S,
+    caCrl=S,
+)
+
+TRAFFIC_POLICY = Msg(
+    "TrafficPolicy",
+    loadBalancer=LOAD_BALANCER,
+    connectionPool=CONNECTION_POOL,
+    outlierDetection=OUTLIER_DETECTION,
+    tls=CLIENT_TLS,
+    portLevelSettings=Msg(
+        "TrafficPolicy.PortTrafficPolicy",
+        port=PORT_SELECTOR,
+        loadBalancer=LOAD_BALANCER,
+        connectionPool=CONNECTION_POOL,
+        outlierDetection=OUTLIER_DETECTION,
+        tls=CLIENT_TLS,
+    ),
+    tunnel=Msg("TrafficPolicy.TunnelSettings", protocol=S, targetHost=S, targetPort=S),
+    proxyProtocol=Msg("TrafficPolicy.ProxyProtocol", version=S),
+    retryBudget=Msg("TrafficPolicy.RetryBudget", percent=S, minRetryConcurrency=S),
+)
+
+DESTINATION_RULE = Msg(
+    "DestinationRule",
+    host=S,
+    trafficPolicy=TRAFFIC_POLICY,
+    subsets=Msg("Subset", name=S, labels=S, trafficPolicy=TRAFFIC_POLICY),
+    exportTo=S,
+    workloadSelector=TYPE_WORKLOAD_SELECTOR,
+)
+
+# --- Gateway, ServiceEntry, Sidecar, WorkloadEntry -------------------------------------------
+
+GATEWAY = Msg(
+    "Gateway",
+    servers=Msg(
+        "Server",
+        port=PORT,
+        bind=S,
+        hosts=S,
+        tls=SERVER_TLS,
+        defaultEndpoint=S,
+        name=S,
+    ),
+    selector=S,
+)
+
+SERVICE_ENTRY = Msg(
+    "ServiceEntry",
+    hosts=S,
+    addresses=S,
+    ports=PORT,
+    location=S,
+    resolution=S,
+    endpoints=WORKLOAD_ENTRY,
+    workloadSelector=WORKLOAD_SELECTOR,
+    exportTo=S,
+    subjectAltNames=S,
+)
+
+SIDECAR = Msg(
+    "Sidecar",
+    workloadSelector=WORKLOAD_SELECTOR,
+    ingress=Msg(
+        "IstioIngressListener",
+        port=PORT,
+        bind=S,
+        captureMode=S,
+        defaultEndpoint=S,
+        tls=SERVER_TLS,
+        connectionPool=CONNECTION_POOL,
+    ),
+    egress=Msg("IstioEgressListener", port=PORT, bind=S, captureMode=S, hosts=S),
+    inboundConnectionPool=CONNECTION_POOL,
+    outboundTrafficPolicy=Msg("OutboundTrafficPolicy", mode=S, egressProxy=DESTINATION),
+)
+
+# --- the objects -----------------------------------------------------------------------------
+
+# ObjectMeta: only its own keys are checked (managedFields, ownerReferences … are not descended).
+OBJECT_META = Msg(
+    "ObjectMeta",
+    name=S,
+    namespace=S,
+    labels=S,
+    annotations=S,
+    uid=S,
+    resourceVersion=S,
+    generation=S,
+    creationTimestamp=S,
+    managedFields=S,
+    ownerReferences=S,
+    finalizers=S,
+    generateName=S,
+    deletionTimestamp=S,
+    deletionGracePeriodSeconds=S,
+    selfLink=S,
+)
+
+SPECS: dict[str, Msg] = {
+    "VirtualService": VIRTUAL_SERVICE,
+    "DestinationRule": DESTINATION_RULE,
+    "Gateway": GATEWAY,
+    "ServiceEntry": SERVICE_ENTRY,
+    "Sidecar": SIDECAR,
+    "WorkloadEntry": WORKLOAD_ENTRY,
+}
+
+# status is written by Istio's controllers (conditions, validationMessages …): allowed, unchecked.
+OBJECTS: dict[str, Msg] = {
+    kind: Msg(kind, apiVersion=S, kind=S, metadata=OBJECT_META, spec=spec, status=S)
+    for kind, spec in SPECS.items()
+}
+
+
+def check_fields(raw: dict[str, Any]) -> None:
+    """Raise ValidationError for the first field (in document order) the kind's schema lacks.
+
+    A no-op for kinds without a schema here (Kubernetes core kinds, unknown kinds)."""
+    kind = raw.get("kind")
+    schema = OBJECTS.get(kind) if isinstance(kind, str) else None
+    if schema is not None:
+        _check(raw, schema, "")
+
+
+def _check(obj: dict[Any, Any], msg: Msg, path: str) -> None:
+    for key, value in obj.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in msg.fields:
+            raise ValidationError(where, _unknown(key, msg))
+        field = msg.fields[key]
+        if field is None or value is None:
+            continue
+        if isinstance(field, MapOf):
+            if isinstance(value, dict):
+                for name, item in value.items():
+                    if isinstance(item, dict):
+                        _check(item, field.value, f"{where}.{name}")
+        elif isinstance(value, dict):
+            _check(value, field, where)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    _check(item, field, f"{where}[{i}]")
+        # any other shape is the parser's to reject, with its own message
+
+
+def _norm(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()
+
+
+def _unknown(key: Any, msg: Msg) -> str:
+    text = f'unknown field "{key}"'
+    hint = suggest(str(key), msg.fields)
+    if hint:
+        return f'{text}; did you mean "{hint}"?'
+    if len(msg.fields) <= 8:
+        return f"{text} (known: {', '.join(sorted(msg.fields))})"
+    return text
+
+
+def suggest(name: str, known: Mapping[str, Any] | set[str]) -> str | None:
+    """The known name closest to `name` (same letters ignoring case and _ or -, else difflib)."""
+    by_norm = {_norm(k): k for k in known}
+    if _norm(name) in by_norm:
+        return by_norm[_norm(name)]
+    close = difflib.get_close_matches(_norm(name), list(by_norm), n=1, cutoff=0.6)
+    return by_norm[close[0]] if close else None
+
+
+def field_paths(msg: Msg, prefix: str = "") -> list[str]:
+    """Every field path the schema allows under `msg` (messages expanded where reused)."""
+    out: list[str] = []
+    for name, field in msg.fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        out.append(path)
+        if isinstance(field, MapOf):
+            out.extend(field_paths(field.value, f"{path}.*"))
+        elif field is not None:
+            out.extend(field_paths(field, path))
+    return out
