@@ -46,10 +46,22 @@ class ServerTLS:
     min_protocol_version: str = ""
     max_protocol_version: str = ""
     cipher_suites: tuple[str, ...] = ()
+    # credentialNames / tlsCertificates beyond the first (e.g. an RSA and an ECDSA certificate).
+    more_credentials: tuple[str, ...] = ()
+    more_certificates: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def terminates(self) -> bool:
         return self.mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
+
+    @property
+    def credential_names(self) -> tuple[str, ...]:
+        return (self.credential_name, *self.more_credentials) if self.credential_name else ()
+
+    @property
+    def certificate_files(self) -> tuple[tuple[str, str], ...]:
+        first = ((self.server_certificate, self.private_key),) if self.server_certificate else ()
+        return first + self.more_certificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +140,44 @@ def _tls(raw: Any, where: str) -> ServerTLS | None:
     mode = require_str(t.get("mode"), f"{where}.mode") or "PASSTHROUGH"
     if mode not in TLS_MODES:
         raise ValidationError(f"{where}.mode", f"{mode!r} is not one of {', '.join(TLS_MODES)}")
+    credential = require_str(t.get("credentialName"), f"{where}.credentialName")
+    names = _strings(t.get("credentialNames"), f"{where}.credentialNames")
+    if names and credential:
+        raise ValidationError(f"{where}.credentialNames", "cannot be combined with credentialName")
+    if len(names) > 2:
+        raise ValidationError(
+            f"{where}.credentialNames", "takes at most 2 names (an RSA and an ECDSA certificate)"
+        )
+    cert = require_str(t.get("serverCertificate"), f"{where}.serverCertificate")
+    key = require_str(t.get("privateKey"), f"{where}.privateKey")
+    ca = require_str(t.get("caCertificates"), f"{where}.caCertificates")
+    pairs: list[tuple[str, str]] = []
+    for i, item in enumerate(require_list(t.get("tlsCertificates"), f"{where}.tlsCertificates")):
+        at = f"{where}.tlsCertificates[{i}]"
+        c = require_mapping(item, at)
+        pairs.append(
+            (
+                require_str(c.get("serverCertificate"), f"{at}.serverCertificate", required=True),
+                require_str(c.get("privateKey"), f"{at}.privateKey", required=True),
+            )
+        )
+        ca = ca or require_str(c.get("caCertificates"), f"{at}.caCertificates")
+    if pairs and (cert or key):
+        raise ValidationError(
+            f"{where}.tlsCertificates", "cannot be combined with serverCertificate and privateKey"
+        )
+    if pairs:
+        (cert, key), pairs = pairs[0], pairs[1:]
+    credential = credential or (names[0] if names else "")
     tls = ServerTLS(
         https_redirect=bool(optional_bool(t.get("httpsRedirect"), f"{where}.httpsRedirect")),
         mode=mode,
-        credential_name=require_str(t.get("credentialName"), f"{where}.credentialName"),
-        server_certificate=require_str(t.get("serverCertificate"), f"{where}.serverCertificate"),
-        private_key=require_str(t.get("privateKey"), f"{where}.privateKey"),
-        ca_certificates=require_str(t.get("caCertificates"), f"{where}.caCertificates"),
+        credential_name=credential,
+        more_credentials=names[1:],
+        server_certificate=cert,
+        private_key=key,
+        more_certificates=tuple(pairs),
+        ca_certificates=ca,
         subject_alt_names=_strings(t.get("subjectAltNames"), f"{where}.subjectAltNames"),
         min_protocol_version=_tls_version(
             t.get("minProtocolVersion"), f"{where}.minProtocolVersion"

@@ -57,9 +57,11 @@ def _credential_ready(ctx: PushContext, namespace: str, server: Server) -> bool:
     tls = server.tls
     if tls is None or not tls.credential_name:
         return True
-    secret = ctx.secrets.get((namespace, tls.credential_name))
-    if secret is None or not secret.has_key_pair:
-        return False
+    for name in tls.credential_names:
+        found = ctx.secrets.get((namespace, name))
+        if found is None or not found.has_key_pair:
+            return False
+    secret = ctx.secrets[(namespace, tls.credential_name)]
     if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
         separate = ctx.secrets.get((namespace, tls.credential_name + CA_SUFFIX))
         return secret.has_ca or (separate is not None and separate.has_ca)

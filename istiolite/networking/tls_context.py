@@ -62,17 +62,13 @@ def downstream_tls_context(tls: ServerTLS) -> tls_pb2.DownstreamTlsContext:
     if tls.max_protocol_version:
         params.tls_maximum_protocol_version = _VERSIONS[tls.max_protocol_version]
     params.cipher_suites.extend(tls.cipher_suites)
-    if tls.credential_name:
-        common.tls_certificate_sds_secret_configs.append(
-            sds_config(credential_resource(tls.credential_name))
-        )
-    else:
-        common.tls_certificates.append(
-            common_pb2.TlsCertificate(
-                certificate_chain=_file(tls.server_certificate),
-                private_key=_file(tls.private_key),
+    for name in tls.credential_names:
+        common.tls_certificate_sds_secret_configs.append(sds_config(credential_resource(name)))
+    if not tls.credential_names:
+        for cert, key in tls.certificate_files:
+            common.tls_certificates.append(
+                common_pb2.TlsCertificate(certificate_chain=_file(cert), private_key=_file(key))
             )
-        )
     if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
         context.require_client_certificate.CopyFrom(bool_value(tls.mode == "MUTUAL"))
         matchers = san_matchers(tls.subject_alt_names)

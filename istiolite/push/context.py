@@ -423,8 +423,14 @@ class PushContext:
                 tls = server.tls
                 if tls is None or not tls.credential_name or not tls.terminates:
                     continue
-                for namespace in self._gateway_namespaces(gateway):
-                    problem = self._credential_problem(namespace, tls.credential_name, tls.mode)
+                for namespace, name in (
+                    (ns, n)
+                    for ns in self._gateway_namespaces(gateway)
+                    for n in tls.credential_names
+                ):
+                    # The CA comes from the first credential only.
+                    mode = tls.mode if name == tls.credential_name else "SIMPLE"
+                    problem = self._credential_problem(namespace, name, mode)
                     if problem:
                         out.append(
                             ConfigWarning(

@@ -938,3 +938,46 @@ def test_a_server_left_out_for_its_sni_has_no_route_config(pair: KeyPair) -> Non
     referenced = {rds_name(c) for c in listener(ctx, "0.0.0.0_443").filter_chains}
     assert referenced == {"https.443.first.a.istio-system"}
     assert set(routes(ctx, router())) == referenced
+
+
+def test_credential_names_serve_every_certificate(ca: CertificateAuthority, pair: KeyPair) -> None:
+    # Two certificates (e.g. RSA and ECDSA) for one server: Envoy picks per client hello.
+    second = ca.issue("hello.example.com", dns=("hello.example.com",))
+    server = https(credential="", credentialNames=["hello-cert", "hello-ec"])
+    ctx = mesh(
+        gateway(server),
+        virtual_service(),
+        tls_secret("hello-cert", GW_NS, pair),
+        tls_secret("hello-ec", GW_NS, second),
+    )
+    (chain,) = listener(ctx, "0.0.0.0_443").filter_chains
+    names = [
+        s.name for s in downstream(chain).common_tls_context.tls_certificate_sds_secret_configs
+    ]
+    assert names == ["kubernetes://hello-cert", "kubernetes://hello-ec"]
+    # One of the two missing: the server is left out, with a warning naming the Secret.
+    ctx = mesh(gateway(server), virtual_service(), tls_secret("hello-cert", GW_NS, pair))
+    assert listeners(ctx, router()) == {}
+    assert any("hello-ec" in w.message for w in ctx.reference_warnings())
+
+
+def test_tls_certificates_files_and_their_validation() -> None:
+    files = [
+        {"serverCertificate": "/etc/certs/rsa.pem", "privateKey": "/etc/certs/rsa.key"},
+        {"serverCertificate": "/etc/certs/ec.pem", "privateKey": "/etc/certs/ec.key"},
+    ]
+    ctx = mesh(gateway(https(credential="", tlsCertificates=files)), virtual_service())
+    (chain,) = listener(ctx, "0.0.0.0_443").filter_chains
+    certs = downstream(chain).common_tls_context.tls_certificates
+    assert [(c.certificate_chain.filename, c.private_key.filename) for c in certs] == [
+        ("/etc/certs/rsa.pem", "/etc/certs/rsa.key"),
+        ("/etc/certs/ec.pem", "/etc/certs/ec.key"),
+    ]
+    both = https(credential="a", credentialNames=["b"])
+    with pytest.raises(ValueError, match=r"spec.servers\[0\].tls.credentialNames"):
+        parse_gateway(gateway(both))
+    mixed = https(
+        credential="", serverCertificate="/c.pem", privateKey="/k.pem", tlsCertificates=files
+    )
+    with pytest.raises(ValueError, match=r"spec.servers\[0\].tls.tlsCertificates"):
+        parse_gateway(gateway(mixed))
