@@ -11,6 +11,7 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
@@ -80,4 +81,12 @@ def original_dst() -> lc.ListenerFilter:
     return lc.ListenerFilter(
         name="envoy.filters.listener.original_dst",
         typed_config=pack(original_dst_pb2.OriginalDst()),
+    )
+
+
+def tls_inspector() -> lc.ListenerFilter:
+    """Reads the SNI of a client hello so filter chains can match on server_names."""
+    return lc.ListenerFilter(
+        name="envoy.filters.listener.tls_inspector",
+        typed_config=pack(tls_inspector_pb2.TlsInspector()),
     )

@@ -11,17 +11,16 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 
 from istiolite.logs import get_logger
 from istiolite.model.gateway import Gateway, Server
 from istiolite.model.virtualservice import VirtualService
-from istiolite.networking.filters import http_connection_manager, tcp_proxy
+from istiolite.networking.filters import http_connection_manager, tcp_proxy, tls_inspector
 from istiolite.networking.http_route import http_routes
 from istiolite.networking.names import listener_name
 from istiolite.networking.tcp_route import TcpTarget, l4_target
 from istiolite.networking.tls_context import CA_SUFFIX, downstream_tls_context, transport_socket
-from istiolite.networking.typed import pack, socket_address
+from istiolite.networking.typed import socket_address
 from istiolite.push.context import PushContext
 
 log = get_logger("gateway")
@@ -132,13 +131,6 @@ def bound_servers(
             route = gateway_route_name(gateway, server, key[1])
             bound.append(BoundServer(gateway, server, route))
     return {k: v for k, v in by_listener.items() if v}
-
-
-def _tls_inspector() -> lc.ListenerFilter:
-    return lc.ListenerFilter(
-        name="envoy.filters.listener.tls_inspector",
-        typed_config=pack(tls_inspector_pb2.TlsInspector()),
-    )
 
 
 def _bound_virtual_services(
@@ -258,7 +250,7 @@ def gateway_listeners(
                 listener.filter_chains.append(chain)
         if listener.filter_chains:
             if any(c.filter_chain_match.server_names for c in listener.filter_chains):
-                listener.listener_filters.append(_tls_inspector())
+                listener.listener_filters.append(tls_inspector())
             listeners.append(listener)
     return listeners
 

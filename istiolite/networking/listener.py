@@ -33,6 +33,7 @@ from istiolite.networking.filters import (
     http_inspector,
     original_dst,
     tcp_proxy,
+    tls_inspector,
 )
 from istiolite.networking.names import (
     BLACKHOLE_CLUSTER,
@@ -49,7 +50,7 @@ from istiolite.networking.names import (
 )
 from istiolite.networking.route import route_to_cluster
 from istiolite.networking.sidecar_scope import EgressScope, egress_scopes
-from istiolite.networking.tcp_route import TcpTarget, tcp_target
+from istiolite.networking.tcp_route import TcpTarget, tcp_target, tls_targets
 from istiolite.networking.typed import bool_value, pack, socket_address, uint32
 from istiolite.networking.workload import LOOPBACK_IP, WILDCARD_IP, InboundPort, inbound_ports
 from istiolite.push.context import PushContext
@@ -80,6 +81,8 @@ class _Entry:
     http: bool = False  # an HTTP chain (with the port's routes)
     # (CIDR or "" for every address, where the TCP proxy sends); the first of a CIDR wins.
     tcp: list[tuple[str, TcpTarget]] = field(default_factory=list)
+    # (SNI names, where to): VirtualService tls[] routes on a TLS port, matched by client hello.
+    sni: list[tuple[tuple[str, ...], TcpTarget]] = field(default_factory=list)
     locked: bool = False  # claimed by an egress listener with a port
 
 
@@ -153,6 +156,8 @@ class _Outbound:
             entry.http = entry.http or http
             if tcp and all(c != cidr for c, _ in entry.tcp):
                 entry.tcp.append((cidr, tcp_target(self.ctx, service, port, self.namespace)))
+            if protocol in (Protocol.TLS, Protocol.HTTPS) and not cidr:
+                entry.sni.extend(tls_targets(self.ctx, service, port, self.namespace))
 
     def build(self, scopes: Sequence[EgressScope]) -> None:
         for scope in scopes:
@@ -191,6 +196,28 @@ def _cidr_match(cidr: str) -> lc.FilterChainMatch:
     )
 
 
+def _add_sni_chains(
+    listener: Listener, name: str, routes: Sequence[tuple[tuple[str, ...], TcpTarget]]
+) -> None:
+    """A filter chain per tls[] match; Envoy refuses two chains for one SNI, so the first
+    route naming it wins (as istiod drops duplicates)."""
+    listener.listener_filters.append(tls_inspector())
+    taken: set[str] = set()
+    for snis, target in routes:
+        fresh = [s for s in snis if s not in taken]
+        if not fresh:
+            continue
+        taken.update(fresh)
+        stat_prefix = target if isinstance(target, str) else target[0][0]
+        listener.filter_chains.append(
+            lc.FilterChain(
+                name=f"{name}-sni-{fresh[0]}",
+                filter_chain_match=lc.FilterChainMatch(server_names=fresh),
+                filters=[tcp_proxy(stat_prefix, target)],
+            )
+        )
+
+
 def _outbound_listener(entry: _Entry, registry_only: bool) -> Listener:
     """One outbound listener: HTTP routes, a TCP proxy, or both behind protocol sniffing."""
     name = listener_name(entry.address, entry.port)
@@ -204,6 +231,14 @@ def _outbound_listener(entry: _Entry, registry_only: bool) -> Listener:
         listener.bind_to_port.CopyFrom(bool_value(False))
     match_all = next((target for cidr, target in entry.tcp if not cidr), None)
     ranged = [(cidr, target) for cidr, target in entry.tcp if cidr]
+    if entry.sni and not ranged and not entry.http:
+        _add_sni_chains(listener, name, entry.sni)
+        if match_all is not None:
+            # Anything else (another or no SNI) keeps going to the service itself.
+            listener.default_filter_chain.CopyFrom(
+                lc.FilterChain(name=f"{name}-tcp", filters=[tcp_proxy(stat_prefix, match_all)])
+            )
+        return listener
     if not ranged:
         if entry.http and match_all is not None:
             # Sniffed: HTTP clients get the port's routes, anything else the TCP cluster.

@@ -30,6 +30,22 @@ def tcp_target(
     return default
 
 
+def tls_targets(
+    ctx: PushContext, service: Service, port: ServicePort, namespace: str | None = None
+) -> list[tuple[tuple[str, ...], TcpTarget]]:
+    """(SNI names, where to) for the tls[] routes of the service's VirtualService that fit the
+    port, in order: unterminated TLS routed by the client hello, as istiod does."""
+    vs = ctx.virtual_service(ctx.hostname(service), namespace)
+    if vs is None:
+        return []
+    out = []
+    for route in vs.tls:
+        for match in route.match:
+            if match.port is None or match.port == port.port:
+                out.append((match.sni_hosts, l4_target(ctx, vs, route.route, port.port)))
+    return out
+
+
 def l4_target(
     ctx: PushContext, vs: VirtualService, destinations: Sequence[RouteDestination], port: int
 ) -> TcpTarget:

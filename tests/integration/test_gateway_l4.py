@@ -5,10 +5,8 @@ plain TCP with tcp[] routes."""
 from __future__ import annotations
 
 import socket
-import socketserver
 import ssl
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,48 +19,12 @@ from tests.support import mesh
 from tests.support.certs import CertificateAuthority
 from tests.support.net import free_port
 from tests.support.processes import EnvoyProcess, IstioliteProcess, stop_all
+from tests.support.upstream import EchoServer
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 GW_NS = "istio-system"
 ROUTER_ID = f"router~127.0.0.1~ingress-1.{GW_NS}~{GW_NS}.svc.cluster.local"
-
-
-class _Handler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        server: Any = self.server
-        conn = self.request
-        if server.tls is not None:
-            try:
-                conn = server.tls.wrap_socket(conn, server_side=True)
-            except (ssl.SSLError, OSError):
-                return
-        with conn:
-            data = conn.recv(4096)
-            conn.sendall(server.tag + b":" + data)
-
-
-class EchoServer(socketserver.ThreadingTCPServer):
-    """Answers the first bytes it receives with `<tag>:<bytes>`, over TLS when given a context."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, tag: str, tls: ssl.SSLContext | None = None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.tag = tag.encode()
-        self.tls = tls
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        self.thread.join(timeout=5)
 
 
 @dataclass

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import socketserver
+import ssl
 import threading
 import time
 from collections import Counter
@@ -60,3 +62,40 @@ class BehaviourServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
+
+
+class _EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server: Any = self.server
+        conn = self.request
+        if server.tls is not None:
+            try:
+                conn = server.tls.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError):
+                return
+        with conn:
+            data = conn.recv(4096)
+            conn.sendall(server.tag + b":" + data)
+
+
+class EchoServer(socketserver.ThreadingTCPServer):
+    """Answers the first bytes it receives with `<tag>:<bytes>`, over TLS when given a context."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, tag: str, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _EchoHandler)
+        self.tag = tag.encode()
+        self.tls = tls
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=5)
