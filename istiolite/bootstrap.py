@@ -143,6 +143,7 @@ def build_bootstrap(
     labels: dict[str, str] | None = None,
     cluster: str | None = None,
     initial_fetch_timeout: str = DEFAULT_INITIAL_FETCH_TIMEOUT,
+    locality: str | None = None,
 ) -> dict[str, Any]:
     """The bootstrap as a JSON-able dict (proto field names). Raises BootstrapError on bad input."""
     xds_host, xds_port = parse_host_port(xds_address, "--xds-address")
@@ -166,6 +167,12 @@ def build_bootstrap(
     if cluster is not None and not cluster.strip():
         raise BootstrapError("--cluster", "must not be empty")
     service_cluster = cluster or default_cluster(node_id, labels or {}, namespace)
+    node_locality: dict[str, str] = {}
+    if locality:
+        parts = locality.split("/")
+        if len(parts) > 3 or not parts[0]:
+            raise BootstrapError("--locality", f"{locality!r} is not REGION[/ZONE[/SUBZONE]]")
+        node_locality = dict(zip(("region", "zone", "sub_zone"), parts, strict=False))
 
     config_source = {
         "ads": {},
@@ -215,6 +222,7 @@ def build_bootstrap(
             "id": node_id,
             "cluster": service_cluster,
             "metadata": node_metadata,
+            **({"locality": node_locality} if node_locality else {}),
         },
         "admin": {"address": _socket_address(admin_host, admin_port)},
         "dynamic_resources": {
@@ -305,6 +313,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="node.cluster (default <app label or pod name>.<namespace>)",
     )
     parser.add_argument(
+        "--locality",
+        default=None,
+        metavar="REGION[/ZONE[/SUBZONE]]",
+        help="node.locality: where the proxy runs, for locality load balancing when istiolite "
+        "cannot tell from its Pod's Node or its topology labels",
+    )
+    parser.add_argument(
         "--initial-fetch-timeout",
         default=DEFAULT_INITIAL_FETCH_TIMEOUT,
         metavar="DURATION",
@@ -357,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
             initial_fetch_timeout=getattr(
                 args, "initial_fetch_timeout", DEFAULT_INITIAL_FETCH_TIMEOUT
             ),
+            locality=getattr(args, "locality", None),
         )
     except BootstrapError as err:
         print(f"istiolite bootstrap: {err}", file=sys.stderr)

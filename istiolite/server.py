@@ -79,22 +79,30 @@ class Istiolite:
         new: Mapping[ObjectKey, Any],
         ctx: PushContext,
     ) -> frozenset[str] | None:
-        """The EDS clusters an EndpointSlice-only change touches, or None if it needs a full push
-        (other kinds changed, or a headless service: its endpoints shape listeners)."""
-        if any(key.kind != "EndpointSlice" for key in keys):
+        """The EDS clusters an EndpointSlice- or WorkloadEntry-only change touches, or None if
+        it needs a full push: other kinds changed, or a touched service's endpoints shape more
+        than EDS (headless: listeners; a ServiceEntry that is not STATIC: DNS clusters or
+        NONE listeners; istiod too pushes in full for a WorkloadEntry of a DNS entry)."""
+        if any(key.kind not in ("EndpointSlice", "WorkloadEntry") for key in keys):
             return None
-        services: set[tuple[str, str]] = set()
+        hosts: set[str] = set()
         for key in keys:
             for snapshot in (old, new):
-                eps = snapshot.get(key)
-                if eps is not None:
-                    services.add((eps.namespace, eps.service_name))
+                obj = snapshot.get(key)
+                if obj is None:
+                    continue
+                if key.kind == "WorkloadEntry":
+                    hosts.update(ctx.hostname(s) for s in ctx.workload_entry_services(obj))
+                else:
+                    hosts.add(f"{obj.service_name}.{obj.namespace}.svc.{ctx.domain}")
         clusters: set[str] = set()
-        for namespace, name in services:
-            service = ctx.services_by_host.get(f"{name}.{namespace}.svc.{ctx.domain}")
+        for host in hosts:
+            service = ctx.services_by_host.get(host)
             if service is None:
                 continue  # endpoints of no service: nobody sees them
-            if service.headless:
+            if service.headless or (
+                service.type == "ServiceEntry" and service.resolution != "STATIC"
+            ):
                 return None
             clusters.update(cluster for cluster, _ in eds_ports(ctx, service))
         return frozenset(clusters)

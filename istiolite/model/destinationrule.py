@@ -5,10 +5,12 @@ Translated: `loadBalancer` (simple, consistentHash with ringHash/maglev), `conne
 maxConnections, connectTimeout, maxConnectionDuration, tcpKeepalive; http http1MaxPendingRequests,
 http2MaxRequests, maxRequestsPerConnection, maxRetries, idleTimeout, h2UpgradePolicy,
 useClientProtocol), `outlierDetection`, `tls` (DISABLE, SIMPLE, MUTUAL; files or credentialName).
+`loadBalancer.localityLbSetting` (enabled, distribute, failover, failoverPriority; checked as
+istiod's ValidateLocalityLbSetting) is applied per proxy locality by the EDS generator.
 Accepted and validated as a shape but not applied yet: `tls.mode: ISTIO_MUTUAL` (listed by
-`DestinationRule.unapplied()` so it can be reported), `loadBalancer.localityLbSetting`,
-`loadBalancer.warmupDurationSecs`, `tunnel`, `proxyProtocol`, `connectionPool.tcp.idleTimeout`,
-`http.maxConcurrentStreams`, the outlier fields for local-origin errors.
+`DestinationRule.unapplied()` so it can be reported), `loadBalancer.warmupDurationSecs`, `tunnel`,
+`proxyProtocol`, `connectionPool.tcp.idleTimeout`, `http.maxConcurrentStreams`, the outlier fields
+for local-origin errors.
 
 Merge semantics are Istio's (`MergeTrafficPolicy`): a subset's policy overrides the top-level one
 setting by setting (a whole `connectionPool`, `loadBalancer`, `outlierDetection`, `tls`); a
@@ -65,9 +67,37 @@ class ConsistentHash:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalityDistribute:
+    """`distribute[]`: proxies in `origin` send `weights` percent to each locality (in order)."""
+
+    origin: str  # `from`: "region[/zone[/subzone]]", "*" allowed as the last part
+    weights: tuple[tuple[str, int], ...]  # `to`: locality -> weight (1..100, sum 100)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityFailover:
+    """`failover[]`: proxies in region `origin` fail over to region `target` (before others)."""
+
+    origin: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityLbSetting:
+    """`loadBalancer.localityLbSetting`. `enabled: false` turns locality load balancing off for
+    the destination, mesh default included; unset means on."""
+
+    enabled: bool | None = None
+    distribute: tuple[LocalityDistribute, ...] = ()
+    failover: tuple[LocalityFailover, ...] = ()
+    failover_priority: tuple[str, ...] = ()  # label keys, or "key=value" (value fixed)
+
+
+@dataclass(frozen=True, slots=True)
 class LoadBalancer:
     simple: str = ""
     consistent_hash: ConsistentHash | None = None
+    locality_lb_setting: LocalityLbSetting | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +261,53 @@ class DestinationRule:
                             "destination stay plaintext",
                         )
                     )
+        out += self._failover_without_outlier_detection()
+        return out
+
+    def _failover_without_outlier_detection(self) -> list[tuple[str, str]]:
+        """As istiod's validation warns: `failover` / `failoverPriority` only act with outlier
+        detection (without it Envoy never sees a host fail, so never leaves priority 0). A subset
+        inherits the top-level outlierDetection; a port-level entry has only its own."""
+        top = self.traffic_policy
+        levels: list[tuple[str, LoadBalancer | None, bool]] = []
+        for where, policy, inherited in [
+            ("spec.trafficPolicy", top, False),
+            *[
+                (
+                    f"spec.subsets[{i}].trafficPolicy",
+                    s.traffic_policy,
+                    top is not None and top.outlier_detection is not None,
+                )
+                for i, s in enumerate(self.subsets)
+            ],
+        ]:
+            if policy is None:
+                continue
+            levels.append(
+                (where, policy.load_balancer, inherited or policy.outlier_detection is not None)
+            )
+            levels += [
+                (
+                    f"{where}.portLevelSettings[{i}]",
+                    p.load_balancer,
+                    p.outlier_detection is not None,
+                )
+                for i, p in enumerate(policy.port_level_settings)
+            ]
+        out = []
+        for where, lb, outlier in levels:
+            setting = lb.locality_lb_setting if lb else None
+            if setting is None or outlier or setting.enabled is False:
+                continue
+            if setting.failover or setting.failover_priority:
+                field_name = "failover" if setting.failover else "failoverPriority"
+                out.append(
+                    (
+                        f"{where}.loadBalancer.localityLbSetting.{field_name}",
+                        "outlier detection policy must be provided for failover: without "
+                        "outlierDetection this setting has no effect",
+                    )
+                )
         return out
 
 
@@ -450,13 +527,137 @@ def _load_balancer(raw: Any, where: str) -> LoadBalancer | None:
             raise ValidationError(
                 f"{where}.simple", f"{simple!r} is not one of {', '.join(sorted(SIMPLE_LB))}"
             )
-    require_mapping(m.get("localityLbSetting"), f"{where}.localityLbSetting")  # not applied yet
     if m.get("warmupDurationSecs") is not None:
         _duration(m["warmupDurationSecs"], f"{where}.warmupDurationSecs")
     return LoadBalancer(
         simple=simple,
         consistent_hash=_consistent_hash(m.get("consistentHash"), f"{where}.consistentHash"),
+        locality_lb_setting=_locality_lb_setting(
+            m.get("localityLbSetting"), f"{where}.localityLbSetting"
+        ),
     )
+
+
+# Topology labels that `failover` already orders by: istiod refuses them in failoverPriority
+# next to a `failover` list.
+_TOPOLOGY_LABELS = frozenset(
+    {"topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone"}
+)
+
+
+def _locality_lb_setting(raw: Any, where: str) -> LocalityLbSetting | None:
+    """LocalityLoadBalancerSetting, checked as istiod's ValidateLocalityLbSetting."""
+    if raw is None:
+        return None
+    m = require_mapping(raw, where)
+    _known(m, where, {"enabled", "distribute", "failover", "failoverPriority"})
+    enabled = optional_bool(m.get("enabled"), f"{where}.enabled")
+    distribute_raw = require_list(m.get("distribute"), f"{where}.distribute")
+    failover_raw = require_list(m.get("failover"), f"{where}.failover")
+    if distribute_raw and failover_raw:
+        raise ValidationError(
+            f"{where}.failover", "can not simultaneously specify 'distribute' and 'failover'"
+        )
+    priority: list[str] = []
+    for i, item in enumerate(require_list(m.get("failoverPriority"), f"{where}.failoverPriority")):
+        label = require_str(item, f"{where}.failoverPriority[{i}]")
+        if failover_raw and label in _TOPOLOGY_LABELS:
+            raise ValidationError(
+                f"{where}.failoverPriority[{i}]",
+                f"can not simultaneously set 'failover' and topology label {label!r} in "
+                "'failoverPriority'",
+            )
+        priority.append(label)
+    distribute: list[LocalityDistribute] = []
+    for i, item in enumerate(distribute_raw):
+        dw = f"{where}.distribute[{i}]"
+        d = require_mapping(item, dw)
+        _known(d, dw, {"from", "to"})
+        origin = require_str(d.get("from"), f"{dw}.from")
+        to = require_mapping(d.get("to"), f"{dw}.to")
+        weights: list[tuple[str, int]] = []
+        for locality, weight in to.items():
+            if not isinstance(locality, str):
+                raise ValidationError(f"{dw}.to", f"locality {locality!r} must be a string")
+            checked = _int(weight, f"{dw}.to.{locality}", maximum=UINT32_MAX)
+            if checked is None or not 1 <= checked <= 100:
+                raise ValidationError(
+                    f"{dw}.to.{locality}",
+                    f"locality weight must be in range [1, 100], got {checked}",
+                )
+            weights.append((locality, checked))
+        total = sum(w for _, w in weights)
+        if total != 100:
+            raise ValidationError(f"{dw}.to", f"total locality weight {total} != 100")
+        _check_localities([loc for loc, _ in weights], f"{dw}.to")
+        distribute.append(LocalityDistribute(origin=origin, weights=tuple(weights)))
+    _check_localities([d.origin for d in distribute], f"{where}.distribute", "from")
+    failover: list[LocalityFailover] = []
+    for i, item in enumerate(failover_raw):
+        fw = f"{where}.failover[{i}]"
+        f = require_mapping(item, fw)
+        _known(f, fw, {"from", "to"})
+        origin = require_str(f.get("from"), f"{fw}.from")
+        target = require_str(f.get("to"), f"{fw}.to")
+        if origin == target:
+            raise ValidationError(
+                f"{fw}.to", "locality lb failover settings must specify different regions"
+            )
+        for key, value in (("from", origin), ("to", target)):
+            if "/" in value:
+                raise ValidationError(f"{fw}.{key}", "locality lb failover only specify region")
+            if "*" in value:
+                raise ValidationError(
+                    f"{fw}.{key}", "locality lb failover region should not contain '*' wildcard"
+                )
+        failover.append(LocalityFailover(origin=origin, target=target))
+    return LocalityLbSetting(
+        enabled=enabled,
+        distribute=tuple(distribute),
+        failover=tuple(failover),
+        failover_priority=tuple(priority),
+    )
+
+
+def _check_localities(localities: list[str], where: str, key: str = "") -> None:
+    """istiod's validateLocalities: `region[/zone[/subzone]]` with no empty part, at most one
+    `*` and only at the end, and no locality overlapping one listed before it. `key`: the field
+    of each list entry the localities come from (errors then name the entry)."""
+    seen: dict[str, dict[str, set[str]]] = {}
+
+    def fail(index: int, message: str) -> None:
+        field_path = f"{where}[{index}].{key}" if key else f"{where}.{localities[index]}"
+        raise ValidationError(field_path, message)
+
+    for index, locality in enumerate(localities):
+        stars = locality.count("*")
+        if stars and (stars > 1 or not locality.endswith("*")):
+            fail(index, f"locality {locality!r}: wildcard '*' may appear once, at the end")
+        overlap = f"locality {locality!r} overlaps with one specified before it"
+        if "*" in seen:
+            fail(index, overlap)
+        parts = locality.split("/", 2)
+        if any(not part for part in parts):
+            fail(index, f"locality {locality!r} must not contain empty region/zone/subzone info")
+        region = parts[0]
+        zones = seen.get(region)
+        if len(parts) == 1:
+            if zones is not None:
+                fail(index, overlap)
+            seen[region] = {"*": {"*"}}
+        elif len(parts) == 2:
+            zone = parts[1]
+            if zones is not None and ("*" in zones or zone in zones):
+                fail(index, overlap)
+            seen.setdefault(region, {})[zone] = {"*"}
+        else:
+            zone, subzone = parts[1], parts[2]
+            if zones is not None and "*" in zones:
+                fail(index, overlap)
+            subzones = (zones or {}).get(zone)
+            if subzones is not None and ("*" in subzones or subzone in subzones):
+                fail(index, overlap)
+            seen.setdefault(region, {}).setdefault(zone, set()).add(subzone)
 
 
 def _consistent_hash(raw: Any, where: str) -> ConsistentHash | None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from istiolite.model.meta import ObjectMeta, parse_meta
 from istiolite.model.protocol import Protocol, protocol_for_port
+from istiolite.model.server_tls import ServerTLS, parse_server_tls
 from istiolite.model.validation import (
     ValidationError,
-    optional_bool,
     require_list,
     require_mapping,
     require_port,
@@ -18,50 +18,11 @@ from istiolite.model.validation import (
     require_string_map,
 )
 
-TLS_MODES = (
-    "PASSTHROUGH",
-    "SIMPLE",
-    "MUTUAL",
-    "AUTO_PASSTHROUGH",
-    "ISTIO_MUTUAL",
-    "OPTIONAL_MUTUAL",
-)
-TLS_VERSIONS = ("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
 _SERVER_PROTOCOLS = (
     "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "REDIS", "MYSQL", "TCP", "TLS",
 )  # fmt: skip
 _NAMESPACE = re.compile(r"^(\*|\.|~|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
 _HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
-
-
-@dataclass(frozen=True, slots=True)
-class ServerTLS:
-    https_redirect: bool = False
-    mode: str = ""
-    credential_name: str = ""
-    server_certificate: str = ""
-    private_key: str = field(default="", repr=False)
-    ca_certificates: str = ""
-    subject_alt_names: tuple[str, ...] = ()
-    min_protocol_version: str = ""
-    max_protocol_version: str = ""
-    cipher_suites: tuple[str, ...] = ()
-    # credentialNames / tlsCertificates beyond the first (e.g. an RSA and an ECDSA certificate).
-    more_credentials: tuple[str, ...] = ()
-    more_certificates: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-
-    @property
-    def terminates(self) -> bool:
-        return self.mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
-
-    @property
-    def credential_names(self) -> tuple[str, ...]:
-        return (self.credential_name, *self.more_credentials) if self.credential_name else ()
-
-    @property
-    def certificate_files(self) -> tuple[tuple[str, str], ...]:
-        first = ((self.server_certificate, self.private_key),) if self.server_certificate else ()
-        return first + self.more_certificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,107 +79,6 @@ def _host(raw: Any, where: str, gateway_ns: str) -> tuple[str, str]:
     return ns, host
 
 
-def _tls_version(raw: Any, where: str) -> str:
-    value = require_str(raw, where)
-    if value and value not in TLS_VERSIONS:
-        raise ValidationError(where, f"{value!r} is not one of {', '.join(TLS_VERSIONS)}")
-    return value
-
-
-def _strings(raw: Any, where: str) -> tuple[str, ...]:
-    return tuple(
-        require_str(v, f"{where}[{i}]", required=True)
-        for i, v in enumerate(require_list(raw, where))
-    )
-
-
-def _tls(raw: Any, where: str) -> ServerTLS | None:
-    if raw is None:
-        return None
-    t = require_mapping(raw, where)
-    # Istio's enum zero value: an omitted mode is PASSTHROUGH (not SIMPLE, a common surprise).
-    mode = require_str(t.get("mode"), f"{where}.mode") or "PASSTHROUGH"
-    if mode not in TLS_MODES:
-        raise ValidationError(f"{where}.mode", f"{mode!r} is not one of {', '.join(TLS_MODES)}")
-    credential = require_str(t.get("credentialName"), f"{where}.credentialName")
-    names = _strings(t.get("credentialNames"), f"{where}.credentialNames")
-    if names and credential:
-        raise ValidationError(f"{where}.credentialNames", "cannot be combined with credentialName")
-    if len(names) > 2:
-        raise ValidationError(
-            f"{where}.credentialNames", "takes at most 2 names (an RSA and an ECDSA certificate)"
-        )
-    cert = require_str(t.get("serverCertificate"), f"{where}.serverCertificate")
-    key = require_str(t.get("privateKey"), f"{where}.privateKey")
-    ca = require_str(t.get("caCertificates"), f"{where}.caCertificates")
-    pairs: list[tuple[str, str]] = []
-    for i, item in enumerate(require_list(t.get("tlsCertificates"), f"{where}.tlsCertificates")):
-        at = f"{where}.tlsCertificates[{i}]"
-        c = require_mapping(item, at)
-        pairs.append(
-            (
-                require_str(c.get("serverCertificate"), f"{at}.serverCertificate", required=True),
-                require_str(c.get("privateKey"), f"{at}.privateKey", required=True),
-            )
-        )
-        ca = ca or require_str(c.get("caCertificates"), f"{at}.caCertificates")
-    if pairs and (cert or key):
-        raise ValidationError(
-            f"{where}.tlsCertificates", "cannot be combined with serverCertificate and privateKey"
-        )
-    if pairs:
-        (cert, key), pairs = pairs[0], pairs[1:]
-    credential = credential or (names[0] if names else "")
-    tls = ServerTLS(
-        https_redirect=bool(optional_bool(t.get("httpsRedirect"), f"{where}.httpsRedirect")),
-        mode=mode,
-        credential_name=credential,
-        more_credentials=names[1:],
-        server_certificate=cert,
-        private_key=key,
-        more_certificates=tuple(pairs),
-        ca_certificates=ca,
-        subject_alt_names=_strings(t.get("subjectAltNames"), f"{where}.subjectAltNames"),
-        min_protocol_version=_tls_version(
-            t.get("minProtocolVersion"), f"{where}.minProtocolVersion"
-        ),
-        max_protocol_version=_tls_version(
-            t.get("maxProtocolVersion"), f"{where}.maxProtocolVersion"
-        ),
-        cipher_suites=_strings(t.get("cipherSuites"), f"{where}.cipherSuites"),
-    )
-    if tls.mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
-        # As Istio's validation: a credential Secret, or a certificate and key from files.
-        if tls.credential_name and tls.server_certificate and tls.private_key:
-            raise ValidationError(
-                f"{where}.credentialName",
-                "cannot be combined with serverCertificate and privateKey",
-            )
-        if not tls.credential_name:
-            if not tls.server_certificate:
-                raise ValidationError(
-                    f"{where}.serverCertificate",
-                    f"is required for mode {tls.mode} without credentialName",
-                )
-            if not tls.private_key:
-                raise ValidationError(
-                    f"{where}.privateKey", f"is required for mode {tls.mode} without credentialName"
-                )
-            if tls.mode != "SIMPLE" and not tls.ca_certificates:
-                raise ValidationError(
-                    f"{where}.caCertificates",
-                    f"is required for mode {tls.mode} without credentialName",
-                )
-    if (
-        tls.min_protocol_version
-        and tls.max_protocol_version
-        and TLS_VERSIONS.index(tls.max_protocol_version)
-        < TLS_VERSIONS.index(tls.min_protocol_version)
-    ):
-        raise ValidationError(f"{where}.maxProtocolVersion", "is lower than minProtocolVersion")
-    return tls
-
-
 def _server(raw: Any, i: int, gateway_ns: str) -> Server:
     where = f"spec.servers[{i}]"
     s = require_mapping(raw, where)
@@ -238,7 +98,7 @@ def _server(raw: Any, i: int, gateway_ns: str) -> Server:
     if not hosts_raw:
         raise ValidationError(f"{where}.hosts", "needs at least one host")
     hosts = tuple(_host(h, f"{where}.hosts[{j}]", gateway_ns) for j, h in enumerate(hosts_raw))
-    tls = _tls(s.get("tls"), f"{where}.tls")
+    tls = parse_server_tls(s.get("tls"), f"{where}.tls")
     if protocol in ("HTTPS", "TLS") and tls is None:
         raise ValidationError(f"{where}.tls", f"is required for protocol {protocol}")
     plain_http = protocol_for_port(protocol, "", "TCP").is_http

@@ -38,6 +38,7 @@ class Proxy:
     metadata: dict[str, Any] = field(default_factory=dict)
     cluster: str = ""  # node.cluster, e.g. "reviews.default"
     envoy_version: str = ""  # from node.user_agent_build_version
+    locality: str = ""  # node.locality as "region/zone/subzone" (istiod's last resort)
 
     @property
     def ip(self) -> str:

@@ -45,6 +45,10 @@ class Service:
     resolution: str = ""
     # Namespaces that see it (annotation networking.istio.io/exportTo, or the entry's exportTo).
     export_to: tuple[str, ...] = ()
+    # A ServiceEntry's `addresses` (IPs or CIDRs), in order; `cluster_ip` is the first.
+    addresses: tuple[str, ...] = ()
+    # A ServiceEntry's `subjectAltNames`: identities its upstreams may present (ISTIO_MUTUAL).
+    subject_alt_names: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

@@ -23,6 +23,7 @@ from istiolite.model.validation import (
 )
 from istiolite.model.virtualservice import validate_host
 from istiolite.model.visibility import parse_export_to
+from istiolite.model.workloadentry import parse_ports, parse_weight, validate_workload_address
 
 RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN")
 
@@ -34,6 +35,7 @@ class WorkloadEndpoint:
     labels: dict[str, str]
     locality: str
     weight: int
+    service_account: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,30 +50,63 @@ class ServiceEntry:
     export_to: tuple[str, ...]
     # Selects WorkloadEntries (in the entry's namespace) as endpoints, instead of `endpoints`.
     workload_selector: dict[str, str] | None = None
+    # SANs upstream certificates may carry (istiod: the service's ServiceAccounts).
+    subject_alt_names: tuple[str, ...] = ()
 
     @property
     def namespace(self) -> str:
         return self.meta.namespace
 
     def services(self) -> list[Service]:
-        """One registry service per host; STATIC and DNS endpoints are served by the registry."""
+        """One registry service per host; STATIC and DNS endpoints are served by the registry.
+
+        istiod makes a service per host and address; istiolite keeps one per host, with every
+        address in `addresses` (each wants its own TCP listener) and the first as `cluster_ip`
+        (istiod's sidecar scope keeps the first of a host's services, hence its address)."""
         return [
             Service(
                 meta=self.meta,
                 ports=self.ports,
-                cluster_ip=self.addresses[0] if len(self.addresses) == 1 else "",
+                cluster_ip=self.addresses[0] if self.addresses else "",
                 type="ServiceEntry",
                 host=host,
                 resolution=self.resolution,
                 export_to=self.export_to,
+                addresses=self.addresses,
+                subject_alt_names=self.subject_alt_names,
             )
             for host in self.hosts
         ]
 
 
-def _endpoint(raw: Any, where: str, resolution: str) -> WorkloadEndpoint:
+def _address(raw: Any, where: str) -> str:
+    """An IP or CIDR; a CIDR of one address is written as that IP, as istiod does."""
+    text = str(raw)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValidationError(where, f"{raw!r} is not an IP or CIDR") from None
+    if network.num_addresses == 1:
+        return str(network.network_address)
+    return text
+
+
+def _subject_alt_names(raw: Any) -> tuple[str, ...]:
+    names = require_list(raw, "spec.subjectAltNames")
+    return tuple(
+        require_str(name, f"spec.subjectAltNames[{i}]", required=True)
+        for i, name in enumerate(names)
+    )
+
+
+def _endpoint(raw: Any, where: str, resolution: str, port_names: set[str]) -> WorkloadEndpoint:
     e = require_mapping(raw, where)
     address = require_str(e.get("address"), f"{where}.address", required=True)
+    ports = parse_ports(e.get("ports"), f"{where}.ports")
     if resolution == "STATIC":
         try:
             ipaddress.ip_address(address)
@@ -79,18 +114,18 @@ def _endpoint(raw: Any, where: str, resolution: str) -> WorkloadEndpoint:
             raise ValidationError(
                 f"{where}.address", f"{address!r} must be an IP address with resolution STATIC"
             ) from None
-    ports = require_mapping(e.get("ports"), f"{where}.ports")
-    for name, number in ports.items():
-        require_port(number, f"{where}.ports.{name}")
-    weight = e.get("weight", 1) or 1
-    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
-        raise ValidationError(f"{where}.weight", f"must be a positive integer, got {weight!r}")
+    else:
+        validate_workload_address(address, ports, f"{where}.address")
+    for name in ports:
+        if name not in port_names:
+            raise ValidationError(f"{where}.ports.{name}", "is not a port of the ServiceEntry")
     return WorkloadEndpoint(
         address=address,
-        ports={str(k): int(v) for k, v in ports.items()},
+        ports=ports,
         labels=require_string_map(e.get("labels"), f"{where}.labels"),
         locality=require_str(e.get("locality"), f"{where}.locality"),
-        weight=weight,
+        weight=parse_weight(e.get("weight"), f"{where}.weight"),
+        service_account=require_str(e.get("serviceAccount"), f"{where}.serviceAccount"),
     )
 
 
@@ -106,14 +141,14 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
     location = require_str(spec.get("location"), "spec.location") or "MESH_EXTERNAL"
     if location not in ("MESH_EXTERNAL", "MESH_INTERNAL"):
         raise ValidationError("spec.location", "must be MESH_EXTERNAL or MESH_INTERNAL")
-    addresses = require_list(spec.get("addresses"), "spec.addresses")
-    for i, address in enumerate(addresses):
-        try:
-            ipaddress.ip_network(str(address), strict=False)
-        except ValueError:
-            raise ValidationError(
-                f"spec.addresses[{i}]", f"{address!r} is not an IP or CIDR"
-            ) from None
+    addresses = tuple(
+        _address(a, f"spec.addresses[{i}]")
+        for i, a in enumerate(require_list(spec.get("addresses"), "spec.addresses"))
+    )
+    if any("/" in a for a in addresses) and resolution not in ("NONE", "STATIC"):
+        raise ValidationError(
+            "spec.addresses", "CIDR addresses are allowed only for NONE/STATIC resolution types"
+        )
     ports: list[ServicePort] = []
     for i, item in enumerate(require_list(spec.get("ports"), "spec.ports")):
         p = require_mapping(item, f"spec.ports[{i}]")
@@ -136,7 +171,7 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
     if not ports:
         raise ValidationError("spec.ports", "at least one port is required")
     endpoints = tuple(
-        _endpoint(e, f"spec.endpoints[{i}]", resolution)
+        _endpoint(e, f"spec.endpoints[{i}]", resolution, {p.name for p in ports})
         for i, e in enumerate(require_list(spec.get("endpoints"), "spec.endpoints"))
     )
     selector = None
@@ -150,7 +185,7 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
     return ServiceEntry(
         meta=meta,
         hosts=tuple(validate_host(h, f"spec.hosts[{i}]") for i, h in enumerate(hosts)),
-        addresses=tuple(str(a) for a in addresses),
+        addresses=addresses,
         ports=tuple(ports),
         location=location,
         resolution=resolution,
@@ -159,4 +194,5 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
             spec.get("exportTo"), "spec.exportTo", meta.namespace, allow_none=True
         ),
         workload_selector=selector,
+        subject_alt_names=_subject_alt_names(spec.get("subjectAltNames")),
     )

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from istiolite.model.destinationrule import ConnectionPool
 from istiolite.model.destinationrule import _connection_pool as parse_connection_pool
 from istiolite.model.meta import ObjectMeta, parse_meta
 from istiolite.model.protocol import Protocol, protocol_for_port
+from istiolite.model.schema import SERVER_TLS
+from istiolite.model.server_tls import ServerTLS, parse_server_tls
 from istiolite.model.validation import (
     ValidationError,
     optional_bool,
@@ -39,8 +41,18 @@ PROTOCOLS = frozenset(
     | {"MONGO", "REDIS", "MYSQL"}
 )
 HTTP_PROXY = "HTTP_PROXY"
+# Ingress `tls` is Istio's ServerTLSSettings, as a Gateway server's, with istiod's limits for
+# sidecars: no ISTIO_MUTUAL or AUTO_PASSTHROUGH, certificates from files only, and these fields
+# refused (istiod's words).
+IngressTLS = ServerTLS
 INGRESS_TLS_MODES = ("PASSTHROUGH", "SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
-TLS_VERSIONS = ("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
+_INGRESS_TLS_UNSUPPORTED = {
+    "subjectAltNames": "is not supported in ingress tls",
+    "httpsRedirect": "is not supported",
+    "credentialName": "is not currently supported",
+    "credentialNames": "is not currently supported",
+    "tlsCertificates": "is not currently supported",
+}
 # defaultEndpoint hosts Istio accepts: loopback or "the pod IP", v4 or v6, or none.
 _ENDPOINT_HOSTS = ("", "127.0.0.1", "0.0.0.0", "::1", "::")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -61,21 +73,6 @@ class SidecarPort:
         if self.protocol == HTTP_PROXY:
             return Protocol.HTTP
         return protocol_for_port(self.protocol.lower(), "", "TCP")
-
-
-@dataclass(frozen=True, slots=True)
-class IngressTLS:
-    mode: str
-    server_certificate: str = ""
-    private_key: str = field(default="", repr=False)
-    ca_certificates: str = ""
-    min_protocol_version: str = ""
-    max_protocol_version: str = ""
-    cipher_suites: tuple[str, ...] = ()
-
-    @property
-    def terminates(self) -> bool:
-        return self.mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,52 +284,16 @@ def _default_endpoint(raw: Any, where: str) -> str:
     return text
 
 
-def _strings(raw: Any, where: str) -> tuple[str, ...]:
-    return tuple(
-        require_str(v, f"{where}[{i}]", required=True)
-        for i, v in enumerate(require_list(raw, where))
-    )
-
-
-def _tls_version(raw: Any, where: str) -> str:
-    value = require_str(raw, where)
-    if value and value not in TLS_VERSIONS:
-        raise ValidationError(where, f"{value!r} is not one of {', '.join(TLS_VERSIONS)}")
-    return "" if value == "TLS_AUTO" else value
-
-
 def _ingress_tls(raw: Any, where: str, port: SidecarPort) -> IngressTLS | None:
+    """The Sidecar's own rules first, then the ServerTLSSettings parser a Gateway uses."""
     if raw is None:
         return None
     t = require_mapping(raw, where)
-    unsupported = {
-        "subjectAltNames": "is not supported in ingress tls",
-        "httpsRedirect": "is not supported",
-        "credentialName": "is not currently supported",
-        "credentialNames": "is not currently supported",
-        "tlsCertificates": "is not currently supported",
-    }
-    for key, message in unsupported.items():
+    for key, message in _INGRESS_TLS_UNSUPPORTED.items():
         if t.get(key):
             raise ValidationError(f"{where}.{key}", message)
     optional_bool(t.get("httpsRedirect"), f"{where}.httpsRedirect")
-    _known(
-        t,
-        where,
-        {
-            "mode",
-            "serverCertificate",
-            "privateKey",
-            "caCertificates",
-            "caCrl",
-            "minProtocolVersion",
-            "maxProtocolVersion",
-            "cipherSuites",
-            "verifyCertificateSpki",
-            "verifyCertificateHash",
-            *unsupported,
-        },
-    )
+    _known(t, where, set(SERVER_TLS.fields))
     mode = require_str(t.get("mode"), f"{where}.mode") or "PASSTHROUGH"
     if mode in ("ISTIO_MUTUAL", "AUTO_PASSTHROUGH"):
         raise ValidationError(f"{where}.mode", f"cannot be {mode} in sidecar ingress tls")
@@ -342,34 +303,15 @@ def _ingress_tls(raw: Any, where: str, port: SidecarPort) -> IngressTLS | None:
         )
     if port.protocol not in ("HTTPS", "TLS"):
         raise ValidationError(where, "TLS settings need an HTTPS or TLS port")
-    tls = IngressTLS(
-        mode=mode,
-        server_certificate=require_str(t.get("serverCertificate"), f"{where}.serverCertificate"),
-        private_key=require_str(t.get("privateKey"), f"{where}.privateKey"),
-        ca_certificates=require_str(t.get("caCertificates"), f"{where}.caCertificates"),
-        min_protocol_version=_tls_version(
-            t.get("minProtocolVersion"), f"{where}.minProtocolVersion"
-        ),
-        max_protocol_version=_tls_version(
-            t.get("maxProtocolVersion"), f"{where}.maxProtocolVersion"
-        ),
-        cipher_suites=_strings(t.get("cipherSuites"), f"{where}.cipherSuites"),
-    )
-    if tls.terminates:
-        if not tls.server_certificate:
-            raise ValidationError(f"{where}.serverCertificate", f"is required for mode {mode}")
-        if not tls.private_key:
-            raise ValidationError(f"{where}.privateKey", f"is required for mode {mode}")
-        if mode != "SIMPLE" and not tls.ca_certificates:
-            raise ValidationError(f"{where}.caCertificates", f"is required for mode {mode}")
-    if (
-        tls.min_protocol_version
-        and tls.max_protocol_version
-        and TLS_VERSIONS.index(tls.max_protocol_version)
-        < TLS_VERSIONS.index(tls.min_protocol_version)
-    ):
-        raise ValidationError(f"{where}.maxProtocolVersion", "is lower than minProtocolVersion")
-    return tls
+    # Left out: the refused fields (empty if still here) and TLS_AUTO, the enum's zero value, as
+    # good as unset (no version pinned, none to compare).
+    settings = {
+        key: value
+        for key, value in t.items()
+        if key not in _INGRESS_TLS_UNSUPPORTED
+        and not (key.endswith("ProtocolVersion") and value == "TLS_AUTO")
+    }
+    return parse_server_tls(settings, where, secrets=False)
 
 
 def _ingress(raw: Any, where: str) -> IngressListener:
@@ -444,6 +386,14 @@ def _egress(raw: Any, where: str) -> EgressListener:
     return EgressListener(hosts=hosts, port=port, bind=bind, capture_mode=capture)
 
 
+def _claim_port(seen: set[int], number: int, where: str, kind: str) -> None:
+    if number in seen:
+        raise ValidationError(
+            where, f"port {number} is used twice: ports of {kind} listeners must be unique"
+        )
+    seen.add(number)
+
+
 def _selector(spec: dict[str, Any]) -> dict[str, str]:
     if spec.get("workloadSelector") is None:
         return {}
@@ -481,13 +431,7 @@ def parse_sidecar(raw: dict[str, Any]) -> Sidecar:
     seen_ports: set[int] = set()
     for i, item in enumerate(raw_ingress):
         listener = _ingress(item, f"spec.ingress[{i}]")
-        if listener.port.number in seen_ports:
-            raise ValidationError(
-                f"spec.ingress[{i}].port.number",
-                f"port {listener.port.number} is used twice: ports of ingress listeners must be "
-                "unique",
-            )
-        seen_ports.add(listener.port.number)
+        _claim_port(seen_ports, listener.port.number, f"spec.ingress[{i}].port.number", "ingress")
         ingress.append(listener)
     inbound_pool = parse_connection_pool(
         spec.get("inboundConnectionPool"), "spec.inboundConnectionPool"
@@ -517,13 +461,7 @@ def parse_sidecar(raw: dict[str, Any]) -> Sidecar:
                 )
             seen_sockets.add(listener.bind)
         else:
-            if listener.port.number in seen_ports:
-                raise ValidationError(
-                    f"{where}.port.number",
-                    f"port {listener.port.number} is used twice: ports of egress listeners must "
-                    "be unique",
-                )
-            seen_ports.add(listener.port.number)
+            _claim_port(seen_ports, listener.port.number, f"{where}.port.number", "egress")
         egress.append(listener)
 
     policy = require_mapping(spec.get("outboundTrafficPolicy"), "spec.outboundTrafficPolicy")

@@ -1,5 +1,9 @@
 """networking.istio.io VirtualService (v1, v1beta1, v1alpha3): the HTTP routing subset istiolite
-translates today, validated field by field."""
+translates today, validated field by field.
+
+A VirtualService without `hosts` is a delegate (istiod's rule): it routes nothing by itself and
+only serves the `http[].delegate` routes of root VirtualServices, which are merged with it in
+`virtualservice_delegate.py`."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from istiolite.model.visibility import parse_export_to
 _DURATION = re.compile(r"^(\d+(\.\d+)?)(h|m|s|ms|us|µs|ns)$")
 _UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _HOST_LABEL = re.compile(r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,9 @@ class Fault:
 class Mirror:
     destination: Destination
     percent: float = 100.0
+    # From the route's single `mirror` (with `mirrorPercentage`) rather than from `mirrors[]`:
+    # delegation fills the two in separately, as istiod does.
+    single: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +136,14 @@ class CorsPolicy:
     expose_headers: tuple[str, ...] = ()
     max_age: float | None = None
     allow_credentials: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delegate:
+    """`http[].delegate`: the VirtualService (one without hosts) whose routes this one takes."""
+
+    name: str
+    namespace: str  # the root's own when not given
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +160,10 @@ class HTTPRoute:
     fault: Fault | None = None
     mirrors: tuple[Mirror, ...] = ()
     cors: CorsPolicy | None = None
+    # A root route: matches and policies here, the routes themselves from the delegate.
+    delegate: Delegate | None = None
+    # `mirrorPercentage` as written (None: not set), for delegation; `mirrors` has the effect.
+    mirror_percentage: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +207,15 @@ class VirtualService:
     @property
     def applies_to_sidecars(self) -> bool:
         return not self.gateways or "mesh" in self.gateways
+
+    @property
+    def is_delegate(self) -> bool:
+        """No hosts: only usable as the target of another VirtualService's `http[].delegate`."""
+        return not self.hosts
+
+    @property
+    def is_root(self) -> bool:
+        return any(h.delegate is not None for h in self.http)
 
 
 def parse_duration(value: Any, where: str) -> float:
@@ -346,7 +375,7 @@ def _mirrors(r: dict[str, Any], where: str) -> tuple[Mirror, ...]:
     out: list[Mirror] = []
     if r.get("mirror") is not None:
         percent = _percent(r.get("mirrorPercentage"), f"{where}.mirrorPercentage")
-        out.append(Mirror(_destination(r["mirror"], f"{where}.mirror"), percent))
+        out.append(Mirror(_destination(r["mirror"], f"{where}.mirror"), percent, single=True))
     for i, item in enumerate(require_list(r.get("mirrors"), f"{where}.mirrors")):
         m = require_mapping(item, f"{where}.mirrors[{i}]")
         percent = _percent(m.get("percentage"), f"{where}.mirrors[{i}].percentage")
@@ -383,8 +412,34 @@ def _cors(raw: Any, where: str) -> CorsPolicy | None:
     )
 
 
-def _http_route(raw: Any, where: str) -> HTTPRoute:
+def _delegate(raw: Any, where: str, namespace: str, in_delegate: bool) -> Delegate | None:
+    if raw is None:
+        return None
+    if in_delegate:
+        raise ValidationError(
+            where,
+            "a delegate VirtualService (one without hosts) cannot delegate again",
+        )
+    d = require_mapping(raw, where)
+    name = require_str(d.get("name"), f"{where}.name", required=True)
+    own = require_str(d.get("namespace"), f"{where}.namespace")
+    if own and not _DNS_LABEL.match(own):
+        raise ValidationError(f"{where}.namespace", f"{own!r} is not a valid namespace name")
+    return Delegate(name=name, namespace=own or namespace)
+
+
+def _http_route(raw: Any, where: str, namespace: str = "", in_delegate: bool = False) -> HTTPRoute:
     r = require_mapping(raw, where)
+    delegate = _delegate(r.get("delegate"), f"{where}.delegate", namespace, in_delegate)
+    if delegate is not None:
+        # As istiod's validation of a root route: the delegate's routes say where requests go.
+        for key in ("route", "redirect", "directResponse"):
+            if r.get(key) is not None:
+                raise ValidationError(
+                    f"{where}.{key}",
+                    f"a route with delegate must not specify {key}: the delegate "
+                    "VirtualService's routes decide where its requests go",
+                )
     routes = []
     for i, item in enumerate(require_list(r.get("route"), f"{where}.route")):
         rd = require_mapping(item, f"{where}.route[{i}]")
@@ -425,8 +480,13 @@ def _http_route(raw: Any, where: str) -> HTTPRoute:
             status=status, body=require_str(body.get("string"), f"{where}.directResponse.body")
         )
     actions = sum(x is not None and x != () for x in (tuple(routes) or None, redirect, direct))
-    if actions != 1:
-        raise ValidationError(where, "exactly one of route, redirect or directResponse is required")
+    if actions != 1 and delegate is None:
+        raise ValidationError(
+            where,
+            "exactly one of route, redirect, directResponse or delegate is required"
+            if not in_delegate
+            else "exactly one of route, redirect or directResponse is required",
+        )
     rewrite = None
     if r.get("rewrite") is not None:
         rw = require_mapping(r["rewrite"], f"{where}.rewrite")
@@ -479,6 +539,10 @@ def _http_route(raw: Any, where: str) -> HTTPRoute:
         fault=_fault(r.get("fault"), f"{where}.fault"),
         mirrors=_mirrors(r, f"{where}"),
         cors=_cors(r.get("corsPolicy"), f"{where}.corsPolicy"),
+        delegate=delegate,
+        mirror_percentage=_percent(r["mirrorPercentage"], f"{where}.mirrorPercentage")
+        if r.get("mirrorPercentage") is not None
+        else None,
     )
 
 
@@ -548,9 +612,24 @@ def parse_virtual_service(raw: dict[str, Any]) -> VirtualService:
     meta = parse_meta(raw, namespaced=True)
     spec = require_mapping(raw.get("spec"), "spec")
     hosts = require_list(spec.get("hosts"), "spec.hosts")
-    if not hosts:
-        raise ValidationError("spec.hosts", "at least one host is required")
     gateways = require_list(spec.get("gateways"), "spec.gateways")
+    # As istiod: no hosts makes a delegate, which routes only as part of a root VirtualService
+    # (its hosts and gateways) and so takes http routes alone.
+    in_delegate = not hosts
+    if in_delegate:
+        if not require_list(spec.get("http"), "spec.http"):
+            raise ValidationError(
+                "spec.hosts",
+                "at least one host is required (only a delegate VirtualService, with http "
+                "routes that another VirtualService's http[].delegate takes, has none)",
+            )
+        for key, what in (("gateways", "gateways"), ("tcp", "tcp routes"), ("tls", "tls routes")):
+            if require_list(spec.get(key), f"spec.{key}"):
+                raise ValidationError(
+                    f"spec.{key}",
+                    f"a delegate VirtualService (one without hosts) must have no {what}; "
+                    "the root VirtualService's hosts and gateways apply",
+                )
     for i, gw in enumerate(gateways):
         require_str(gw, f"spec.gateways[{i}]", required=True)
     export_to = parse_export_to(spec.get("exportTo"), "spec.exportTo", meta.namespace)
@@ -561,7 +640,7 @@ def parse_virtual_service(raw: dict[str, Any]) -> VirtualService:
         gateways=tuple(gateways),
         export_to=export_to,
         http=tuple(
-            _http_route(r, f"spec.http[{i}]")
+            _http_route(r, f"spec.http[{i}]", meta.namespace, in_delegate)
             for i, r in enumerate(require_list(spec.get("http"), "spec.http"))
         ),
         tcp=tuple(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from google.protobuf import message
@@ -11,7 +11,15 @@ from istiolite.model.proxy import Proxy, ProxyType
 from istiolite.model.sidecar import Sidecar
 from istiolite.networking.cluster import fixed_clusters, outbound_clusters
 from istiolite.networking.credentials import credential_secrets
-from istiolite.networking.endpoint import all_load_assignments, load_assignment_for
+from istiolite.networking.endpoint import (
+    LocalityView,
+    LocalizedClusters,
+    all_load_assignments,
+    load_assignment_for,
+    locality_view,
+    localized_assignment,
+    localized_clusters,
+)
 from istiolite.networking.gateway import gateway_listeners, gateway_route_configs
 from istiolite.networking.listener import sidecar_listeners
 from istiolite.networking.resource import Resource, to_resource
@@ -89,30 +97,100 @@ def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
 
 
 _EDS_KEY = ("eds",)
+# EDS is one map for all proxies (_EDS_KEY) unless a DestinationRule makes some assignments depend
+# on the proxy's locality. Then (_EDS_LOCALIZED, scope) holds those clusters for a namespace view,
+# and (_EDS_VARIANT, scope, LocalityView) a copy of the shared map with their assignments for
+# proxies at that locality: one per locality (and failoverPriority labels) in use, shared by the
+# proxies there. Everything a variant needs to be rebuilt is in its key (see carry_over).
+_EDS_LOCALIZED = "eds-localized"
+_EDS_VARIANT = "eds-variant"
+
+
+def _localized(ctx: PushContext, proxy: Proxy) -> tuple[str | None, LocalizedClusters]:
+    scope = ctx.scope_key(proxy.namespace)
+    key = (_EDS_LOCALIZED, scope)
+    found: LocalizedClusters | None = ctx.cache.get(key)
+    if found is None:
+        found = ctx.cache[key] = localized_clusters(ctx, proxy.namespace)
+    return scope, found
+
+
+def _localize(
+    ctx: PushContext,
+    into: Resources,
+    shared: Resources,
+    localized: LocalizedClusters,
+    view: LocalityView,
+    names: Iterable[str],
+) -> None:
+    """Set `names` in a variant map: localized clusters built for `view`, others from `shared`
+    (an assignment no different from the shared one keeps the shared Resource)."""
+    for name in names:
+        cluster = localized.clusters.get(name)
+        if cluster is None:
+            if name in shared:
+                into[name] = shared[name]
+            else:
+                into.pop(name, None)
+            continue
+        endpoints = ctx.endpoints(cluster.service, cluster.port, cluster.subset_labels)
+        built = to_resource(
+            name, types.ENDPOINT, localized_assignment(name, endpoints, cluster.policy, view)
+        )
+        same = shared.get(name)
+        into[name] = same if same is not None and same.version == built.version else built
 
 
 def _endpoints(ctx: PushContext, proxy: Proxy) -> Resources:
-    return _cached(
+    shared = _cached(
         ctx, _EDS_KEY, lambda: _serialize(types.ENDPOINT, list(all_load_assignments(ctx).values()))
     )
+    scope, localized = _localized(ctx, proxy)
+    if not localized.clusters:
+        return shared  # the common case: one map for every proxy
+    view = locality_view(ctx, proxy, _labels(ctx, proxy), localized)
+
+    def build() -> Resources:
+        variant = dict(shared)  # same order: only values are replaced
+        _localize(ctx, variant, shared, localized, view, localized.clusters)
+        return variant
+
+    return _cached(ctx, (_EDS_VARIANT, scope, view), build)
+
+
+def _is_variant(key: Hashable) -> bool:
+    return isinstance(key, tuple) and len(key) == 3 and key[0] == _EDS_VARIANT
 
 
 def carry_over(old: PushContext, new: PushContext, eds_clusters: frozenset[str]) -> None:
     """Endpoint-only change: `new` reuses every result `old` built, except the assignments of
-    `eds_clusters`, rebuilt from `new`. Clusters, listeners and routes do not read endpoints
-    (headless services excepted: the caller makes those a full push)."""
+    `eds_clusters`, rebuilt from `new` (in the shared map and in every locality variant).
+    Clusters, listeners and routes do not read endpoints (headless services excepted: the caller
+    makes those a full push), nor do the DestinationRules that decide which clusters vary."""
+    variants: list[tuple[Any, Resources]] = []  # ((_EDS_VARIANT, scope, view), map)
     for key, value in old.cache.items():
-        if key != _EDS_KEY:
+        if _is_variant(key):
+            variants.append((key, value))
+        elif key != _EDS_KEY:
             new.cache[key] = value
-            continue
-        assignments = dict(value)
-        for name in eds_clusters:
-            cla = load_assignment_for(new, name)
-            if cla is None:
-                assignments.pop(name, None)
-            else:
-                assignments[name] = to_resource(name, types.ENDPOINT, cla)
-        new.cache[key] = dict(sorted(assignments.items()))
+        else:
+            assignments = dict(value)
+            for name in eds_clusters:
+                cla = load_assignment_for(new, name)
+                if cla is None:
+                    assignments.pop(name, None)
+                else:
+                    assignments[name] = to_resource(name, types.ENDPOINT, cla)
+            new.cache[key] = dict(sorted(assignments.items()))
+    shared: Resources = new.cache.get(_EDS_KEY, {})
+    for key, value in variants:
+        _, scope, view = key
+        localized: LocalizedClusters = new.cache[(_EDS_LOCALIZED, scope)]
+        variant = dict(value)
+        _localize(new, variant, shared, localized, view, eds_clusters)
+        new.cache[key] = (
+            variant if variant.keys() == value.keys() else dict(sorted(variant.items()))
+        )
 
 
 def _gateway_key(ctx: PushContext, proxy: Proxy) -> tuple[str, frozenset[tuple[str, str]]]:

@@ -21,12 +21,11 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from istiolite.model.protocol import Protocol
 from istiolite.model.proxy import InterceptionMode, Proxy
 from istiolite.model.service import Service, ServicePort
-from istiolite.model.sidecar import HTTP_PROXY, IngressTLS, Sidecar
+from istiolite.model.sidecar import HTTP_PROXY, Sidecar
 from istiolite.networking.filters import (
     SNIFFED_HTTP_PROTOCOLS,
     http_connection_manager,
@@ -51,19 +50,13 @@ from istiolite.networking.names import (
 from istiolite.networking.route import route_to_cluster
 from istiolite.networking.sidecar_scope import EgressScope, egress_scopes
 from istiolite.networking.tcp_route import TcpTarget, tcp_target, tls_targets
-from istiolite.networking.typed import bool_value, pack, socket_address, uint32
+from istiolite.networking.tls_context import HTTP_ALPN, downstream_tls_context, transport_socket
+from istiolite.networking.typed import bool_value, socket_address, uint32
 from istiolite.networking.workload import LOOPBACK_IP, WILDCARD_IP, InboundPort, inbound_ports
 from istiolite.push.context import PushContext
 
 Listener = listener_pb2.Listener
 PASSTHROUGH_FILTER_CHAIN = "PassthroughFilterChain"
-TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
-_TLS_VERSIONS = {
-    "TLSV1_0": common_pb2.TlsParameters.TLSv1_0,
-    "TLSV1_1": common_pb2.TlsParameters.TLSv1_1,
-    "TLSV1_2": common_pb2.TlsParameters.TLSv1_2,
-    "TLSV1_3": common_pb2.TlsParameters.TLSv1_3,
-}
 
 __all__ = ["LOOPBACK_IP", "WILDCARD_IP", "Listener", "sidecar_listeners"]
 
@@ -114,12 +107,11 @@ class _Outbound:
         if service.headless:
             # Clients dial pod IPs directly; a listener per endpoint catches them.
             return [(ep.address, ep.port, "") for ep in self.ctx.endpoints(service, port)]
-        address = service.cluster_ip
-        if "/" in address:
-            # An address range: 0.0.0.0 with a filter chain for the range (istiod's CIDR case).
-            return [(WILDCARD_IP, number, address)]
-        if address:
-            return [(address, number, "")]
+        addresses = service.addresses or ((service.cluster_ip,) if service.cluster_ip else ())
+        if addresses:
+            # One listener per address (istiod: a service per address); an address range gets
+            # 0.0.0.0 with a filter chain for the range (istiod's CIDR case).
+            return [(WILDCARD_IP, number, a) if "/" in a else (a, number, "") for a in addresses]
         if service.type == "ServiceEntry" and service.resolution == "NONE":
             # As istiod for resolution NONE without addresses: a listener per endpoint IP, or
             # with none, 0.0.0.0:<port> to the original destination.
@@ -335,33 +327,6 @@ def _inbound_route(port: InboundPort) -> route_pb2.RouteConfiguration:
     )
 
 
-def _downstream_tls(tls: IngressTLS, http: bool) -> base_pb2.TransportSocket:
-    """Sidecar ingress TLS termination with certificate files (istiod's
-    BuildListenerTLSContext for SIMPLE / MUTUAL / OPTIONAL_MUTUAL)."""
-    common = tls_pb2.CommonTlsContext(
-        tls_certificates=[
-            common_pb2.TlsCertificate(
-                certificate_chain=base_pb2.DataSource(filename=tls.server_certificate),
-                private_key=base_pb2.DataSource(filename=tls.private_key),
-            )
-        ],
-        alpn_protocols=["h2", "http/1.1"] if http else [],
-    )
-    if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL") and tls.ca_certificates:
-        common.validation_context.trusted_ca.filename = tls.ca_certificates
-    if tls.min_protocol_version:
-        common.tls_params.tls_minimum_protocol_version = _TLS_VERSIONS[tls.min_protocol_version]
-    if tls.max_protocol_version:
-        common.tls_params.tls_maximum_protocol_version = _TLS_VERSIONS[tls.max_protocol_version]
-    if tls.cipher_suites:
-        common.tls_params.cipher_suites.extend(tls.cipher_suites)
-    context = tls_pb2.DownstreamTlsContext(
-        common_tls_context=common,
-        require_client_certificate=bool_value(tls.mode == "MUTUAL"),
-    )
-    return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=pack(context))
-
-
 def _inbound_chains(port: InboundPort) -> list[lc.FilterChain]:
     name = listener_name(port.bind, port.target_port)
     stat_prefix = f"inbound_{name}"
@@ -396,8 +361,16 @@ def _inbound_chains(port: InboundPort) -> list[lc.FilterChain]:
             )
         )
     if port.tls is not None:
+        # A Sidecar ingress port terminating TLS from certificate files (SIMPLE, MUTUAL,
+        # OPTIONAL_MUTUAL): HTTP ALPN only when HTTP is inside, and no version floor.
+        context = downstream_tls_context(
+            port.tls,
+            alpn=HTTP_ALPN if port.protocol.is_http else (),
+            min_version="",
+            state_optional_client_certificate=True,
+        )
         for chain in chains:
-            chain.transport_socket.CopyFrom(_downstream_tls(port.tls, port.protocol.is_http))
+            chain.transport_socket.CopyFrom(transport_socket(context))
     return chains
 
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
-from istiolite.model.gateway import ServerTLS
+from istiolite.model.server_tls import ServerTLS
 from istiolite.networking.typed import ads_config_source, bool_value, pack
 
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 # Istio's names for credentials read from Kubernetes Secrets, served over ADS.
 CREDENTIAL_PREFIX = "kubernetes://"
 CA_SUFFIX = "-cacert"
-# What a gateway offers by default: HTTP/2 first, then HTTP/1.1.
-GATEWAY_ALPN = ("h2", "http/1.1")
+# What a listener terminating TLS for HTTP offers: HTTP/2 first, then HTTP/1.1.
+HTTP_ALPN = ("h2", "http/1.1")
 
 _VERSIONS = {
     "TLS_AUTO": common_pb2.TlsParameters.TLS_AUTO,
@@ -50,18 +52,32 @@ def _file(path: str) -> base_pb2.DataSource:
     return base_pb2.DataSource(filename=path)
 
 
-def downstream_tls_context(tls: ServerTLS) -> tls_pb2.DownstreamTlsContext:
-    """A gateway server's TLS termination: the certificate from its credential Secret (SDS
-    `kubernetes://<name>`) or from files; MUTUAL also verifies the client against the CA."""
+def downstream_tls_context(
+    tls: ServerTLS,
+    *,
+    alpn: Sequence[str] = HTTP_ALPN,
+    min_version: str = "TLSV1_2",
+    state_optional_client_certificate: bool = False,
+) -> tls_pb2.DownstreamTlsContext:
+    """TLS termination (istiod's BuildListenerTLSContext): the certificate from credential
+    Secrets (SDS `kubernetes://<name>`) or from files; MUTUAL also verifies the client against
+    the CA, OPTIONAL_MUTUAL a client that offers a certificate.
+
+    The defaults are a Gateway server's: HTTP ALPN on every server and istiod's gateway floor of
+    TLS 1.2 when no minProtocolVersion is set. A Sidecar ingress listener offers ALPN for HTTP
+    only, pins no version of its own and states require_client_certificate even when false
+    (`state_optional_client_certificate`)."""
     context = tls_pb2.DownstreamTlsContext()
     common = context.common_tls_context
-    common.alpn_protocols.extend(GATEWAY_ALPN)
+    common.alpn_protocols.extend(alpn)
     params = common.tls_params
-    # istiod's gateway default floor is TLS 1.2.
-    params.tls_minimum_protocol_version = _VERSIONS[tls.min_protocol_version or "TLSV1_2"]
+    minimum = tls.min_protocol_version or min_version
+    if minimum:
+        params.tls_minimum_protocol_version = _VERSIONS[minimum]
     if tls.max_protocol_version:
         params.tls_maximum_protocol_version = _VERSIONS[tls.max_protocol_version]
-    params.cipher_suites.extend(tls.cipher_suites)
+    if tls.cipher_suites:
+        params.cipher_suites.extend(tls.cipher_suites)
     for name in tls.credential_names:
         common.tls_certificate_sds_secret_configs.append(sds_config(credential_resource(name)))
     if not tls.credential_names:
@@ -69,8 +85,9 @@ def downstream_tls_context(tls: ServerTLS) -> tls_pb2.DownstreamTlsContext:
             common.tls_certificates.append(
                 common_pb2.TlsCertificate(certificate_chain=_file(cert), private_key=_file(key))
             )
-    if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
+    if state_optional_client_certificate or tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
         context.require_client_certificate.CopyFrom(bool_value(tls.mode == "MUTUAL"))
+    if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
         matchers = san_matchers(tls.subject_alt_names)
         if tls.credential_name:
             combined = common.combined_validation_context

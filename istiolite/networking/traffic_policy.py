@@ -8,6 +8,8 @@ everything else here is side-effect free.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
 from envoy.config.route.v3 import route_components_pb2
@@ -23,6 +25,7 @@ from istiolite.model.destinationrule import (
     ConsistentHash,
     DestinationRule,
     LoadBalancer,
+    LocalityLbSetting,
     OutlierDetection,
     TrafficPolicy,
 )
@@ -98,6 +101,7 @@ def apply_traffic_policy(
         apply_connection_pool(cluster, policy.connection_pool, protocol)
     if policy.outlier_detection is not None:
         apply_outlier_detection(cluster, policy.outlier_detection)
+    apply_locality_weighted_lb(cluster, policy)
     # Last, as istiod: ALPN depends on whether the pool settings made the cluster HTTP/2.
     apply_tls(cluster, policy.tls)
 
@@ -247,6 +251,52 @@ def apply_outlier_detection(cluster: Cluster, outlier: OutlierDetection) -> None
     )
 
 
+# --- locality load balancing ---------------------------------------------------------------------
+
+# istiod's default MeshConfig.localityLbSetting: on, with nothing else set. A DestinationRule's own
+# setting replaces it whole; `enabled: false` there turns locality load balancing off.
+MESH_LOCALITY_LB = LocalityLbSetting(enabled=True)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityPolicy:
+    """The locality setting in force for one cluster, and whether it may fail over (istiod only
+    sets failover priorities with outlier detection: otherwise Envoy never sees a host fail)."""
+
+    setting: LocalityLbSetting
+    failover: bool
+
+
+def locality_policy(policy: TrafficPolicy | None) -> LocalityPolicy | None:
+    """What istiod's endpoint builder would do per proxy locality with a merged policy (its
+    GetLocalityLbSetting and ApplyLocalityLoadBalancer), or None when every proxy gets the same
+    endpoints: locality LB disabled, or neither `distribute` nor outlier detection."""
+    lb = policy.load_balancer if policy else None
+    setting = lb.locality_lb_setting if lb else None
+    if setting is None:
+        setting = MESH_LOCALITY_LB
+    elif setting.enabled is False:
+        return None
+    failover = policy is not None and policy.outlier_detection is not None
+    if setting.distribute or failover:
+        return LocalityPolicy(setting, failover)
+    return None
+
+
+def apply_locality_weighted_lb(cluster: Cluster, policy: TrafficPolicy | None) -> None:
+    """As istiod: Envoy honours locality weights only with `locality_weighted_lb_config`, set
+    for `distribute`, or for `failover` / `failoverPriority` with outlier detection. EDS clusters
+    only: istiolite's DNS clusters carry one locality without a weight, which would get nothing."""
+    if cluster.type != Cluster.EDS:
+        return
+    found = locality_policy(policy)
+    if found is None:
+        return
+    setting = found.setting
+    if setting.distribute or (found.failover and (setting.failover or setting.failover_priority)):
+        cluster.common_lb_config.locality_weighted_lb_config.SetInParent()
+
+
 # --- upstream TLS -------------------------------------------------------------------------------
 
 
@@ -378,10 +428,13 @@ def route_hash_policies(
 __all__ = [
     "TLS_TRANSPORT_SOCKET",
     "HashPolicy",
+    "LocalityPolicy",
+    "apply_locality_weighted_lb",
     "apply_tls",
     "apply_traffic_policy",
     "destination_rule_for",
     "hash_policy",
+    "locality_policy",
     "policy_for",
     "route_hash_policies",
     "upstream_tls_context",

@@ -16,6 +16,7 @@ from istiolite.model.service import Service, ServicePort
 from istiolite.model.serviceentry import ServiceEntry
 from istiolite.model.sidecar import ROOT_NAMESPACE, Sidecar
 from istiolite.model.virtualservice import VirtualService
+from istiolite.model.virtualservice_delegate import merge_delegates
 from istiolite.model.visibility import NONE, PRIVATE, exported_to, is_public
 from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
 from istiolite.model.workloadentry import WorkloadEntry
@@ -52,6 +53,8 @@ class ServiceEndpoint:
     labels: Mapping[str, str]
     service_account: str
     pod: str  # "ns/name" when the endpoint points at a Pod, else ""
+    weight: int = 1  # a WorkloadEntry's (or ServiceEntry endpoint's) `weight`; pods 1
+    workload_entry: str = ""  # "ns/name" when the endpoint is a WorkloadEntry, else ""
 
 
 class PushContext:
@@ -125,9 +128,16 @@ class PushContext:
         self._scoped_views: dict[tuple[str, str | None], Any] = {}
         self._dr_memo: dict[tuple[str, str | None], DestinationRule | None] = {}
         self._sidecars = sorted(sidecars, key=lambda c: (c.namespace, c.meta.name))
-        self._all_virtual_services = sorted(
+        # As istiod (initVirtualServices, mergeVirtualServicesIfNeeded), once per push: the
+        # delegates (no hosts) merged into the roots' `http[].delegate` routes; what routes,
+        # for sidecars and gateways, is the roots and the plain ones. The objects as written
+        # stay in `_declared_virtual_services` (warnings name their own fields).
+        self._declared_virtual_services = sorted(
             virtual_services, key=lambda v: (v.namespace, v.meta.name)
         )
+        delegation = merge_delegates(self._declared_virtual_services, self.resolve_host)
+        self._all_virtual_services = list(delegation.virtual_services)
+        self._delegate_warnings = delegation.warnings
         # For sidecars, the first VirtualService for a host wins (istiod: the oldest; files carry
         # no creation time, so namespace/name order stands in for it). This index holds the
         # public ones; `virtual_service` gives a namespace its own view (exportTo).
@@ -392,7 +402,7 @@ class PushContext:
         """Objects that load but refer to something missing: a route to a subset no
         DestinationRule defines answers 503 (a warning on the object, not a broken proxy)."""
         out = []
-        for vs in self._all_virtual_services:
+        for vs in self._declared_virtual_services:
             for i, http in enumerate(vs.http):
                 for j, dest in enumerate(http.route):
                     subset = dest.destination.subset
@@ -406,6 +416,10 @@ class PushContext:
                                 f"{host}; requests routed to it fail with 503",
                             )
                         )
+        for problem in self._delegate_warnings:
+            root = problem.root
+            where = f"VirtualService {root.namespace}/{root.meta.name}"
+            out.append(ConfigWarning(where, problem.field, problem.message))
         known_gateways = {g.key for g in self.gateways}
         for vs in self._all_virtual_services:
             for i, ref in enumerate(vs.gateways):
@@ -494,6 +508,10 @@ class PushContext:
         rule = self.destination_rule(host, namespace)
         return list(rule.subsets) if rule else []
 
+    def all_destination_rules(self) -> list[DestinationRule]:
+        """Every DestinationRule, whatever its exportTo, by namespace/name."""
+        return self._all_destination_rules
+
     def all_subsets(self, host: str) -> list[Subset]:
         """Subsets any namespace may use for `host` (EDS is shared by all proxies): those of
         every rule whose host matches it, the first definition of a name kept."""
@@ -543,7 +561,79 @@ class PushContext:
                             pod=f"{pod.meta.namespace}/{pod.meta.name}" if pod else "",
                         ),
                     )
+        for endpoint in self._service_workloads(service, port, labels):
+            result.setdefault((endpoint.address, endpoint.port), endpoint)
         return [result[k] for k in sorted(result)]
+
+    def workload_entries_in(self, namespace: str) -> list[WorkloadEntry]:
+        """The healthy WorkloadEntries of a namespace, by name (istiod drops an entry whose
+        health checks have not passed as if it were deleted)."""
+        return self._memo(
+            "workload-entries",
+            namespace,
+            lambda: sorted(
+                (w for w in self.workload_entries if w.namespace == namespace and w.healthy),
+                key=lambda w: w.meta.name,
+            ),
+        )
+
+    def _service_workloads(
+        self, service: Service, port: ServicePort, labels: Mapping[str, str] | None
+    ) -> list[ServiceEndpoint]:
+        """WorkloadEntries a Kubernetes Service selects (istiod's cross-registry selection):
+        those of its namespace with an IP address whose labels match its selector (and the
+        subset's `labels`). Their port is the entry's port named like the service port, else
+        the numeric targetPort; a named targetPort is looked up in the entry's ports, and an
+        entry without it is left out. Headless and ExternalName services take none."""
+        if not service.selector or service.headless or service.type == "ExternalName":
+            return []
+        selector = {**service.selector, **(labels or {})}
+        out = []
+        for workload in self.workload_entries_in(service.namespace):
+            if not workload.is_ip or any(workload.labels.get(k) != v for k, v in selector.items()):
+                continue
+            if isinstance(port.target_port, str):
+                number = workload.ports.get(port.target_port)
+                if number is None:
+                    continue
+            else:
+                number = workload.ports.get(port.name) if port.name else None
+                number = number or port.target_port
+            out.append(_workload_endpoint(workload, workload.address, number))
+        return out
+
+    def service_accounts(self, service: Service, trust_domain: str) -> tuple[str, ...]:
+        """istiod's PushContext.ServiceAccounts: the identities a service's upstreams may
+        present, sorted: its ServiceEntry `subjectAltNames` and the SPIFFE IDs of its
+        endpoints' service accounts. The SANs to verify for ISTIO_MUTUAL (explicit without
+        `subjectAltNames`, or auto mTLS); not for SIMPLE/MUTUAL, where only the rule's count.
+        Depends on endpoints: a change of them alters clusters, not only EDS."""
+        accounts = set(service.subject_alt_names)
+        for port in service.ports:
+            for ep in self.endpoints(service, port):
+                if ep.service_account:
+                    ns = (ep.pod or ep.workload_entry).partition("/")[0] or service.namespace
+                    accounts.add(f"spiffe://{trust_domain}/ns/{ns}/sa/{ep.service_account}")
+        return tuple(sorted(accounts))
+
+    def workload_entry_services(self, workload: WorkloadEntry) -> list[Service]:
+        """The services whose endpoints this WorkloadEntry is (or would be) among: Kubernetes
+        Services of its namespace whose selector matches it, and the hosts of ServiceEntries
+        there whose workloadSelector does. For pushes: which clusters a change touches."""
+        found = [
+            s
+            for s in self.services_selecting(workload.namespace, workload.labels)
+            if s.type != "ServiceEntry"
+        ]
+        for host, entry in self._entry_endpoints.items():
+            selector = entry.workload_selector
+            if (
+                selector
+                and entry.namespace == workload.namespace
+                and all(workload.labels.get(k) == v for k, v in selector.items())
+            ):
+                found.append(self.services_by_host[host])
+        return found
 
     def _locality(self, zone: str, node_name: str, pod: Pod | None) -> Locality:
         node = self.nodes.get(node_name or (pod.node_name if pod else ""))
@@ -557,30 +647,33 @@ class PushContext:
         self, entry: ServiceEntry, port: ServicePort, labels: Mapping[str, str] | None
     ) -> list[ServiceEndpoint]:
         """An entry's endpoints for one port (one subset, with `labels`): its own `endpoints`,
-        or the WorkloadEntries of its namespace its workloadSelector picks."""
-        if entry.workload_selector is None:
-            candidates = [
-                (ep.address, ep.ports, ep.labels, ep.locality, "") for ep in entry.endpoints
-            ]
-        else:
-            candidates = [
-                (w.address, w.ports, w.labels, w.locality, w.service_account)
-                for w in self.workload_entries
-                if w.namespace == entry.namespace
-            ]
+        or the healthy WorkloadEntries of its namespace its workloadSelector picks (an empty
+        selector picks none; hostname entries only for DNS resolution, as istiod)."""
         selector = {**(entry.workload_selector or {}), **(labels or {})}
-        out = [
-            ServiceEndpoint(
-                address=address,
-                port=int(ports.get(port.name, port.target_port)),
-                locality=Locality.parse(locality),
-                labels=workload_labels,
-                service_account=account,
-                pod="",
-            )
-            for address, ports, workload_labels, locality, account in candidates
-            if all(workload_labels.get(k) == v for k, v in selector.items())
-        ]
+        target = int(port.target_port)  # an entry's targetPort is a number (default: port)
+        if entry.workload_selector is None:
+            out = [
+                ServiceEndpoint(
+                    address=ep.address,
+                    port=ep.ports.get(port.name, target),
+                    locality=Locality.parse(ep.locality),
+                    labels=ep.labels,
+                    service_account=ep.service_account,
+                    pod="",
+                    weight=ep.weight,
+                )
+                for ep in entry.endpoints
+                if all(ep.labels.get(k) == v for k, v in selector.items())
+            ]
+        elif not entry.workload_selector:
+            out = []
+        else:
+            dns = entry.resolution.startswith("DNS")
+            out = [
+                _workload_endpoint(w, w.address, w.ports.get(port.name, target))
+                for w in self.workload_entries_in(entry.namespace)
+                if (dns or w.is_ip) and all(w.labels.get(k) == v for k, v in selector.items())
+            ]
         return sorted(out, key=lambda e: (e.address, e.port))
 
     def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> list[Service]:
@@ -590,6 +683,19 @@ class PushContext:
             for s in self._selecting_by_namespace.get(namespace, ())
             if all(labels.get(k) == v for k, v in s.selector.items())
         ]
+
+
+def _workload_endpoint(workload: WorkloadEntry, address: str, port: int) -> ServiceEndpoint:
+    return ServiceEndpoint(
+        address=address,
+        port=port,
+        locality=Locality.parse(workload.locality),
+        labels=workload.labels,
+        service_account=workload.service_account,
+        pod="",
+        weight=workload.weight,
+        workload_entry=f"{workload.namespace}/{workload.meta.name}",
+    )
 
 
 def _export_key(dr: DestinationRule) -> frozenset[str]:

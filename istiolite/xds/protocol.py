@@ -230,7 +230,11 @@ class XdsStream(Generic[Ctx]):
             if (node.HasField("user_agent_build_version"))
             else node.user_agent_version
         )
-        self.proxy = dataclasses.replace(proxy, cluster=node.cluster, envoy_version=envoy_version)
+        loc = node.locality
+        locality = f"{loc.region}/{loc.zone}/{loc.sub_zone}" if node.HasField("locality") else ""
+        self.proxy = dataclasses.replace(
+            proxy, cluster=node.cluster, envoy_version=envoy_version, locality=locality
+        )
         return self.proxy
 
     def _record_ack_or_nack(self, state: TypeState, error: Any | None, acked_version: str) -> None:

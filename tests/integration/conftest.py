@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +10,8 @@ import pytest
 
 from istiolite.demo.echo import EchoServer
 from tests.support import mesh
-from tests.support.net import free_port, loopback_ip
-from tests.support.processes import EnvoyProcess, IstioliteProcess, stop_all
+from tests.support.net import free_port, http_request, loopback_ip
+from tests.support.processes import EnvoyProcess, IstioliteProcess, start_sidecar_mesh, stop_all
 from tests.support.wait import wait_for
 
 NAMESPACE = "shop"
@@ -36,16 +34,10 @@ class Mesh:
 
     def request(self, host: str, path: str = "/", port: int | None = None) -> tuple[int, str]:
         """One request through Envoy's outbound listener: (status, upstream name or body)."""
-        conn = http.client.HTTPConnection("127.0.0.1", port or self.service_port, timeout=5)
-        try:
-            conn.request("GET", path, headers={"Host": host})
-            resp = conn.getresponse()
-            body = resp.read().decode(errors="replace")
-        finally:
-            conn.close()
-        if resp.status == 200 and body.startswith("{"):
-            return resp.status, json.loads(body)["server"]
-        return resp.status, body
+        reply = http_request("127.0.0.1", port or self.service_port, host, path)
+        if reply.status == 200 and reply.body.startswith("{"):
+            return reply.status, reply.json()["server"]
+        return reply.status, reply.body
 
     def cluster(self, service: str) -> str:
         return f"outbound|{self.service_port}||{service}.{NAMESPACE}.svc.cluster.local"
@@ -70,16 +62,13 @@ def running_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mes
             mesh.service("beta", NAMESPACE, m.service_port, target_port=m.target_port),
             mesh.endpoint_slice("beta", NAMESPACE, m.target_port, beta_ips),
         )
-        m.istiolite = IstioliteProcess([config_dir], tmp_path)
-        m.envoy = EnvoyProcess(
+        m.istiolite, m.envoy = start_sidecar_mesh(
+            [config_dir],
             tmp_path,
-            m.istiolite.xds_address,
-            f"sidecar~127.0.0.1~client-1.{NAMESPACE}~{NAMESPACE}.svc.cluster.local",
+            namespace=NAMESPACE,
             delta=request.param == "delta",
-            meta={"NAMESPACE": NAMESPACE, "INTERCEPTION_MODE": "NONE"},
             labels={"app": "client"},
         )
-        wait_for(m.envoy.synced, what="envoy synced")
         wait_for(lambda: m.request("alpha")[0] == 200, what="first request through envoy")
         yield m
     finally:

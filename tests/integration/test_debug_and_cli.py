@@ -19,7 +19,7 @@ from tests.integration.conftest import NAMESPACE, Mesh
 from tests.protocol.harness import CDS, EDS, LDS, XdsClient, make_node
 from tests.support import mesh
 from tests.support.net import free_port
-from tests.support.processes import IstioliteProcess, http_get
+from tests.support.processes import IstioliteProcess, dump_section, http_get
 from tests.support.wait import wait_for
 
 ENVOY_NAME = f"client-1.{NAMESPACE}"
@@ -42,13 +42,6 @@ def debug(istiolite: IstioliteProcess, page: str) -> Any:
 
 def url(istiolite: IstioliteProcess) -> str:
     return f"http://127.0.0.1:{istiolite.http_port}"
-
-
-def _dynamic(dump: dict[str, Any], section: str) -> list[dict[str, Any]]:
-    for config in dump["configs"]:
-        if section in config:
-            return config[section]
-    return []
 
 
 def _addresses(assignment: dict[str, Any]) -> set[str]:
@@ -108,19 +101,19 @@ def test_proxy_config_matches_envoys_own_config_dump(running_mesh: Mesh) -> None
     dump = envoy.config_dump()
 
     clusters = _proxy_config(istiolite, "clusters", ENVOY_NAME)
-    envoy_clusters = {c["cluster"]["name"] for c in _dynamic(dump, "dynamic_active_clusters")}
+    envoy_clusters = {c["cluster"]["name"] for c in dump_section(dump, "dynamic_active_clusters")}
     assert {c["name"] for c in clusters} == envoy_clusters
     assert running_mesh.cluster("alpha") in envoy_clusters
 
     listeners = _proxy_config(istiolite, "listeners", ENVOY_NAME)
-    envoy_listeners = {item["name"] for item in _dynamic(dump, "dynamic_listeners")}
+    envoy_listeners = {item["name"] for item in dump_section(dump, "dynamic_listeners")}
     assert {item["name"] for item in listeners} == envoy_listeners
     assert f"127.0.0.1_{running_mesh.service_port}" in envoy_listeners
 
     routes = _proxy_config(istiolite, "routes", ENVOY_NAME)
     envoy_routes = {
         r["route_config"]["name"]: r["route_config"]
-        for r in _dynamic(dump, "dynamic_route_configs")
+        for r in dump_section(dump, "dynamic_route_configs")
     }
     assert {r["name"] for r in routes} == set(envoy_routes)
     for route in routes:
@@ -132,7 +125,7 @@ def test_proxy_config_matches_envoys_own_config_dump(running_mesh: Mesh) -> None
     endpoints = _proxy_config(istiolite, "endpoints", ENVOY_NAME)
     envoy_endpoints = {
         e["endpoint_config"]["cluster_name"]: _addresses(e["endpoint_config"])
-        for e in _dynamic(dump, "dynamic_endpoint_configs")
+        for e in dump_section(dump, "dynamic_endpoint_configs")
     }
     # Envoy also lists (empty) assignments of its non-EDS clusters; istiolite sends EDS only.
     eds_clusters = {c["name"] for c in clusters if c.get("type") == "EDS"}

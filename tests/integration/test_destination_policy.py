@@ -3,71 +3,24 @@ ejection, consistent hashing on a header."""
 
 from __future__ import annotations
 
-import http.client
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support.net import free_port, loopback_ip
-from tests.support.processes import EnvoyProcess, IstioliteProcess, stop_all
+from tests.support.net import Reply, free_port, http_request, loopback_ip
+from tests.support.processes import EnvoyProcess, IstioliteProcess, start_sidecar_mesh, stop_all
+from tests.support.upstream import NamedUpstream
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 NS = "shop"
 HOST = f"backend.{NS}.svc.cluster.local"
-
-
-class Upstream:
-    """A tiny threaded HTTP/1.1 server: answers `status` with its name, after `delay` seconds."""
-
-    def __init__(self, host: str, port: int, name: str, *, status: int = 200, delay: float = 0):
-        self.name = name
-        self.hits = 0
-        lock = threading.Lock()
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                with lock:
-                    upstream.hits += 1
-                if delay:
-                    time.sleep(delay)
-                body = upstream.name.encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-
-@dataclass
-class Reply:
-    status: int
-    body: str
-    headers: dict[str, str]
 
 
 @dataclass
@@ -76,19 +29,12 @@ class Mesh:
     config: Path
     port: int
     target: int
-    upstreams: list[Upstream] = field(default_factory=list)
+    upstreams: list[NamedUpstream] = field(default_factory=list)
     istiolite: IstioliteProcess | None = None
     envoy: EnvoyProcess | None = None
 
     def get(self, headers: dict[str, str] | None = None, timeout: float = 10) -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request("GET", "/", headers={"Host": "backend", **(headers or {})})
-            resp = conn.getresponse()
-            body = resp.read().decode(errors="replace")
-        finally:
-            conn.close()
-        return Reply(resp.status, body, {k.lower(): v for k, v in resp.getheaders()})
+        return http_request("127.0.0.1", self.port, "backend", headers=headers, timeout=timeout)
 
     def start(self, pods: dict[str, dict[str, Any]], traffic_policy: dict[str, Any]) -> None:
         """Pods by name ({"status": ..., "delay": ...}), one Service over them, and a
@@ -96,7 +42,7 @@ class Mesh:
         ips = {}
         for name, options in pods.items():
             ips[name] = loopback_ip()
-            self.upstreams.append(Upstream(ips[name], self.target, name, **options))
+            self.upstreams.append(NamedUpstream(ips[name], self.target, name, **options).start())
         objects: list[dict[str, Any]] = [
             {
                 "apiVersion": "v1",
@@ -143,15 +89,7 @@ class Mesh:
             },
         ]
         (self.config / "backend.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
-        self.istiolite = IstioliteProcess([self.config], self.tmp)
-        self.envoy = EnvoyProcess(
-            self.tmp,
-            self.istiolite.xds_address,
-            f"sidecar~127.0.0.1~client-1.{NS}~{NS}.svc.cluster.local",
-            delta=True,
-            meta={"NAMESPACE": NS, "INTERCEPTION_MODE": "NONE"},
-        )
-        wait_for(self.envoy.synced, what="envoy synced")
+        self.istiolite, self.envoy = start_sidecar_mesh([self.config], self.tmp, namespace=NS)
         wait_for(
             lambda: len(self.envoy.cluster_endpoints(self.cluster)) == len(pods),  # type: ignore[union-attr]
             what="endpoints in envoy",

@@ -11,31 +11,25 @@ import pytest
 from tests.integration.conftest import NAMESPACE, Mesh
 from tests.support import mesh
 from tests.support.net import free_port
+from tests.support.processes import dump_section
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
-
-
-def _dynamic(dump: dict, section: str) -> list[dict]:
-    for config in dump["configs"]:
-        if section in config:
-            return config[section]
-    return []
 
 
 def test_config_dump_has_everything_and_nothing_warming(running_mesh: Mesh) -> None:
     envoy = running_mesh.envoy
     assert envoy is not None
     dump = envoy.config_dump()
-    clusters = {c["cluster"]["name"] for c in _dynamic(dump, "dynamic_active_clusters")}
+    clusters = {c["cluster"]["name"] for c in dump_section(dump, "dynamic_active_clusters")}
     assert running_mesh.cluster("alpha") in clusters
     assert running_mesh.cluster("beta") in clusters
     assert {"PassthroughCluster", "BlackHoleCluster"} <= clusters
-    listeners = _dynamic(dump, "dynamic_listeners")
+    listeners = dump_section(dump, "dynamic_listeners")
     names = {item["name"] for item in listeners}
     assert f"127.0.0.1_{running_mesh.service_port}" in names
     assert all("error_state" not in item and "active_state" in item for item in listeners)
-    routes = _dynamic(dump, "dynamic_route_configs")
+    routes = dump_section(dump, "dynamic_route_configs")
     route = next(r for r in routes if r["route_config"]["name"] == str(running_mesh.service_port))
     hosts = {vh["name"] for vh in route["route_config"]["virtual_hosts"]}
     assert f"alpha.{NAMESPACE}.svc.cluster.local:{running_mesh.service_port}" in hosts

@@ -3,8 +3,6 @@ namespace, and a VirtualService exported to `.` reroutes traffic only there."""
 
 from __future__ import annotations
 
-import http.client
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +11,14 @@ import pytest
 from istiolite.demo.echo import EchoServer
 from istiolite.model.visibility import EXPORT_TO_ANNOTATION
 from tests.support import mesh
-from tests.support.net import free_port, loopback_ip
-from tests.support.processes import EnvoyProcess, IstioliteProcess, stop_all
+from tests.support.net import free_port, http_request, loopback_ip
+from tests.support.processes import (
+    EnvoyProcess,
+    IstioliteProcess,
+    dump_section,
+    sidecar_envoy,
+    stop_all,
+)
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
@@ -22,31 +26,14 @@ pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
 def _answer(port: int, host: str) -> str:
     """The upstream that answered a GET through the proxy's listener on 127.0.0.1:port."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/", headers={"Host": host})
-        resp = conn.getresponse()
-        body = resp.read().decode(errors="replace")
-    finally:
-        conn.close()
-    return json.loads(body)["server"] if resp.status == 200 else f"HTTP {resp.status}"
-
-
-def _outbound(envoy: EnvoyProcess) -> set[str]:
-    dump = envoy.config_dump()
-    section = next(c for c in dump["configs"] if "dynamic_active_clusters" in c)
-    return {
-        c["cluster"]["name"]
-        for c in section["dynamic_active_clusters"]
-        if c["cluster"]["name"].startswith("outbound|")
-    }
+    reply = http_request("127.0.0.1", port, host)
+    return reply.json()["server"] if reply.status == 200 else f"HTTP {reply.status}"
 
 
 def _listeners(envoy: EnvoyProcess) -> set[str]:
-    dump = envoy.config_dump()
-    section = next(c for c in dump["configs"] if "dynamic_listeners" in c)
-    assert not any("error_state" in item for item in section["dynamic_listeners"])
-    return {item["name"] for item in section["dynamic_listeners"]}
+    listeners = dump_section(envoy.config_dump(), "dynamic_listeners")
+    assert not any("error_state" in item for item in listeners)
+    return {item["name"] for item in listeners}
 
 
 def test_export_to_scopes_clusters_and_routing_by_namespace(tmp_path: Path) -> None:
@@ -91,15 +78,8 @@ def test_export_to_scopes_clusters_and_routing_by_namespace(tmp_path: Path) -> N
         seen: dict[str, set[str]] = {}
         # One proxy at a time: without iptables both would bind the same 127.0.0.1 ports.
         for namespace, web_answer in (("team-a", "web-0"), ("team-b", "canary-0")):
-            envoy = EnvoyProcess(
-                tmp_path,
-                cp.xds_address,
-                f"sidecar~127.0.0.1~client-1.{namespace}~{namespace}.svc.cluster.local",
-                delta=True,
-                meta={"NAMESPACE": namespace, "INTERCEPTION_MODE": "NONE"},
-            )
-            wait_for(envoy.synced, what=f"envoy in {namespace} synced")
-            seen[namespace] = _outbound(envoy)
+            envoy = sidecar_envoy(cp, tmp_path, namespace=namespace)
+            seen[namespace] = envoy.cluster_names("outbound|")
             # The VirtualService exported to "." decides only team-b's routing.
             wait_for(
                 lambda expected=web_answer: _answer(web_port, "web.team-b") == expected,

@@ -8,7 +8,6 @@ import base64
 import json
 import socket
 import ssl
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,20 @@ import yaml
 from cryptography import x509
 
 from tests.support import mesh
-from tests.support.certs import CertificateAuthority, KeyPair, tls_secret
+from tests.support.certs import CertificateAuthority, client_context, tls_secret
 from tests.support.net import free_port
-from tests.support.processes import EnvoyProcess, IstioliteProcess, http_get, stop_all
+from tests.support.processes import (
+    EnvoyProcess,
+    IstioliteProcess,
+    http_get,
+    start_gateway_mesh,
+    stop_all,
+)
 from tests.support.upstream import BehaviourServer
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 GW_NS = "istio-system"
-ROUTER_ID = f"router~127.0.0.1~ingress-1.{GW_NS}~{GW_NS}.svc.cluster.local"
 
 
 @dataclass
@@ -122,7 +126,7 @@ def gateway_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gat
     ports = Ports(*(free_port() for _ in range(6)))
     ca, client_ca = CertificateAuthority("gateway CA"), CertificateAuthority("client CA")
     upstream = BehaviourServer("127.0.0.1", free_port(), "hello-1").start()
-    port = upstream._httpd.server_address[1]
+    port = upstream.port
     mesh.write(
         config / "hello.yaml",
         mesh.service("hello", "web", 80, target_port=port),
@@ -141,19 +145,9 @@ def gateway_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gat
         ),
     )
     _write_secrets(config, ca, client_ca)
-    cp: IstioliteProcess | None = None
-    envoy: EnvoyProcess | None = None
+    cp = envoy = None
     try:
-        cp = IstioliteProcess([config], tmp_path)
-        envoy = EnvoyProcess(
-            tmp_path,
-            cp.xds_address,
-            ROUTER_ID,
-            delta=request.param,
-            meta={"NAMESPACE": GW_NS},
-            labels={"istio": "ingressgateway"},
-        )
-        wait_for(envoy.synced, what="gateway envoy synced")
+        cp, envoy = start_gateway_mesh([config], tmp_path, namespace=GW_NS, delta=request.param)
         yield GatewayMesh(config, cp, envoy, ports, ca, client_ca, upstream)
     finally:
         stop_all(envoy, cp)
@@ -192,16 +186,6 @@ def _tls_get(
             assert der is not None
             status, _, body = _exchange(sock, sni, path)
             return status, body, x509.load_der_x509_certificate(der)
-
-
-def _client_context(ca: CertificateAuthority, client: KeyPair | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
-    if client is not None:
-        # ssl loads client keys only from files: a private directory, gone once loaded.
-        with tempfile.TemporaryDirectory() as tmp:
-            cert, key = client.write(Path(tmp), "client")
-            ctx.load_cert_chain(cert, key)
-    return ctx
 
 
 def _sans(cert: x509.Certificate) -> list[str]:
@@ -243,7 +227,7 @@ def test_server_port_of_the_gateway_service_listens_on_its_target_port(
 
 
 def test_https_simple_serves_the_secret_certificate(gateway_mesh: GatewayMesh) -> None:
-    ctx = _client_context(gateway_mesh.ca)
+    ctx = client_context(gateway_mesh.ca)
     status, body, cert = _tls_get(gateway_mesh.ports.https, "hello.example.com", ctx)
     assert status == 200
     assert json.loads(body)["server"] == "hello-1"
@@ -251,7 +235,7 @@ def test_https_simple_serves_the_secret_certificate(gateway_mesh: GatewayMesh) -
     # A client that trusts another CA refuses the handshake.
     with pytest.raises(ssl.SSLCertVerificationError):
         _tls_get(
-            gateway_mesh.ports.https, "hello.example.com", _client_context(gateway_mesh.client_ca)
+            gateway_mesh.ports.https, "hello.example.com", client_context(gateway_mesh.client_ca)
         )
 
 
@@ -265,15 +249,15 @@ def test_https_redirect(gateway_mesh: GatewayMesh) -> None:
 def test_mutual_tls_requires_a_client_certificate(gateway_mesh: GatewayMesh) -> None:
     port = gateway_mesh.ports.mutual
     client = gateway_mesh.client_ca.issue("client-app", client=True)
-    status, _, cert = _tls_get(port, "mtls.example.com", _client_context(gateway_mesh.ca, client))
+    status, _, cert = _tls_get(port, "mtls.example.com", client_context(gateway_mesh.ca, client))
     assert status == 200
     assert _sans(cert) == ["mtls.example.com"]
     with pytest.raises((ssl.SSLError, ConnectionError)):
-        _tls_get(port, "mtls.example.com", _client_context(gateway_mesh.ca))
+        _tls_get(port, "mtls.example.com", client_context(gateway_mesh.ca))
     # A certificate from a CA the gateway does not trust is refused too.
     stranger = gateway_mesh.ca.issue("stranger", client=True)
     with pytest.raises((ssl.SSLError, ConnectionError)):
-        _tls_get(port, "mtls.example.com", _client_context(gateway_mesh.ca, stranger))
+        _tls_get(port, "mtls.example.com", client_context(gateway_mesh.ca, stranger))
 
 
 def test_missing_secret_leaves_out_that_server_only(gateway_mesh: GatewayMesh) -> None:
@@ -294,7 +278,7 @@ def test_missing_secret_leaves_out_that_server_only(gateway_mesh: GatewayMesh) -
     # The Secret appears: the server is added without restarting anything.
     pair = gateway_mesh.ca.issue("nocert.example.com", dns=("nocert.example.com",))
     mesh.write(gateway_mesh.config / "late.yaml", tls_secret("no-such-secret", GW_NS, pair))
-    ctx = _client_context(gateway_mesh.ca)
+    ctx = client_context(gateway_mesh.ca)
 
     def served() -> bool:
         try:
@@ -307,7 +291,7 @@ def test_missing_secret_leaves_out_that_server_only(gateway_mesh: GatewayMesh) -
 
 
 def test_rotated_secret_reaches_clients_without_restart(gateway_mesh: GatewayMesh) -> None:
-    ctx = _client_context(gateway_mesh.ca)
+    ctx = client_context(gateway_mesh.ca)
     port = gateway_mesh.ports.https
     before = _tls_get(port, "hello.example.com", ctx)[2].serial_number
     _write_secrets(gateway_mesh.config, gateway_mesh.ca, gateway_mesh.client_ca)

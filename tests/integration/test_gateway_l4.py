@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +15,13 @@ import pytest
 from cryptography import x509
 
 from tests.support import mesh
-from tests.support.certs import CertificateAuthority
+from tests.support.certs import CertificateAuthority, client_context, server_context
 from tests.support.net import free_port
-from tests.support.processes import EnvoyProcess, IstioliteProcess, stop_all
+from tests.support.processes import EnvoyProcess, start_gateway_mesh, stop_all
 from tests.support.upstream import EchoServer
-from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 GW_NS = "istio-system"
-ROUTER_ID = f"router~127.0.0.1~ingress-1.{GW_NS}~{GW_NS}.svc.cluster.local"
 
 
 @dataclass
@@ -91,14 +88,9 @@ def _objects(tls_port: int, tcp_port: int) -> list[dict[str, Any]]:
 def l4_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[L4Mesh]:
     ca = CertificateAuthority("upstream CA")
     servers: list[EchoServer] = []
-    with tempfile.TemporaryDirectory() as keys:
-        for name in ("alpha", "beta"):
-            cert, key = ca.issue(f"{name}.example.com", dns=(f"{name}.example.com",)).write(
-                Path(keys), name
-            )
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(cert, key)
-            servers.append(EchoServer(name, ctx))
+    for name in ("alpha", "beta"):
+        pair = ca.issue(f"{name}.example.com", dns=(f"{name}.example.com",))
+        servers.append(EchoServer(name, server_context(pair)))
     servers.append(EchoServer("echo"))
     alpha, beta, echo = servers
     config = tmp_path / "config"
@@ -114,19 +106,9 @@ def l4_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[L4Mesh]:
     )
     tls_port, tcp_port = free_port(), free_port()
     mesh.write(config / "gateway.yaml", *_objects(tls_port, tcp_port))
-    cp: IstioliteProcess | None = None
-    envoy: EnvoyProcess | None = None
+    cp = envoy = None
     try:
-        cp = IstioliteProcess([config], tmp_path)
-        envoy = EnvoyProcess(
-            tmp_path,
-            cp.xds_address,
-            ROUTER_ID,
-            delta=request.param,
-            meta={"NAMESPACE": GW_NS},
-            labels={"istio": "ingressgateway"},
-        )
-        wait_for(envoy.synced, what="gateway envoy synced")
+        cp, envoy = start_gateway_mesh([config], tmp_path, namespace=GW_NS, delta=request.param)
         yield L4Mesh(envoy, ca, tls_port, tcp_port)
     finally:
         stop_all(envoy, cp)
@@ -135,7 +117,7 @@ def l4_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[L4Mesh]:
 
 
 def _tls_exchange(port: int, sni: str, ca: CertificateAuthority) -> tuple[bytes, x509.Certificate]:
-    ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
+    ctx = client_context(ca)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with ctx.wrap_socket(raw, server_hostname=sni) as sock:
             der = sock.getpeercert(binary_form=True)

@@ -3,7 +3,6 @@ Envoy, against upstreams that misbehave on purpose."""
 
 from __future__ import annotations
 
-import http.client
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.net import free_port, loopback_ip
-from tests.support.processes import EnvoyProcess, IstioliteProcess, stop_all
+from tests.support.net import free_port, http_request, loopback_ip
+from tests.support.processes import start_sidecar_mesh, stop_all
 from tests.support.upstream import BehaviourServer
 from tests.support.wait import wait_for
 
@@ -34,15 +33,11 @@ class Mesh:
     def request(
         self, host: str, path: str, method: str = "GET", headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], float]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         started = time.monotonic()
-        try:
-            conn.request(method, path, headers={"Host": host, **(headers or {})})
-            resp = conn.getresponse()
-            resp.read()
-        finally:
-            conn.close()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, time.monotonic() - started
+        reply = http_request(
+            "127.0.0.1", self.port, host, path, method=method, headers=headers, timeout=10
+        )
+        return reply.status, reply.headers, time.monotonic() - started
 
     def service(self, name: str) -> list[dict[str, Any]]:
         ip = loopback_ip()
@@ -130,17 +125,7 @@ def mesh(tmp_path: Path) -> Iterator[Mesh]:
     try:
         docs = [*m.service("api"), *m.service("shadow"), ROUTES]
         (config / "mesh.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        cp = IstioliteProcess([config], tmp_path)
-        m.procs.append(cp)
-        envoy = EnvoyProcess(
-            tmp_path,
-            cp.xds_address,
-            f"sidecar~127.0.0.1~client-1.{NS}~{NS}.svc.cluster.local",
-            delta=False,
-            meta={"NAMESPACE": NS, "INTERCEPTION_MODE": "NONE"},
-        )
-        m.procs.append(envoy)
-        wait_for(envoy.synced, what="envoy synced")
+        m.procs += start_sidecar_mesh([config], tmp_path, namespace=NS, delta=False)
         wait_for(lambda: m.request("api", "/")[0] == 200, what="api routable")
         yield m
     finally:

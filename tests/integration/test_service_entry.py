@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import http.client
-import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from istiolite.demo.echo import EchoServer
-from tests.support.net import free_port, loopback_ip
+from tests.support.net import free_port, http_request, loopback_ip
 from tests.support.processes import start_sidecar_mesh, stop_all
 from tests.support.wait import wait_for
 
@@ -33,14 +31,8 @@ def _entry(name: str, host: str, port: int, resolution: str, endpoints: list[dic
 
 
 def _get(port: int, host: str) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/", headers={"Host": host})
-        resp = conn.getresponse()
-        body = resp.read().decode()
-    finally:
-        conn.close()
-    return resp.status, json.loads(body)["server"] if resp.status == 200 else body
+    reply = http_request("127.0.0.1", port, host)
+    return reply.status, reply.json()["server"] if reply.status == 200 else reply.body
 
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])

@@ -4,9 +4,7 @@ egress listeners with their own ports and binds carry traffic."""
 from __future__ import annotations
 
 import datetime
-import http.client
 import ipaddress
-import json
 import ssl
 from pathlib import Path
 
@@ -19,8 +17,15 @@ from cryptography.x509.oid import NameOID
 
 from istiolite.demo.echo import EchoServer
 from tests.support import mesh
-from tests.support.net import free_port, loopback_ip
-from tests.support.processes import EnvoyProcess, IstioliteProcess, start_sidecar_mesh, stop_all
+from tests.support.net import free_port, http_request, loopback_ip
+from tests.support.processes import (
+    EnvoyProcess,
+    IstioliteProcess,
+    dump_section,
+    sidecar_envoy,
+    start_sidecar_mesh,
+    stop_all,
+)
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
@@ -56,36 +61,16 @@ def test_scoped_proxy_holds_only_what_its_sidecar_allows(tmp_path: Path) -> None
     envoys: list[EnvoyProcess] = []
     try:
         for namespace in ("team-a", "team-b"):
-            envoys.append(
-                EnvoyProcess(
-                    tmp_path,
-                    cp.xds_address,
-                    f"sidecar~127.0.0.1~app-1.{namespace}~{namespace}.svc.cluster.local",
-                    delta=True,
-                    meta={"NAMESPACE": namespace, "INTERCEPTION_MODE": "NONE"},
-                )
-            )
-            wait_for(envoys[-1].synced, what=f"envoy in {namespace} synced")
-
-        def outbound(envoy: EnvoyProcess) -> set[str]:
-            dump = envoy.config_dump()
-            section = next(c for c in dump["configs"] if "dynamic_active_clusters" in c)
-            return {
-                c["cluster"]["name"]
-                for c in section["dynamic_active_clusters"]
-                if c["cluster"]["name"].startswith("outbound|")
-            }
-
-        scoped, unscoped = (outbound(e) for e in envoys)
+            envoys.append(sidecar_envoy(cp, tmp_path, namespace=namespace, pod="app-1"))
+        scoped, unscoped = (e.cluster_names("outbound|") for e in envoys)
         assert scoped == {
             f"outbound|{ports[0]}||cart.team-a.svc.cluster.local",
             f"outbound|{ports[1]}||search.team-a.svc.cluster.local",
         }
         assert len(unscoped) == 4
         # Only listeners for what it may reach are bound in the scoped proxy.
-        dump = envoys[0].config_dump()
-        listeners = next(c for c in dump["configs"] if "dynamic_listeners" in c)
-        names = {item["name"] for item in listeners["dynamic_listeners"]}
+        listeners = dump_section(envoys[0].config_dump(), "dynamic_listeners")
+        names = {item["name"] for item in listeners}
         assert names == {f"127.0.0.1_{ports[0]}", f"127.0.0.1_{ports[1]}"}
     finally:
         stop_all(*envoys, cp)
@@ -127,18 +112,8 @@ def _get(
     url_host: str, port: int, host_header: str, tls: ssl.SSLContext | None = None
 ) -> tuple[int, str]:
     """(status, the upstream that answered) for one GET."""
-    conn: http.client.HTTPConnection
-    if tls is None:
-        conn = http.client.HTTPConnection(url_host, port, timeout=5)
-    else:
-        conn = http.client.HTTPSConnection(url_host, port, timeout=5, context=tls)
-    try:
-        conn.request("GET", "/", headers={"Host": host_header})
-        resp = conn.getresponse()
-        body = resp.read().decode(errors="replace")
-    finally:
-        conn.close()
-    return resp.status, json.loads(body)["server"] if resp.status == 200 else body
+    reply = http_request(url_host, port, host_header, tls=tls)
+    return reply.status, reply.json()["server"] if reply.status == 200 else reply.body
 
 
 def _answers(url_host: str, port: int, host: str, tls: ssl.SSLContext | None = None) -> str:
@@ -213,17 +188,15 @@ def test_sidecar_ingress_and_egress_listeners_carry_real_traffic(tmp_path: Path)
         # The egress listener's route knows only cart; anything else is refused, not looped.
         assert _get(egress_ip, cart_port, "billing")[0] == 502
 
-        dump = envoy.config_dump()
-        listeners = next(c for c in dump["configs"] if "dynamic_listeners" in c)
-        names = {item["name"] for item in listeners["dynamic_listeners"]}
+        listeners = dump_section(envoy.config_dump(), "dynamic_listeners")
+        names = {item["name"] for item in listeners}
         assert names == {
             f"127.0.0.1_{ingress_port}",
             f"127.0.0.1_{tls_port}",
             f"{egress_ip}_{cart_port}",
         }
-        assert not any("error_state" in item for item in listeners["dynamic_listeners"])
-        clusters = next(c for c in dump["configs"] if "dynamic_active_clusters" in c)
-        cluster_names = {c["cluster"]["name"] for c in clusters["dynamic_active_clusters"]}
+        assert not any("error_state" in item for item in listeners)
+        cluster_names = envoy.cluster_names()
         assert {f"inbound|{ingress_port}||", f"inbound|{tls_port}||"} <= cluster_names
         assert not [n for n in cluster_names if "billing" in n]
         rejected = {k: v for k, v in envoy.stats().items() if k.endswith("update_rejected") and v}

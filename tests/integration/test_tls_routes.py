@@ -5,8 +5,6 @@ The client verifies each upstream's own certificate, so the bytes were never ope
 from __future__ import annotations
 
 import socket
-import ssl
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support import mesh
-from tests.support.certs import CertificateAuthority
+from tests.support.certs import CertificateAuthority, client_context, server_context
 from tests.support.net import free_port
 from tests.support.processes import EnvoyProcess, IstioliteProcess, start_sidecar_mesh, stop_all
 from tests.support.upstream import EchoServer
@@ -56,13 +54,9 @@ def _routes() -> dict[str, Any]:
 def tls_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TlsMesh]:
     ca = CertificateAuthority("tls routes CA")
     servers: dict[str, EchoServer] = {}
-    with tempfile.TemporaryDirectory() as keys:
-        for name in ("front", "alpha", "beta"):
-            dns = (f"{name}.example.com", f"{name[0]}.example.com")
-            cert, key = ca.issue(dns[0], dns=dns).write(Path(keys), name)
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(cert, key)
-            servers[name] = EchoServer(name, ctx)
+    for name in ("front", "alpha", "beta"):
+        dns = (f"{name}.example.com", f"{name[0]}.example.com")
+        servers[name] = EchoServer(name, server_context(ca.issue(dns[0], dns=dns)))
     config = tmp_path / "config"
     config.mkdir()
     ports = {"front": free_port(), "alpha": free_port(), "beta": free_port()}
@@ -86,7 +80,7 @@ def tls_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TlsMesh
 
 
 def _exchange(port: int, sni: str, ca: CertificateAuthority) -> bytes:
-    ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
+    ctx = client_context(ca)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with ctx.wrap_socket(raw, server_hostname=sni) as sock:
             sock.sendall(b"hi")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
 import sys
@@ -18,8 +17,8 @@ import pytest
 import yaml
 
 from istiolite.demo.echo import EchoServer
-from tests.support.net import free_port, loopback_ip
-from tests.support.processes import EnvoyProcess, IstioliteProcess, stop_all
+from tests.support.net import free_port, http_request, loopback_ip
+from tests.support.processes import EnvoyProcess, IstioliteProcess, start_sidecar_mesh, stop_all
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
@@ -46,16 +45,10 @@ class Mesh:
     envoy: EnvoyProcess | None = None
 
     def get(self, host: str, path: str = "/", headers: dict[str, str] | None = None) -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        try:
-            conn.request("GET", path, headers={"Host": host, **(headers or {})})
-            resp = conn.getresponse()
-            body = resp.read().decode(errors="replace")
-        finally:
-            conn.close()
-        reply = Reply(resp.status, location=resp.getheader("location") or "", body=body)
-        if resp.status == 200 and body.startswith("{"):
-            data = json.loads(body)
+        got = http_request("127.0.0.1", self.port, host, path, headers=headers)
+        reply = Reply(got.status, location=got.headers.get("location", ""), body=got.body)
+        if got.status == 200 and got.body.startswith("{"):
+            data = got.json()
             reply.server, reply.path = data["server"], data["path"]
             reply.headers = {k.lower(): v for k, v in data["headers"].items()}
         return reply
@@ -195,15 +188,7 @@ def mesh(tmp_path: Path) -> Iterator[Mesh]:
         m.write("reviews-subsets.yaml", _subsets("reviews", ["v1", "v2"]))
         m.write("reviews-routes.yaml", _reviews_routes(90, 10))
         m.write("ratings.yaml", *_service(m, "ratings", ["v1"]), RATINGS_ROUTES)
-        m.istiolite = IstioliteProcess([config], tmp_path)
-        m.envoy = EnvoyProcess(
-            tmp_path,
-            m.istiolite.xds_address,
-            f"sidecar~127.0.0.1~client-1.{NS}~{NS}.svc.cluster.local",
-            delta=True,
-            meta={"NAMESPACE": NS, "INTERCEPTION_MODE": "NONE"},
-        )
-        wait_for(m.envoy.synced, what="envoy synced")
+        m.istiolite, m.envoy = start_sidecar_mesh([config], tmp_path, namespace=NS)
         wait_for(lambda: m.get("reviews").status == 200, what="reviews routable")
         yield m
     finally:
@@ -314,17 +299,8 @@ def test_every_translated_field_is_accepted_by_envoy(tmp_path: Path) -> None:
     """The golden case that uses every VirtualService field istiolite translates, served to a
     real Envoy: all of it applied, nothing rejected (a NACK would show as update_rejected)."""
     config = Path(__file__).parents[1] / "golden" / "cases" / "traffic" / "config"
-    cp = IstioliteProcess([config], tmp_path)
-    envoy = None
+    cp, envoy = start_sidecar_mesh([config], tmp_path, namespace=NS)
     try:
-        envoy = EnvoyProcess(
-            tmp_path,
-            cp.xds_address,
-            f"sidecar~127.0.0.1~client-1.{NS}~{NS}.svc.cluster.local",
-            delta=True,
-            meta={"NAMESPACE": NS, "INTERCEPTION_MODE": "NONE"},
-        )
-        wait_for(envoy.synced, what="envoy synced")
         wait_for(
             lambda: (
                 envoy.stats().get("http.outbound_127.0.0.1_9080.rds.9080.update_success", 0) > 0

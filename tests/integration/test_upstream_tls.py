@@ -8,30 +8,27 @@ private temporary directory that is removed afterwards; key files are mode 0600.
 
 from __future__ import annotations
 
-import base64
-import datetime
-import http.client
 import json
-import os
 import shutil
-import ssl
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.support import mesh as objects
-from tests.support.net import free_port, loopback_ip
+from tests.support.certs import (
+    CertificateAuthority,
+    KeyPair,
+    revocation_list,
+    server_context,
+    tls_secret,
+)
+from tests.support.net import Reply, free_port, http_request, loopback_ip
 from tests.support.processes import EnvoyProcess, IstioliteProcess, start_sidecar_mesh, stop_all
+from tests.support.upstream import HttpUpstream, Request
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
@@ -47,250 +44,62 @@ CLIENT_CN = "envoy-client.shop"
 @dataclass
 class Pki:
     dir: Path
+    authority: CertificateAuthority
+    server: KeyPair
+    client: KeyPair
     ca: Path
     other_ca: Path
-    server_cert: Path
-    server_key: Path
     client_cert: Path
     client_key: Path
     crl_empty: Path
     crl_revoking_server: Path
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def _ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _leaf(
-    cn: str,
-    ca: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    *,
-    usage: x509.ObjectIdentifier,
-    dns: list[str],
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-    )
-    if dns:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False
-        )
-    return builder.sign(ca_key, hashes.SHA256()), key
-
-
-def _crl(
-    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, revoked: list[int]
-) -> x509.CertificateRevocationList:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.subject)
-        .last_update(now - datetime.timedelta(minutes=5))
-        .next_update(now + datetime.timedelta(days=1))
-    )
-    for serial in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder()
-            .serial_number(serial)
-            .revocation_date(now - datetime.timedelta(minutes=1))
-            .build()
-        )
-    return builder.sign(ca_key, hashes.SHA256())
-
-
 def make_pki(directory: Path) -> Pki:
-    ca, ca_key = _ca("istiolite test CA")
-    other, _ = _ca("some other CA")
-    server, server_key = _leaf(
-        "backend", ca, ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH, dns=SERVER_NAMES
-    )
-    client, client_key = _leaf(CLIENT_CN, ca, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH, dns=[])
-    pki = Pki(
+    ca, other = CertificateAuthority("istiolite test CA"), CertificateAuthority("some other CA")
+    server = ca.issue("backend", dns=tuple(SERVER_NAMES))
+    client = ca.issue(CLIENT_CN, client=True)
+    client_cert, client_key = client.write(directory, "client")
+    files = {
+        "ca.pem": ca.cert_pem,
+        "other-ca.pem": other.cert_pem,
+        "ca.crl": revocation_list(ca),
+        "ca-revoking-server.crl": revocation_list(ca, server),
+    }
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    return Pki(
         dir=directory,
+        authority=ca,
+        server=server,
+        client=client,
         ca=directory / "ca.pem",
         other_ca=directory / "other-ca.pem",
-        server_cert=directory / "server.pem",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.pem",
-        client_key=directory / "client.key",
+        client_cert=client_cert,
+        client_key=client_key,
         crl_empty=directory / "ca.crl",
         crl_revoking_server=directory / "ca-revoking-server.crl",
     )
-    _write_cert(pki.ca, ca)
-    _write_cert(pki.other_ca, other)
-    _write_cert(pki.server_cert, server)
-    _write_key(pki.server_key, server_key)
-    _write_cert(pki.client_cert, client)
-    _write_key(pki.client_key, client_key)
-    pki.crl_empty.write_bytes(_crl(ca, ca_key, []).public_bytes(serialization.Encoding.PEM))
-    pki.crl_revoking_server.write_bytes(
-        _crl(ca, ca_key, [server.serial_number]).public_bytes(serialization.Encoding.PEM)
-    )
-    return pki
 
 
 # --- a TLS upstream -------------------------------------------------------------------------------
 
 
-@dataclass
-class Handshake:
-    ok: bool
-    sni: str | None
-    client_cn: str | None
-
-
-class TlsUpstream:
-    """HTTP/1.1 over TLS on one address, a thread per connection; records every handshake (its
-    SNI and the client certificate's CN) and answers with what it saw."""
+class TlsUpstream(HttpUpstream):
+    """The backend over TLS (see HttpUpstream: every handshake is recorded); answers with what
+    its handshake saw."""
 
     def __init__(self, host: str, port: int, pki: Pki, *, require_client_cert: bool) -> None:
-        self.handshakes: list[Handshake] = []
-        self.requests = 0
-        self._lock = threading.Lock()
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(pki.server_cert, pki.server_key)
-        if require_client_cert:
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_verify_locations(pki.ca)
-        local = threading.local()
+        client_ca = pki.authority if require_client_cert else None
+        super().__init__(host, port, tls=server_context(pki.server, client_ca=client_ca))
 
-        def remember_sni(sock: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
-            local.sni = name
-
-        context.sni_callback = remember_sni  # type: ignore[assignment]
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                local.sni = None
-                self.request.settimeout(10)
-                try:
-                    self.request = context.wrap_socket(self.request, server_side=True)
-                except (ssl.SSLError, OSError):
-                    upstream._record(Handshake(False, local.sni, None))
-                    raise
-                cert = self.request.getpeercert() or {}
-                cn = next(
-                    (v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"),
-                    None,
-                )
-                self.seen = Handshake(True, local.sni, cn)
-                upstream._record(self.seen)
-                super().setup()
-
-            def do_GET(self) -> None:
-                with upstream._lock:
-                    upstream.requests += 1
-                body = json.dumps(
-                    {"tls": True, "sni": self.seen.sni, "client_cn": self.seen.client_cn}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # failed handshakes are recorded, not printed
-
-        self._httpd = Server((host, port), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def _record(self, handshake: Handshake) -> None:
-        with self._lock:
-            self.handshakes.append(handshake)
-
-    def seen(self) -> list[Handshake]:
-        with self._lock:
-            return list(self.handshakes)
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+    def answer(self, request: Request) -> tuple[int, bytes]:
+        seen = request.handshake
+        assert seen is not None
+        return 200, json.dumps({"tls": True, "sni": seen.sni, "client_cn": seen.client_cn}).encode()
 
 
 # --- the mesh -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    body: str
-
-    def json(self) -> dict[str, Any]:
-        return dict(json.loads(self.body))
 
 
 @dataclass
@@ -310,13 +119,7 @@ class Mesh:
         return f"outbound|{self.port}||{HOST}"
 
     def get(self, host: str = "backend") -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", "/", headers={"Host": host})
-            resp = conn.getresponse()
-            return Reply(resp.status, resp.read().decode(errors="replace"))
-        finally:
-            conn.close()
+        return http_request("127.0.0.1", self.port, host, timeout=10)
 
     def rule(self, tls: dict[str, Any]) -> None:
         """(Re)write the DestinationRule for backend with this tls."""
@@ -340,7 +143,7 @@ class Mesh:
     ) -> None:
         self.upstream = TlsUpstream(
             self.ip, self.target, self.pki, require_client_cert=require_client_cert
-        )
+        ).start()
         objects.write(
             self.config / "backend.yaml",
             objects.service("backend", NS, self.port, target_port=self.target),
@@ -404,7 +207,7 @@ def test_simple_tls_with_ca_and_sni_reaches_the_tls_upstream(tls_mesh: Mesh, del
     reply = tls_mesh.get()
     assert reply.status == 200, reply.body
     assert reply.json() == {"tls": True, "sni": "backend.tls.test", "client_cn": None}
-    assert tls_mesh.upstream is not None and tls_mesh.upstream.requests >= 1
+    assert tls_mesh.upstream is not None and tls_mesh.upstream.total >= 1
     config = tls_mesh.tls_config()
     assert config["sni"] == "backend.tls.test"
     assert config["common_tls_context"]["validation_context"]["trusted_ca"] == {
@@ -421,7 +224,7 @@ def test_wrong_ca_fails_then_skip_verify_and_the_right_ca_succeed(tls_mesh: Mesh
     assert "upstream connect error" in reply.body
     assert tls_mesh.stat("ssl.fail_verify_error") >= 1
     assert tls_mesh.upstream is not None
-    assert tls_mesh.upstream.requests == 0
+    assert tls_mesh.upstream.total == 0
     assert not any(h.ok for h in tls_mesh.upstream.seen())
 
     # insecureSkipVerify: TLS without verification (an empty validation context).
@@ -478,7 +281,7 @@ def test_mutual_tls_presents_the_client_certificate(tls_mesh: Mesh) -> None:
         require_client_cert=True,
     )
     assert tls_mesh.get().status == 503
-    assert tls_mesh.upstream is not None and tls_mesh.upstream.requests == 0
+    assert tls_mesh.upstream is not None and tls_mesh.upstream.total == 0
 
     mutual = {
         "mode": "MUTUAL",
@@ -506,23 +309,8 @@ def test_mutual_tls_with_a_credential_from_a_secret(tls_mesh: Mesh) -> None:
     secrets = pki.dir / "secrets"  # inside the PKI directory: removed with the keys
     secrets.mkdir()
 
-    def b64(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode()
-
-    objects.write(
-        secrets / "secret.yaml",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "backend-client", "namespace": NS},
-            "type": "kubernetes.io/tls",
-            "data": {
-                "tls.crt": b64(pki.client_cert),
-                "tls.key": b64(pki.client_key),
-                "ca.crt": b64(pki.ca),
-            },
-        },
-    )
+    secret = tls_secret("backend-client", NS, pki.client, ca=pki.authority.cert_pem)
+    objects.write(secrets / "secret.yaml", secret)
     tls_mesh.start(
         {"mode": "MUTUAL", "credentialName": "backend-client", "sni": "backend"},
         require_client_cert=True,

@@ -1,10 +1,15 @@
-"""Loopback addresses and free ports for tests that run side by side."""
+"""Loopback addresses and free ports for tests that run side by side, and an HTTP client."""
 
 from __future__ import annotations
 
+import http.client
 import itertools
+import json
 import os
 import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any
 
 # Each test process walks its own slice of 127.0.0.0/8, so parallel runs do not collide.
 _hosts = itertools.count(1)
@@ -20,3 +25,40 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]  # names lower-cased
+    body: str
+
+    def json(self) -> dict[str, Any]:
+        return dict(json.loads(self.body))
+
+
+def http_request(
+    address: str,
+    port: int,
+    host: str,
+    path: str = "/",
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    timeout: float = 5,
+    tls: ssl.SSLContext | None = None,
+) -> Reply:
+    """One request on its own connection to address:port (over TLS with a client context) with
+    this Host header."""
+    conn: http.client.HTTPConnection
+    if tls is None:
+        conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    else:
+        conn = http.client.HTTPSConnection(address, port, timeout=timeout, context=tls)
+    try:
+        conn.request(method, path, headers={"Host": host, **(headers or {})})
+        resp = conn.getresponse()
+        body = resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+    return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,15 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
+
+
+def dump_section(dump: dict[str, Any], section: str) -> list[dict[str, Any]]:
+    """One section of a config dump (dynamic_listeners, dynamic_active_clusters, ...); [] when
+    Envoy has none."""
+    for config in dump["configs"]:
+        if section in config:
+            return list(config[section])
+    return []
 
 
 class Process:
@@ -152,6 +162,11 @@ class EnvoyProcess(Process):
         _, body = http_get(self.admin(f"/config_dump{query}"))
         return json.loads(body)
 
+    def cluster_names(self, prefix: str = "") -> set[str]:
+        """The clusters Envoy runs (dynamic_active_clusters) whose names start with `prefix`."""
+        active = dump_section(self.config_dump(), "dynamic_active_clusters")
+        return {c["cluster"]["name"] for c in active if c["cluster"]["name"].startswith(prefix)}
+
     def cluster_endpoints(self, cluster: str) -> list[str]:
         """host:port of each endpoint Envoy currently has for `cluster` (admin /clusters)."""
         _, body = http_get(self.admin("/clusters"))
@@ -182,6 +197,74 @@ def stop_all(*procs: Process | None) -> None:
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 
+INGRESS_GATEWAY_LABELS = {"istio": "ingressgateway"}
+
+
+def _synced_envoy(
+    cp: IstioliteProcess, workdir: Path, node_id: str, **options: Any
+) -> EnvoyProcess:
+    envoy = EnvoyProcess(workdir, cp.xds_address, node_id, **options)
+    try:
+        wait_for(envoy.synced, what=f"envoy {node_id} synced")
+    except BaseException:
+        envoy.stop()
+        raise
+    return envoy
+
+
+def sidecar_envoy(
+    cp: IstioliteProcess,
+    workdir: Path,
+    *,
+    namespace: str = "default",
+    delta: bool = True,
+    pod: str = "client-1",
+    labels: Mapping[str, str] | None = None,
+) -> EnvoyProcess:
+    """A sidecar Envoy of `cp` without iptables (with these pod labels), synced (stopped again
+    if it does not sync)."""
+    return _synced_envoy(
+        cp,
+        workdir,
+        f"sidecar~127.0.0.1~{pod}.{namespace}~{namespace}.svc.cluster.local",
+        delta=delta,
+        meta={"NAMESPACE": namespace, "INTERCEPTION_MODE": "NONE"},
+        labels=dict(labels or {}),
+    )
+
+
+def gateway_envoy(
+    cp: IstioliteProcess,
+    workdir: Path,
+    *,
+    namespace: str = "istio-system",
+    labels: Mapping[str, str] = INGRESS_GATEWAY_LABELS,
+    delta: bool,
+    pod: str = "ingress-1",
+) -> EnvoyProcess:
+    """A gateway Envoy of `cp` (a `router` with these pod labels, which Gateway selectors
+    match), synced (stopped again if it does not sync)."""
+    return _synced_envoy(
+        cp,
+        workdir,
+        f"router~127.0.0.1~{pod}.{namespace}~{namespace}.svc.cluster.local",
+        delta=delta,
+        meta={"NAMESPACE": namespace},
+        labels=dict(labels),
+    )
+
+
+def _start_mesh(
+    config_dirs: list[Path], workdir: Path, envoy: Callable[[IstioliteProcess], EnvoyProcess]
+) -> tuple[IstioliteProcess, EnvoyProcess]:
+    cp = IstioliteProcess(config_dirs, workdir)
+    try:
+        return cp, envoy(cp)
+    except BaseException:
+        cp.stop()
+        raise
+
+
 def start_sidecar_mesh(
     config_dirs: list[Path],
     workdir: Path,
@@ -189,21 +272,34 @@ def start_sidecar_mesh(
     namespace: str = "default",
     delta: bool = True,
     pod: str = "client-1",
+    labels: Mapping[str, str] | None = None,
 ) -> tuple[IstioliteProcess, EnvoyProcess]:
     """istiolite on `config_dirs` and one sidecar Envoy without iptables, synced. Stops what it
     started if start-up fails; afterwards the caller stops both (stop_all)."""
-    cp = IstioliteProcess(config_dirs, workdir)
-    envoy: EnvoyProcess | None = None
-    try:
-        envoy = EnvoyProcess(
-            workdir,
-            cp.xds_address,
-            f"sidecar~127.0.0.1~{pod}.{namespace}~{namespace}.svc.cluster.local",
-            delta=delta,
-            meta={"NAMESPACE": namespace, "INTERCEPTION_MODE": "NONE"},
-        )
-        wait_for(envoy.synced, what="envoy synced")
-    except BaseException:
-        stop_all(envoy, cp)
-        raise
-    return cp, envoy
+    return _start_mesh(
+        config_dirs,
+        workdir,
+        lambda cp: sidecar_envoy(
+            cp, workdir, namespace=namespace, delta=delta, pod=pod, labels=labels
+        ),
+    )
+
+
+def start_gateway_mesh(
+    config_dirs: list[Path],
+    workdir: Path,
+    *,
+    namespace: str = "istio-system",
+    labels: Mapping[str, str] = INGRESS_GATEWAY_LABELS,
+    delta: bool,
+    pod: str = "ingress-1",
+) -> tuple[IstioliteProcess, EnvoyProcess]:
+    """istiolite on `config_dirs` and one gateway Envoy (see gateway_envoy), synced. Stops what
+    it started if start-up fails; afterwards the caller stops both (stop_all)."""
+    return _start_mesh(
+        config_dirs,
+        workdir,
+        lambda cp: gateway_envoy(
+            cp, workdir, namespace=namespace, labels=labels, delta=delta, pod=pod
+        ),
+    )

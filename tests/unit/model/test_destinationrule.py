@@ -11,6 +11,7 @@ from istiolite.model.destinationrule import (
     HttpCookie,
     HttpSettings,
     LoadBalancer,
+    LocalityLbSetting,
     OutlierDetection,
     TcpSettings,
     parse_destination_rule,
@@ -54,7 +55,9 @@ FULL_POLICY: dict[str, Any] = {
 def test_parses_every_field_of_a_traffic_policy() -> None:
     policy = parse_destination_rule(rule({"trafficPolicy": FULL_POLICY})).traffic_policy
     assert policy is not None
-    assert policy.load_balancer == LoadBalancer(simple="ROUND_ROBIN")
+    assert policy.load_balancer == LoadBalancer(
+        simple="ROUND_ROBIN", locality_lb_setting=LocalityLbSetting(enabled=True)
+    )
     assert policy.connection_pool == ConnectionPool(
         tcp=TcpSettings(max_connections=7, connect_timeout=0.25),
         http=HttpSettings(

@@ -413,6 +413,19 @@ def test_tcp_service_entry_with_an_address_range_matches_it_on_0000() -> None:
     assert tcp_proxy(listener.default_filter_chain).cluster == "PassthroughCluster"
 
 
+def test_tcp_service_entry_with_several_addresses_listens_on_each() -> None:
+    # istiod makes a service per address: every address:port gets its listener.
+    ctx = context(
+        entry("pgs", "STATIC", addresses=["192.0.2.10", "192.0.2.11", "10.30.0.0/24"],
+              endpoints=[{"address": "203.0.113.9"}]),
+    )  # fmt: skip
+    found = listeners(ctx, sidecar("shop"))
+    for name in ("192.0.2.10_5432", "192.0.2.11_5432"):
+        assert only_tcp_cluster(found[name]) == "outbound|5432||pgs.example.com"
+    (ranged,) = found["0.0.0.0_5432"].filter_chains
+    assert ranged.filter_chain_match.prefix_ranges[0].address_prefix == "10.30.0.0"
+
+
 def test_headless_service_still_gets_a_listener_per_endpoint() -> None:
     ctx = context(
         service("db", "shop", cluster_ip="None", ports=[service_port("tcp", 5432)]),
