@@ -149,6 +149,7 @@ class PushContext:
         )
         self.source_matched = any(vs.uses_source_match for vs in self._mesh_virtual_services)
         self.destination_rules: dict[str, DestinationRule] = {}
+        self._rules_by_host: tuple[dict[str, list[int]], list[tuple[int, str]]] | None = None
         self._all_destination_rules = sorted(
             destination_rules, key=lambda d: (d.namespace, d.meta.name)
         )
@@ -515,11 +516,25 @@ class PushContext:
     def all_subsets(self, host: str) -> list[Subset]:
         """Subsets any namespace may use for `host` (EDS is shared by all proxies): those of
         every rule whose host matches it, the first definition of a name kept."""
+        if self._rules_by_host is None:
+            # Indexed once per push: exact hosts by name, wildcard hosts scanned.
+            exact: dict[str, list[int]] = defaultdict(list)
+            wildcard: list[tuple[int, str]] = []
+            for i, dr in enumerate(self._all_destination_rules):
+                pattern = self.resolve_host(dr.host, dr.namespace)
+                if pattern.startswith("*"):
+                    wildcard.append((i, pattern))
+                else:
+                    exact[pattern].append(i)
+            self._rules_by_host = (dict(exact), wildcard)
+        exact_rules, wildcard_rules = self._rules_by_host
+        matching = sorted(
+            exact_rules.get(host, []) + [i for i, p in wildcard_rules if _host_matches(host, p)]
+        )
         out: dict[str, Subset] = {}
-        for dr in self._all_destination_rules:
-            if _host_matches(host, self.resolve_host(dr.host, dr.namespace)):
-                for subset in dr.subsets:
-                    out.setdefault(subset.name, subset)
+        for i in matching:
+            for subset in self._all_destination_rules[i].subsets:
+                out.setdefault(subset.name, subset)
         return list(out.values())
 
     def endpoints(
