@@ -112,7 +112,9 @@ class Istiolite:
         for warning in warnings:
             if warning not in self.warnings:
                 log.warning(
-                    "config refers to something missing",
+                    "config setting not applied"
+                    if warning.unapplied
+                    else "config refers to something missing",
                     object=warning.object,
                     field=warning.field,
                     message=warning.message,
@@ -141,8 +143,9 @@ class Istiolite:
         for kind in kinds:
             metrics.PUSH_TRIGGERS.inc(kind)
         self._snapshot = snapshot
-        if request.full:
-            # Endpoint-only pushes cannot change which routes refer to missing subsets.
+        if request.full or "WorkloadEntry" in kinds:
+            # Endpoint-only pushes cannot change which routes refer to missing subsets, but a
+            # WorkloadEntry's own fields may be unapplied.
             self._log_new_warnings(ctx)
         self.ads.update(ctx, request)
         changed = sorted(str(k) for k in keys)

@@ -1,7 +1,8 @@
 """`istiolite validate FILE...`: the checks the file source applies, offline, for CI and editors.
 
 Errors (the object would be rejected) make the exit code 1; warnings (it would load, but
-something it refers to is missing, e.g. a subset no DestinationRule defines) are printed only.
+something it refers to is missing, e.g. a subset no DestinationRule defines, or it sets a valid
+field istiolite does not apply yet) are printed only.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def check_files(files: list[Path], domain: str = "cluster.local") -> list[Findin
 
 
 def _reference_warnings(parsed: list[tuple[str, int, Any]], domain: str) -> list[Finding]:
-    """The same reference checks the server logs on every push."""
+    """The same checks the server logs on every push: references to something missing, and
+    valid settings istiolite does not apply yet. In file order (an object's in the order found)."""
     objects = {key: model for _, _, (key, model) in parsed}
     where = {str(key): (file, line) for file, line, (key, _) in parsed}
     ctx = PushContext(objects, domain=domain, version="validate")
@@ -84,7 +86,7 @@ def _reference_warnings(parsed: list[tuple[str, int, Any]], domain: str) -> list
     for warning in ctx.reference_warnings():
         file, line = where.get(warning.object, ("", None))
         out.append(Finding("warning", file, line, warning.object, warning.field, warning.message))
-    return out
+    return sorted(out, key=lambda f: (f.file, f.line or 0))
 
 
 def run(args: argparse.Namespace) -> int:

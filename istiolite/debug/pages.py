@@ -352,7 +352,8 @@ def configz(app: Istiolite) -> dict[str, Any]:
             }
         )
     errors = app.files.errors
-    # Loaded, but referring to something missing (e.g. a subset no DestinationRule defines).
+    # Loaded, but referring to something missing (e.g. a subset no DestinationRule defines) or
+    # setting something istiolite accepts but does not apply yet.
     warnings = [
         {"object": w.object, "field": w.field, "message": w.message}
         for w in getattr(app, "warnings", [])

@@ -8,9 +8,10 @@ useClientProtocol), `outlierDetection`, `tls` (DISABLE, SIMPLE, MUTUAL; files or
 `loadBalancer.localityLbSetting` (enabled, distribute, failover, failoverPriority; checked as
 istiod's ValidateLocalityLbSetting) is applied per proxy locality by the EDS generator.
 Accepted and validated as a shape but not applied yet: `tls.mode: ISTIO_MUTUAL` (listed by
-`DestinationRule.unapplied()` so it can be reported), `loadBalancer.warmupDurationSecs`, `tunnel`,
-`proxyProtocol`, `connectionPool.tcp.idleTimeout`, `http.maxConcurrentStreams`, the outlier fields
-for local-origin errors.
+`DestinationRule.unapplied()` so it can be reported), and the fields the schema marks unapplied
+(`istiolite.model.schema`: `loadBalancer.warmupDurationSecs`, `tunnel`, `proxyProtocol`,
+`connectionPool.tcp.idleTimeout`, `http.maxConcurrentStreams`, the outlier fields for
+local-origin errors, …), reported from `ObjectMeta.unapplied`.
 
 Merge semantics are Istio's (`MergeTrafficPolicy`): a subset's policy overrides the top-level one
 setting by setting (a whole `connectionPool`, `loadBalancer`, `outlierDetection`, `tls`); a

@@ -21,6 +21,9 @@ from istiolite.model.validation import (
 _SERVER_PROTOCOLS = (
     "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "REDIS", "MYSQL", "TCP", "TLS",
 )  # fmt: skip
+# Server TLS modes that need the mesh CA (Istio's own certificates, SNI-routed mTLS between
+# networks): such servers are left out of the listeners until istiolite has one.
+MESH_CA_MODES = ("ISTIO_MUTUAL", "AUTO_PASSTHROUGH")
 _NAMESPACE = re.compile(r"^(\*|\.|~|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
 _HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
 
@@ -45,6 +48,10 @@ class Server:
     def terminates_https(self) -> bool:
         return self.protocol == "HTTPS" and self.tls is not None and self.tls.terminates
 
+    @property
+    def needs_mesh_ca(self) -> bool:
+        return self.tls is not None and self.tls.mode in MESH_CA_MODES
+
 
 @dataclass(frozen=True, slots=True)
 class Gateway:
@@ -62,6 +69,20 @@ class Gateway:
 
     def selects(self, labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.selector.items())
+
+    def unapplied(self) -> list[tuple[str, str]]:
+        """(field, message) for the servers this Gateway asks for that are left out: their TLS
+        mode is valid but needs the mesh CA (fields unapplied whatever their value are listed by
+        the schema, `ObjectMeta.unapplied`)."""
+        return [
+            (
+                f"spec.servers[{server.index}].tls.mode",
+                f"{server.tls.mode} is accepted but not applied yet: this server is left out "
+                "until the mesh CA exists",
+            )
+            for server in self.servers
+            if server.tls is not None and server.needs_mesh_ca
+        ]
 
 
 def _host(raw: Any, where: str, gateway_ns: str) -> tuple[str, str]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from istiolite.model.destinationrule import parse_destination_rule
 from istiolite.model.endpointslice import parse_endpointslice
 from istiolite.model.gateway import parse_gateway
 from istiolite.model.meta import ObjectKey, ObjectMeta
-from istiolite.model.schema import check_fields
+from istiolite.model.schema import check_fields, unapplied_fields
 from istiolite.model.secret import parse_secret
 from istiolite.model.service import parse_service
 from istiolite.model.serviceentry import parse_service_entry
@@ -78,4 +78,8 @@ def parse_object(raw: Any) -> tuple[ObjectKey, Any]:
     check_fields(raw)  # unknown field names in the Istio kinds (a no-op for the others)
     obj = kind.parse(raw)
     meta: ObjectMeta = obj.meta
+    unapplied = unapplied_fields(raw)  # valid fields istiolite does not translate: warnings
+    if unapplied:
+        meta = replace(meta, unapplied=unapplied)
+        obj = replace(obj, meta=meta)
     return ObjectKey(kind_name, meta.namespace, meta.name), obj

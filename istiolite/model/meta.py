@@ -39,6 +39,11 @@ class ObjectMeta:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     resource_version: str = ""
+    # (field path, message) for the fields the object sets that istiolite accepts but does not
+    # translate (schema.unapplied_fields), filled by kinds.parse_object. Kept here, the one
+    # dataclass every kind shares, so the warnings travel with the exact object the store keeps;
+    # it takes part in equality, so setting such a field is a change that refreshes them.
+    unapplied: tuple[tuple[str, str], ...] = ()
 
 
 def parse_meta(raw: dict[str, Any], *, namespaced: bool, dns_label: bool = False) -> ObjectMeta:

@@ -9,6 +9,13 @@ and rejects any other name with the exact path and, when a known name is close, 
 Only names are checked here; the kind's parser checks types and values. The tree below is written
 per message type and reused wherever Istio reuses the message. JSON (lowerCamelCase) names, as
 the CRDs and `kubectl` use them. All served versions (v1, v1beta1, v1alpha3) share one schema.
+
+The schema is also the one list of the fields istiolite accepts but does not translate: such a
+field is wrapped in `later(...)` (not applied yet) or `ignored(...)` (not applied on purpose), and
+`unapplied_fields` names each one an object sets, so valid YAML that does nothing draws a
+warning instead of silence. Settings that are unapplied only for some values or combinations
+(DestinationRule `tls.mode: ISTIO_MUTUAL`, a Gateway server's mode, Sidecar egress sockets …)
+are reported by their kind's model (`DestinationRule.unapplied()` and the like).
 """
 
 from __future__ import annotations
@@ -22,13 +29,21 @@ from istiolite.model.validation import ValidationError
 
 
 class Msg:
-    """A message type: its field names, each with what its value holds (see Field)."""
+    """A message type: its field names, each with what its value holds (see Field). A field
+    declared `later(...)` or `ignored(...)` holds what the marker wraps; the marker itself is
+    kept apart in `unapplied`, by field name."""
 
-    __slots__ = ("fields", "name")
+    __slots__ = ("fields", "name", "unapplied")
 
-    def __init__(self, name: str, /, **fields: Field) -> None:
+    def __init__(self, name: str, /, **fields: Field | Unapplied) -> None:
         self.name = name
-        self.fields: Mapping[str, Field] = fields
+        self.fields: Mapping[str, Field] = {
+            key: field.holds if isinstance(field, Unapplied) else field
+            for key, field in fields.items()
+        }
+        self.unapplied: Mapping[str, Unapplied] = {
+            key: field for key, field in fields.items() if isinstance(field, Unapplied)
+        }
 
     def __repr__(self) -> str:
         return f"Msg({self.name})"
@@ -41,10 +56,35 @@ class MapOf:
     value: Msg
 
 
+@dataclass(frozen=True, slots=True)
+class Unapplied:
+    """A valid field istiolite accepts but does not translate: set (to anything but an `inert`
+    value, one that means what istiolite does anyway), it draws `message` as a warning. What it
+    holds is name-checked as any other field's."""
+
+    holds: Field
+    message: str
+    inert: tuple[Any, ...] = ()
+
+
 # What a field holds: S (a scalar, a list of scalars or a user-keyed map of scalars — nothing
 # below it is checked), a Msg (a message, or a list of messages: each item is checked) or MapOf.
 Field: TypeAlias = "Msg | MapOf | None"
 S = None
+
+NOT_APPLIED_YET = "accepted but not applied yet"
+_MESH_MTLS = "it is for mesh mTLS, which waits for the mesh CA"
+
+
+def later(holds: Field = S, *, note: str = "", inert: tuple[Any, ...] = ()) -> Unapplied:
+    """A field istiolite does not translate yet; `note` says what happens instead."""
+    return Unapplied(holds, f"{NOT_APPLIED_YET}: {note}" if note else NOT_APPLIED_YET, inert)
+
+
+def ignored(why: str, holds: Field = S) -> Unapplied:
+    """A field istiolite leaves alone on purpose (Istio ignores it too, …)."""
+    return Unapplied(holds, f"ignored by istiolite: {why}")
+
 
 # --- shared messages -------------------------------------------------------------------------
 
@@ -60,6 +100,13 @@ WORKLOAD_SELECTOR = Msg("WorkloadSelector", labels=S)
 TYPE_WORKLOAD_SELECTOR = Msg("type.v1beta1.WorkloadSelector", matchLabels=S)
 # Gateway Port, ServiceEntry ServicePort and Sidecar SidecarPort have the same fields.
 PORT = Msg("Port", number=S, protocol=S, name=S, targetPort=S)
+GATEWAY_PORT = Msg(
+    "Port",
+    number=S,
+    protocol=S,
+    name=S,
+    targetPort=ignored("it applies to ServiceEntry ports only (Istio ignores it here too)"),
+)
 
 SERVER_TLS = Msg(
     "ServerTLSSettings",
@@ -68,13 +115,13 @@ SERVER_TLS = Msg(
     serverCertificate=S,
     privateKey=S,
     caCertificates=S,
-    caCrl=S,
+    caCrl=later(),
     credentialName=S,
     credentialNames=S,
     tlsCertificates=Msg("TLSCertificate", serverCertificate=S, privateKey=S, caCertificates=S),
     subjectAltNames=S,
-    verifyCertificateSpki=S,
-    verifyCertificateHash=S,
+    verifyCertificateSpki=later(),
+    verifyCertificateHash=later(),
     minProtocolVersion=S,
     maxProtocolVersion=S,
     cipherSuites=S,
@@ -88,7 +135,7 @@ CONNECTION_POOL = Msg(
         connectTimeout=S,
         tcpKeepalive=Msg("TcpKeepalive", probes=S, time=S, interval=S),
         maxConnectionDuration=S,
-        idleTimeout=S,
+        idleTimeout=later(),
     ),
     http=Msg(
         "HTTPSettings",
@@ -99,7 +146,7 @@ CONNECTION_POOL = Msg(
         idleTimeout=S,
         h2UpgradePolicy=S,
         useClientProtocol=S,
-        maxConcurrentStreams=S,
+        maxConcurrentStreams=later(),
     ),
 )
 
@@ -108,13 +155,18 @@ WORKLOAD_ENTRY = Msg(
     address=S,
     ports=S,  # port name -> number
     labels=S,
-    network=S,
+    network=later(note="endpoints are reached directly, as on one network"),
     locality=S,
     weight=S,
-    serviceAccount=S,
+    serviceAccount=S,  # carried on the endpoint: its identity (registryz; mesh mTLS later)
 )
 
 # --- VirtualService --------------------------------------------------------------------------
+
+# tcp[] and tls[] matches select by port (and SNI) only.
+_L4_ANY_SOURCE = "the match applies to every client"
+_L4_ANY_DESTINATION = "the match applies to every destination address"
+_L4_ANY_GATEWAY = "the match applies wherever the VirtualService does"
 
 _ROUTE_DESTINATION = Msg("RouteDestination", destination=DESTINATION, weight=S)
 
@@ -136,13 +188,23 @@ HTTP_ROUTE = Msg(
         ignoreUriCase=S,
         withoutHeaders=MapOf(STRING_MATCH),
         sourceNamespace=S,
-        statPrefix=S,
+        statPrefix=later(),
     ),
     route=Msg("HTTPRouteDestination", destination=DESTINATION, weight=S, headers=HEADERS),
     redirect=Msg(
-        "HTTPRedirect", uri=S, authority=S, port=S, derivePort=S, scheme=S, redirectCode=S
+        "HTTPRedirect",
+        uri=S,
+        authority=S,
+        port=S,
+        derivePort=later(note="the redirect keeps the request's port unless port is set"),
+        scheme=S,
+        redirectCode=S,
     ),
-    directResponse=Msg("HTTPDirectResponse", status=S, body=Msg("HTTPBody", string=S, bytes=S)),
+    directResponse=Msg(
+        "HTTPDirectResponse",
+        status=S,
+        body=Msg("HTTPBody", string=S, bytes=later(note="the response has no body")),
+    ),
     delegate=Msg("Delegate", name=S, namespace=S),
     rewrite=Msg(
         "HTTPRewrite",
@@ -156,19 +218,33 @@ HTTP_ROUTE = Msg(
         attempts=S,
         perTryTimeout=S,
         retryOn=S,
-        retryRemoteLocalities=S,
-        retryIgnorePreviousHosts=S,
-        backoff=S,
+        retryRemoteLocalities=later(inert=(False,)),
+        # istiolite's retries always skip the hosts already tried, Istio's default.
+        retryIgnorePreviousHosts=later(inert=(True,), note="retries go to other hosts"),
+        backoff=later(note="Envoy's default backoff (25 ms base interval) applies"),
     ),
     fault=Msg(
         "HTTPFaultInjection",
-        delay=Msg("Delay", fixedDelay=S, exponentialDelay=S, percent=S, percentage=PERCENT),
-        abort=Msg("Abort", httpStatus=S, grpcStatus=S, http2Error=S, percentage=PERCENT),
+        delay=Msg(
+            "Delay",
+            fixedDelay=S,
+            exponentialDelay=ignored("Istio does not implement it either"),
+            percent=S,
+            percentage=PERCENT,
+        ),
+        abort=Msg(
+            "Abort",
+            httpStatus=S,
+            grpcStatus=later(),
+            http2Error=later(),
+            percentage=PERCENT,
+        ),
     ),
     mirror=DESTINATION,
     mirrors=Msg("HTTPMirrorPolicy", destination=DESTINATION, percentage=PERCENT),
-    mirrorPercent=S,
-    mirror_percent=S,  # the deprecated field's declared JSON name; the CRD accepts both spellings
+    mirrorPercent=later(note="use mirrorPercentage"),
+    # the deprecated field's declared JSON name; the CRD accepts both spellings
+    mirror_percent=later(note="use mirrorPercentage"),
     mirrorPercentage=PERCENT,
     corsPolicy=Msg(
         "CorsPolicy",
@@ -179,7 +255,7 @@ HTTP_ROUTE = Msg(
         exposeHeaders=S,
         maxAge=S,
         allowCredentials=S,
-        unmatchedPreflights=S,
+        unmatchedPreflights=later(),
     ),
     headers=HEADERS,
 )
@@ -194,11 +270,11 @@ VIRTUAL_SERVICE = Msg(
         match=Msg(
             "TLSMatchAttributes",
             sniHosts=S,
-            destinationSubnets=S,
+            destinationSubnets=later(note=_L4_ANY_DESTINATION),
             port=S,
-            sourceLabels=S,
-            gateways=S,
-            sourceNamespace=S,
+            sourceLabels=later(note=_L4_ANY_SOURCE),
+            gateways=later(note=_L4_ANY_GATEWAY),
+            sourceNamespace=later(note=_L4_ANY_SOURCE),
         ),
         route=_ROUTE_DESTINATION,
     ),
@@ -206,12 +282,12 @@ VIRTUAL_SERVICE = Msg(
         "TCPRoute",
         match=Msg(
             "L4MatchAttributes",
-            destinationSubnets=S,
+            destinationSubnets=later(note=_L4_ANY_DESTINATION),
             port=S,
-            sourceSubnet=S,
-            sourceLabels=S,
-            gateways=S,
-            sourceNamespace=S,
+            sourceSubnet=later(note=_L4_ANY_SOURCE),
+            sourceLabels=later(note=_L4_ANY_SOURCE),
+            gateways=later(note=_L4_ANY_GATEWAY),
+            sourceNamespace=later(note=_L4_ANY_SOURCE),
         ),
         route=_ROUTE_DESTINATION,
     ),
@@ -233,7 +309,7 @@ LOAD_BALANCER = Msg(
             name=S,
             path=S,
             ttl=S,
-            attributes=Msg("HTTPCookie.Attribute", name=S, value=S),
+            attributes=later(Msg("HTTPCookie.Attribute", name=S, value=S)),
         ),
         useSourceIp=S,
         httpQueryParameterName=S,
@@ -249,15 +325,15 @@ LOAD_BALANCER = Msg(
         failoverPriority=S,
         enabled=S,
     ),
-    warmupDurationSecs=S,
-    warmup=Msg("WarmupConfiguration", duration=S, minimumPercent=S, aggression=S),
+    warmupDurationSecs=later(),
+    warmup=later(Msg("WarmupConfiguration", duration=S, minimumPercent=S, aggression=S)),
 )
 
 OUTLIER_DETECTION = Msg(
     "OutlierDetection",
-    consecutiveErrors=S,
-    splitExternalLocalOriginErrors=S,
-    consecutiveLocalOriginFailures=S,
+    consecutiveErrors=later(note="use consecutiveGatewayErrors or consecutive5xxErrors"),
+    splitExternalLocalOriginErrors=later(inert=(False,)),
+    consecutiveLocalOriginFailures=later(),
     consecutiveGatewayErrors=S,
     consecutive5xxErrors=S,
     interval=S,
@@ -293,9 +369,9 @@ TRAFFIC_POLICY = Msg(
         outlierDetection=OUTLIER_DETECTION,
         tls=CLIENT_TLS,
     ),
-    tunnel=Msg("TrafficPolicy.TunnelSettings", protocol=S, targetHost=S, targetPort=S),
-    proxyProtocol=Msg("TrafficPolicy.ProxyProtocol", version=S),
-    retryBudget=Msg("TrafficPolicy.RetryBudget", percent=S, minRetryConcurrency=S),
+    tunnel=later(Msg("TrafficPolicy.TunnelSettings", protocol=S, targetHost=S, targetPort=S)),
+    proxyProtocol=later(Msg("TrafficPolicy.ProxyProtocol", version=S)),
+    retryBudget=later(Msg("TrafficPolicy.RetryBudget", percent=S, minRetryConcurrency=S)),
 )
 
 DESTINATION_RULE = Msg(
@@ -304,7 +380,9 @@ DESTINATION_RULE = Msg(
     trafficPolicy=TRAFFIC_POLICY,
     subsets=Msg("Subset", name=S, labels=S, trafficPolicy=TRAFFIC_POLICY),
     exportTo=S,
-    workloadSelector=TYPE_WORKLOAD_SELECTOR,
+    workloadSelector=later(
+        TYPE_WORKLOAD_SELECTOR, note="the rule applies to every workload it is exported to"
+    ),
 )
 
 # --- Gateway, ServiceEntry, Sidecar, WorkloadEntry -------------------------------------------
@@ -313,11 +391,11 @@ GATEWAY = Msg(
     "Gateway",
     servers=Msg(
         "Server",
-        port=PORT,
+        port=GATEWAY_PORT,
         bind=S,
         hosts=S,
         tls=SERVER_TLS,
-        defaultEndpoint=S,
+        defaultEndpoint=ignored("Istio does not implement it for Gateway servers either"),
         name=S,
     ),
     selector=S,
@@ -328,12 +406,13 @@ SERVICE_ENTRY = Msg(
     hosts=S,
     addresses=S,
     ports=PORT,
-    location=S,
+    # MESH_INTERNAL differs from the default only by mesh mTLS.
+    location=later(inert=("MESH_EXTERNAL",), note=_MESH_MTLS),
     resolution=S,
     endpoints=WORKLOAD_ENTRY,
     workloadSelector=WORKLOAD_SELECTOR,
     exportTo=S,
-    subjectAltNames=S,
+    subjectAltNames=later(note=_MESH_MTLS),
 )
 
 SIDECAR = Msg(
@@ -421,6 +500,45 @@ def _check(obj: dict[Any, Any], msg: Msg, path: str) -> None:
                 if isinstance(item, dict):
                     _check(item, field, f"{where}[{i}]")
         # any other shape is the parser's to reject, with its own message
+
+
+def unapplied_fields(raw: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(field path, message) for each field the object sets that istiolite accepts but does not
+    translate (marked `later` or `ignored` above), in document order. A field counts as set
+    unless it is null, empty or one of its inert values; what lies below it is not listed
+    again. Nothing for kinds without a schema; names are assumed checked (`check_fields`)."""
+    kind = raw.get("kind")
+    schema = OBJECTS.get(kind) if isinstance(kind, str) else None
+    out: list[tuple[str, str]] = []
+    if schema is not None:
+        _collect(raw, schema, "", out)
+    return tuple(out)
+
+
+def _collect(obj: dict[Any, Any], msg: Msg, path: str, out: list[tuple[str, str]]) -> None:
+    for key, value in obj.items():
+        if value is None or key not in msg.fields:
+            continue
+        where = f"{path}.{key}" if path else str(key)
+        marker = msg.unapplied.get(key)
+        field = msg.fields[key]
+        if marker is not None:
+            empty = isinstance(value, str | list | dict) and not value
+            if not empty and value not in marker.inert:
+                out.append((where, marker.message))
+        elif field is None:
+            continue
+        elif isinstance(field, MapOf):
+            if isinstance(value, dict):
+                for name, item in value.items():
+                    if isinstance(item, dict):
+                        _collect(item, field.value, f"{where}.{name}", out)
+        elif isinstance(value, dict):
+            _collect(value, field, where, out)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    _collect(item, field, f"{where}[{i}]", out)
 
 
 def _norm(name: str) -> str:

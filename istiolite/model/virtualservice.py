@@ -348,21 +348,29 @@ def _fault(raw: Any, where: str) -> Fault | None:
     abort_percent = 100.0
     if f.get("delay") is not None:
         d = require_mapping(f["delay"], f"{where}.delay")
-        if d.get("fixedDelay") is None:
+        # exponentialDelay alone is valid Istio, not translated (a warning says so).
+        if d.get("fixedDelay") is None and d.get("exponentialDelay") is None:
             raise ValidationError(f"{where}.delay.fixedDelay", "is required")
-        delay = parse_duration(d["fixedDelay"], f"{where}.delay.fixedDelay")
+        if d.get("fixedDelay") is not None:
+            delay = parse_duration(d["fixedDelay"], f"{where}.delay.fixedDelay")
         delay_percent = _percent(
             d.get("percentage"), f"{where}.delay.percentage", legacy=d.get("percent")
         )
     if f.get("abort") is not None:
         a = require_mapping(f["abort"], f"{where}.abort")
         status = a.get("httpStatus")
-        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
-            raise ValidationError(f"{where}.abort.httpStatus", f"must be 200-599, got {status!r}")
-        abort_status = status
+        # grpcStatus / http2Error alone are valid Istio, not translated (a warning says so).
+        if status is not None or not (a.get("grpcStatus") or a.get("http2Error")):
+            if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+                raise ValidationError(
+                    f"{where}.abort.httpStatus", f"must be 200-599, got {status!r}"
+                )
+            abort_status = status
         abort_percent = _percent(a.get("percentage"), f"{where}.abort.percentage")
-    if delay is None and abort_status is None:
+    if f.get("delay") is None and f.get("abort") is None:
         raise ValidationError(where, "needs a delay or an abort")
+    if delay is None and abort_status is None:
+        return None
     return Fault(
         delay=delay,
         delay_percent=delay_percent if delay_percent is not None else 100.0,

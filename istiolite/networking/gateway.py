@@ -88,7 +88,10 @@ def _listen_port(ctx: PushContext, namespace: str, labels: Mapping[str, str], po
 
 def _translated(server: Server) -> bool:
     """HTTP, TLS terminated here (HTTPS or TLS), TLS passed through by SNI, or plain TCP.
-    AUTO_PASSTHROUGH and ISTIO_MUTUAL need the mesh CA and multi-network: not yet."""
+    AUTO_PASSTHROUGH and ISTIO_MUTUAL need the mesh CA and multi-network: not yet (the Gateway
+    gets a warning, `Gateway.unapplied`)."""
+    if server.needs_mesh_ca:
+        return False
     if server.is_http:
         return True
     if server.tls is None:

@@ -27,6 +27,8 @@ class ConfigWarning:
     object: str
     field: str
     message: str
+    # A valid setting istiolite does not translate (else: a reference to something missing).
+    unapplied: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,12 @@ class PushContext:
         self.workload_entries: list[WorkloadEntry] = []
         gateways: list[Gateway] = []
         self.secrets: dict[tuple[str, str], Secret] = {}
+        # Fields set but not translated, per object (found by the schema when it was parsed).
+        self._unapplied_fields: list[tuple[ObjectKey, tuple[tuple[str, str], ...]]] = []
         for key, obj in objects.items():
+            unapplied = getattr(getattr(obj, "meta", None), "unapplied", ())
+            if unapplied:
+                self._unapplied_fields.append((key, unapplied))
             match key.kind:
                 case "Service":
                     services.append(obj)
@@ -401,7 +408,8 @@ class PushContext:
 
     def reference_warnings(self) -> list[ConfigWarning]:
         """Objects that load but refer to something missing: a route to a subset no
-        DestinationRule defines answers 503 (a warning on the object, not a broken proxy)."""
+        DestinationRule defines answers 503 (a warning on the object, not a broken proxy). And
+        objects that set valid fields istiolite does not translate (yet): `unapplied`."""
         out = []
         for vs in self._declared_virtual_services:
             for i, http in enumerate(vs.http):
@@ -454,16 +462,21 @@ class PushContext:
                                 f"{problem}; the gateway proxies there leave this server out",
                             )
                         )
-        # And settings that are valid but not translated yet.
-        for dr in sorted(self.destination_rules.values(), key=lambda d: (d.namespace, d.meta.name)):
-            for field, message in dr.unapplied():
-                out.append(
-                    ConfigWarning(f"DestinationRule {dr.namespace}/{dr.meta.name}", field, message)
-                )
+        # And settings that are valid but not translated yet: those unapplied only for some
+        # values (each kind's own `unapplied()`), then every field the schema marks.
+        for dr in self._all_destination_rules:
+            where = f"DestinationRule {dr.namespace}/{dr.meta.name}"
+            out += [ConfigWarning(where, f, m, unapplied=True) for f, m in dr.unapplied()]
         for sidecar in self._sidecars:
-            for field, message in sidecar.unapplied():
-                where = f"Sidecar {sidecar.namespace}/{sidecar.meta.name}"
-                out.append(ConfigWarning(where, field, message))
+            where = f"Sidecar {sidecar.namespace}/{sidecar.meta.name}"
+            out += [ConfigWarning(where, f, m, unapplied=True) for f, m in sidecar.unapplied()]
+        for gateway in self.gateways:
+            where = f"Gateway {gateway.key}"
+            out += [ConfigWarning(where, f, m, unapplied=True) for f, m in gateway.unapplied()]
+        for key, fields in sorted(
+            self._unapplied_fields, key=lambda item: (item[0].kind, item[0].namespace, item[0].name)
+        ):
+            out += [ConfigWarning(str(key), f, m, unapplied=True) for f, m in fields]
         return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Sidecar | None:
