@@ -21,7 +21,8 @@ inherit: a port-level `tls` replaces the whole `tls`, and a port entry without o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from istiolite.model.meta import ObjectMeta, parse_meta
@@ -218,10 +219,29 @@ class DestinationRule:
     subsets: tuple[Subset, ...]
     export_to: tuple[str, ...]
     traffic_policy: TrafficPolicy | None = field(default=None)
+    # `spec.workloadSelector.matchLabels`: the rule applies only to sidecars of its namespace
+    # with these labels. None: no selector (every workload it is exported to).
+    workload_selector: dict[str, str] | None = None
 
     @property
     def namespace(self) -> str:
         return self.meta.namespace
+
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        """Whether a workload with `labels` is one this rule's selector picks (False: none)."""
+        selector = self.workload_selector
+        return selector is not None and all(labels.get(k) == v for k, v in selector.items())
+
+    def merged_with(self, other: DestinationRule) -> DestinationRule:
+        """istiod's mergeDestinationRule: `other`'s subsets appended (a name already defined
+        is ignored: the first wins), its top-level trafficPolicy used only if this rule has
+        none; everything else (name, exportTo, selector) stays this rule's."""
+        names = {s.name for s in self.subsets}
+        extra = tuple(s for s in other.subsets if s.name not in names)
+        policy = self.traffic_policy if self.traffic_policy is not None else other.traffic_policy
+        if not extra and policy is self.traffic_policy:
+            return self
+        return replace(self, subsets=self.subsets + extra, traffic_policy=policy)
 
     def subset(self, name: str) -> Subset | None:
         return next((s for s in self.subsets if s.name == name), None)
@@ -349,12 +369,28 @@ def parse_destination_rule(raw: dict[str, Any]) -> DestinationRule:
         policy = _traffic_policy(s.get("trafficPolicy"), f"{where}.trafficPolicy")
         subsets.append(Subset(name=name, labels=labels, traffic_policy=policy))
     export_to = parse_export_to(spec.get("exportTo"), "spec.exportTo", meta.namespace)
+    selector: dict[str, str] | None = None
+    if spec.get("workloadSelector") is not None:
+        where = "spec.workloadSelector"
+        raw_selector = require_mapping(spec["workloadSelector"], where)
+        _known(raw_selector, where, {"matchLabels"})
+        selector = require_string_map(raw_selector.get("matchLabels"), f"{where}.matchLabels")
+        for key, value in selector.items():
+            if not key:
+                raise ValidationError(
+                    f"{where}.matchLabels", "an empty key is not supported in a selector"
+                )
+            if "*" in key or "*" in value:
+                raise ValidationError(
+                    f"{where}.matchLabels.{key}", "wildcards are not supported in a selector"
+                )
     return DestinationRule(
         meta=meta,
         host=host,
         subsets=tuple(subsets),
         export_to=export_to,
         traffic_policy=_traffic_policy(spec.get("trafficPolicy"), "spec.trafficPolicy"),
+        workload_selector=selector,
     )
 
 

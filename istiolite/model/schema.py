@@ -380,9 +380,7 @@ DESTINATION_RULE = Msg(
     trafficPolicy=TRAFFIC_POLICY,
     subsets=Msg("Subset", name=S, labels=S, trafficPolicy=TRAFFIC_POLICY),
     exportTo=S,
-    workloadSelector=later(
-        TYPE_WORKLOAD_SELECTOR, note="the rule applies to every workload it is exported to"
-    ),
+    workloadSelector=TYPE_WORKLOAD_SELECTOR,
 )
 
 # --- Gateway, ServiceEntry, Sidecar, WorkloadEntry -------------------------------------------

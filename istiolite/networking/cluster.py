@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import address_pb2, protocol_pb2
@@ -74,6 +74,7 @@ def outbound_cluster(
     port: ServicePort,
     subset: str = "",
     namespace: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Cluster:
     host = ctx.hostname(service)
     name = cluster_name(Direction.OUTBOUND, port.port, subset, host)
@@ -129,29 +130,37 @@ def outbound_cluster(
             Cluster.EdsClusterConfig(eds_config=ads_config_source(), service_name=name)
         )
     # The DestinationRule of the proxy's namespace view (istiod's SidecarScope.DestinationRule).
-    policy = policy_for(ctx, host, subset, port.port, namespace)
+    policy = policy_for(ctx, host, subset, port.port, namespace, labels)
     apply_traffic_policy(cluster, policy, port.protocol)
     return cluster
 
 
 def outbound_clusters(
-    ctx: PushContext, services: Sequence[Service] | None = None, namespace: str | None = None
+    ctx: PushContext,
+    services: Sequence[Service] | None = None,
+    namespace: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> list[Cluster]:
-    """One cluster per service port, with the DestinationRules proxies in `namespace` apply;
-    identical for every sidecar of one scope, so built once per push and scope."""
+    """One cluster per service port, with the DestinationRules proxies in `namespace` apply
+    (`labels`: a sidecar's, for rules with a workloadSelector); identical for every sidecar of
+    one scope, so built once per push and scope."""
     clusters = []
     for service in ctx.services if services is None else services:
         # Subsets of a DestinationRule become clusters of their own (EDS services only).
         subsets = (
             []
             if service.headless or service.type == "ExternalName"
-            else ctx.subsets(ctx.hostname(service), namespace)
+            else ctx.subsets(ctx.hostname(service), namespace, labels)
         )
         for port in service.ports:
             if port.protocol == Protocol.UDP:
                 continue
-            clusters.append(outbound_cluster(ctx, service, port, namespace=namespace))
-            clusters += [outbound_cluster(ctx, service, port, s.name, namespace) for s in subsets]
+            clusters.append(
+                outbound_cluster(ctx, service, port, namespace=namespace, labels=labels)
+            )
+            clusters += [
+                outbound_cluster(ctx, service, port, s.name, namespace, labels) for s in subsets
+            ]
     return clusters
 
 

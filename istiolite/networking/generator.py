@@ -75,14 +75,23 @@ def _registry_only(sidecar: Sidecar | None) -> bool:
 def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
     inbound = tuple(inbound_ports(ctx, proxy)) if proxy.type == ProxyType.SIDECAR else ()
     sidecar, scope = _scope(ctx, proxy) if proxy.type == ProxyType.SIDECAR else (None, None)
-    # exportTo and DestinationRule precedence can make clusters differ by namespace.
+    # exportTo and DestinationRule precedence can make clusters differ by namespace; a
+    # DestinationRule workloadSelector that picks this sidecar, by its labels (`workload`: None
+    # for every proxy no selector picks, so the common case stays shared).
     view = ctx.scope_key(proxy.namespace)
+    labels = _labels(ctx, proxy) if proxy.type == ProxyType.SIDECAR else None
+    workload = ctx.workload_key(proxy.namespace, labels)
     shared = _cached(
         ctx,
-        ("cds-shared", proxy.type, scope, view),
+        ("cds-shared", proxy.type, scope, view, workload),
         lambda: _serialize(
             types.CLUSTER,
-            outbound_clusters(ctx, egress_services(ctx, proxy.namespace, sidecar), proxy.namespace)
+            outbound_clusters(
+                ctx,
+                egress_services(ctx, proxy.namespace, sidecar),
+                proxy.namespace,
+                labels if workload is not None else None,
+            )
             + fixed_clusters(proxy),
         ),
     )
@@ -93,7 +102,7 @@ def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
         own = _serialize(types.CLUSTER, [inbound_cluster_for(p) for p in inbound])
         return dict(sorted({**shared, **own}.items()))
 
-    return _cached(ctx, ("cds", proxy.type, scope, view, inbound), build)
+    return _cached(ctx, ("cds", proxy.type, scope, view, workload, inbound), build)
 
 
 _EDS_KEY = ("eds",)

@@ -8,6 +8,7 @@ everything else here is side-effect free.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -72,18 +73,27 @@ _SAN_TYPES = (
 
 
 def destination_rule_for(
-    ctx: PushContext, host: str, namespace: str | None = None
+    ctx: PushContext,
+    host: str,
+    namespace: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> DestinationRule | None:
     """The DestinationRule proxies in `namespace` apply to a host (istiod's precedence: their
     namespace, the service's, the root namespace; in each an exact host, else the most specific
-    wildcard). `None`: as a proxy of no namespace in particular (public rules only)."""
-    return ctx.destination_rule(host, namespace)
+    wildcard). `None`: as a proxy of no namespace in particular (public rules only). `labels`:
+    a sidecar's, for rules with a workloadSelector."""
+    return ctx.destination_rule(host, namespace, labels)
 
 
 def policy_for(
-    ctx: PushContext, host: str, subset: str, port: int, namespace: str | None = None
+    ctx: PushContext,
+    host: str,
+    subset: str,
+    port: int,
+    namespace: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> TrafficPolicy | None:
-    rule = destination_rule_for(ctx, host, namespace)
+    rule = destination_rule_for(ctx, host, namespace, labels)
     return rule.policy_for(subset, port) if rule else None
 
 

@@ -133,7 +133,7 @@ class PushContext:
         self._selecting_by_namespace = dict(by_namespace)
         # Per-namespace views (exportTo), built on first use.
         self._scoped_views: dict[tuple[str, str | None], Any] = {}
-        self._dr_memo: dict[tuple[str, str | None], DestinationRule | None] = {}
+        self._dr_memo: dict[tuple[str, str | None, Hashable], DestinationRule | None] = {}
         self._sidecars = sorted(sidecars, key=lambda c: (c.namespace, c.meta.name))
         # As istiod (initVirtualServices, mergeVirtualServicesIfNeeded), once per push: the
         # delegates (no hosts) merged into the roots' `http[].delegate` routes; what routes,
@@ -155,13 +155,17 @@ class PushContext:
             vs for vs in self._mesh_virtual_services if is_public(vs.export_to)
         )
         self.source_matched = any(vs.uses_source_match for vs in self._mesh_virtual_services)
-        self.destination_rules: dict[str, DestinationRule] = {}
         self._rules_by_host: tuple[dict[str, list[int]], list[tuple[int, str]]] | None = None
         self._all_destination_rules = sorted(
             destination_rules, key=lambda d: (d.namespace, d.meta.name)
         )
+        # Per namespace, the distinct workloadSelectors of its DestinationRules (most have none).
+        self._dr_selectors: dict[str, list[dict[str, str]]] = {}
         for dr in self._all_destination_rules:
-            self.destination_rules.setdefault(self.resolve_host(dr.host, dr.namespace), dr)
+            if dr.workload_selector is not None:
+                known = self._dr_selectors.setdefault(dr.namespace, [])
+                if dr.workload_selector not in known:
+                    known.append(dr.workload_selector)
         self._index_destination_rules()
         # Whether what a proxy gets can depend on its namespace beyond what its Sidecar says:
         # some exportTo restricts something, or a DestinationRule is not simply its own
@@ -278,15 +282,29 @@ class PushContext:
         """istiod's destinationRuleIndex: per namespace, the rules that apply to its own proxies
         (`namespaceLocal`: exported to `*`, `.` or itself) and those it exports
         (`exportedByNamespace`: all but the private-only ones); private-only rules of the root
-        namespace (`rootNamespaceLocal`). Per host, the oldest rule of each exportTo wins (istiod
-        merges rules of one host and exportTo; istiolite keeps the first)."""
+        namespace (`rootNamespaceLocal`). Rules of one host are merged as istiod's
+        mergeDestinationRule (oldest first; here namespace/name order): into an earlier one
+        with the same exportTo (which then stands for both), or with an exportTo the new one's
+        covers (the new one is then kept as well); only rules with the same workloadSelector
+        (or both none) merge."""
         local: dict[str, dict[str, list[DestinationRule]]] = defaultdict(dict)
         exported: dict[str, dict[str, list[DestinationRule]]] = defaultdict(dict)
         root_local: dict[str, list[DestinationRule]] = {}
 
         def add(pool: dict[str, list[DestinationRule]], dr: DestinationRule) -> None:
             rules = pool.setdefault(self.resolve_host(dr.host, dr.namespace), [])
-            if all(_export_key(r) != _export_key(dr) for r in rules):
+            export = _export_key(dr)
+            separate = True
+            for i, existing in enumerate(rules):
+                if existing.workload_selector != dr.workload_selector:
+                    continue  # istiolite: a selector never lends its subsets to other workloads
+                theirs = _export_key(existing)
+                if export == theirs:
+                    separate = False
+                elif not export > theirs:
+                    continue
+                rules[i] = existing.merged_with(dr)
+            if separate:
                 rules.append(dr)
 
         for dr in self._all_destination_rules:
@@ -305,6 +323,8 @@ class PushContext:
     def _owned(self, dr: DestinationRule) -> bool:
         """A public rule for exactly a service of its own namespace (or in the root namespace,
         or for a host no service has): every namespace resolves it the same way."""
+        if dr.workload_selector is not None:
+            return True  # only its own namespace's selected sidecars see it (own cache keys)
         if not is_public(dr.export_to):
             return False
         if dr.namespace == ROOT_NAMESPACE:
@@ -330,21 +350,61 @@ class PushContext:
                     best = (len(pattern), rules)
         return best[1] if best else None
 
-    def _exported_rule(self, owner: str, host: str, client: str | None) -> DestinationRule | None:
-        rules = self._most_specific(host, self._dr_exported.get(owner, {}))
+    @staticmethod
+    def _pick(
+        rules: list[DestinationRule] | None,
+        namespace: str | None,
+        selected: frozenset[int],
+        selectors: list[dict[str, str]],
+        client: str | None = None,
+    ) -> DestinationRule | None:
+        """istiod's SidecarScope.DestinationRule: among one tier's rules for a host, a rule of
+        the proxy's namespace whose workloadSelector picks it (its index in `selectors` is in
+        `selected`) wins; else the first rule without a selector (exported to `client`, when
+        given). Other selectors are skipped: they never apply to this proxy."""
+        catch_all: DestinationRule | None = None
         for dr in rules or ():
-            if is_public(dr.export_to) or (client is not None and client in dr.export_to):
-                return dr
-        return None
+            if client is not None and not (
+                is_public(dr.export_to) or (client != "" and client in dr.export_to)
+            ):
+                continue
+            if dr.workload_selector is None:
+                catch_all = catch_all or dr
+            elif dr.namespace == namespace and selected:
+                if selectors.index(dr.workload_selector) in selected:
+                    return dr
+        return catch_all
 
-    def destination_rule(self, host: str, namespace: str | None) -> DestinationRule | None:
+    def workload_key(
+        self, namespace: str, labels: Mapping[str, str] | None
+    ) -> tuple[str, frozenset[int]] | None:
+        """What a sidecar's labels change in the DestinationRules it gets: None when no rule
+        with a workloadSelector in its namespace picks it (the common case, shared by all),
+        else its namespace and which selectors pick it (proxies alike share)."""
+        selectors = self._dr_selectors.get(namespace)
+        if not selectors or labels is None:
+            return None
+        picked = frozenset(
+            i for i, sel in enumerate(selectors) if all(labels.get(k) == v for k, v in sel.items())
+        )
+        return (namespace, picked) if picked else None
+
+    def destination_rule(
+        self, host: str, namespace: str | None, labels: Mapping[str, str] | None = None
+    ) -> DestinationRule | None:
         """The DestinationRule for `host` as seen by proxies in `namespace`, in istiod's order
         (PushContext.destinationRule): 1. a rule of the proxy's own namespace (for the root
         namespace: its private rules); 2. a rule of the service's namespace exported to the
-        proxy's; 3. a rule of the root namespace exported to it. `None`: public rules only."""
-        key = (host, namespace)
+        proxy's; 3. a rule of the root namespace exported to it. `None`: public rules only.
+        `labels`: a sidecar's, for rules with a workloadSelector (in its namespace, a matching
+        one wins over one without a selector there); a tier with only selectors that do not
+        pick the proxy is passed over."""
+        workload = self.workload_key(namespace, labels) if namespace is not None else None
+        key = (host, namespace, workload)
         if key in self._dr_memo:
             return self._dr_memo[key]
+        selected = workload[1] if workload else frozenset()
+        selectors = self._dr_selectors.get(namespace or "", [])
         found: DestinationRule | None = None
         if namespace is not None:
             pool = (
@@ -352,13 +412,15 @@ class PushContext:
                 if namespace == ROOT_NAMESPACE
                 else self._dr_local.get(namespace, {})
             )
-            rules = self._most_specific(host, pool)
-            found = rules[0] if rules else None
+            found = self._pick(self._most_specific(host, pool), namespace, selected, selectors)
         service = self.services_by_host.get(host)
+        client = namespace if namespace is not None else ""
         if found is None and service is not None:
-            found = self._exported_rule(service.namespace, host, namespace)
+            rules = self._most_specific(host, self._dr_exported.get(service.namespace, {}))
+            found = self._pick(rules, namespace, selected, selectors, client)
         if found is None:
-            found = self._exported_rule(ROOT_NAMESPACE, host, namespace)
+            rules = self._most_specific(host, self._dr_exported.get(ROOT_NAMESPACE, {}))
+            found = self._pick(rules, namespace, selected, selectors, client)
         self._dr_memo[key] = found
         return found
 
@@ -517,9 +579,12 @@ class PushContext:
             self.cache[key] = found
         return found
 
-    def subsets(self, host: str, namespace: str | None = None) -> list[Subset]:
-        """The subsets of the DestinationRule proxies in `namespace` apply to `host`."""
-        rule = self.destination_rule(host, namespace)
+    def subsets(
+        self, host: str, namespace: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> list[Subset]:
+        """The subsets of the DestinationRule proxies in `namespace` (with `labels`) apply to
+        `host`."""
+        rule = self.destination_rule(host, namespace, labels)
         return list(rule.subsets) if rule else []
 
     def all_destination_rules(self) -> list[DestinationRule]:

@@ -179,7 +179,6 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("VirtualService", "spec.tls[0].match[0].sourceLabels", {"app": "edge"}, NOT_YET),
     ("VirtualService", "spec.tls[0].match[0].sourceNamespace", "shop", NOT_YET),
     ("VirtualService", "spec.tls[0].match[0].gateways", ["mesh"], NOT_YET),
-    ("DestinationRule", "spec.workloadSelector", {"matchLabels": {"app": "web"}}, NOT_YET),
     (
         "DestinationRule",
         "spec.trafficPolicy.tunnel",
@@ -390,7 +389,6 @@ def test_the_list_per_kind() -> None:
                     for level in ("trafficPolicy", "subsets.trafficPolicy")
                     for field in ("proxyProtocol", "retryBudget", "tunnel")
                 ),
-                "workloadSelector",
             ]
         ),
         "Gateway": [
