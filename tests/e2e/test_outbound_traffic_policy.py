@@ -20,7 +20,7 @@ from tests.support import mesh as yaml_mesh
 from tests.support.netns import PROXY_GID, PROXY_UID
 from tests.support.wait import wait_for
 
-pytestmark = [pytest.mark.envoy, pytest.mark.slow]
+pytestmark = [pytest.mark.envoy, pytest.mark.slow, pytest.mark.e2e]
 
 POD_IP = "10.200.0.1"
 UNKNOWN_IP = "10.200.0.50"  # no Service, ServiceEntry or endpoint names it
