@@ -19,7 +19,7 @@ from istiolite.networking.filters import http_connection_manager, tcp_proxy, tls
 from istiolite.networking.http_route import http_routes
 from istiolite.networking.names import listener_name
 from istiolite.networking.tcp_route import TcpTarget, l4_target
-from istiolite.networking.tls_context import CA_SUFFIX, downstream_tls_context, transport_socket
+from istiolite.networking.tls_context import downstream_tls_context, transport_socket
 from istiolite.networking.typed import socket_address
 from istiolite.push.context import PushContext
 
@@ -51,20 +51,10 @@ def gateway_route_name(gateway: Gateway, server: Server, listen_port: int) -> st
 
 
 def _credential_ready(ctx: PushContext, namespace: str, server: Server) -> bool:
-    """A credentialName server needs its Secret in the proxy's namespace (and a CA for MUTUAL);
-    without it the server is left out rather than leaving the whole listener warming."""
+    """A credentialName server needs usable Secrets in the proxy's namespace (and a CA for
+    MUTUAL); without them it is left out rather than leaving the whole listener warming."""
     tls = server.tls
-    if tls is None or not tls.credential_name:
-        return True
-    for name in tls.credential_names:
-        found = ctx.secrets.get((namespace, name))
-        if found is None or not found.has_key_pair:
-            return False
-    secret = ctx.secrets[(namespace, tls.credential_name)]
-    if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
-        separate = ctx.secrets.get((namespace, tls.credential_name + CA_SUFFIX))
-        return secret.has_ca or (separate is not None and separate.has_ca)
-    return True
+    return tls is None or not tls.credential_name or not ctx.credential_problems(namespace, tls)
 
 
 def _sni_hosts(server: Server) -> list[str]:

@@ -12,6 +12,7 @@ from istiolite.model.endpointslice import EndpointSlice
 from istiolite.model.gateway import Gateway
 from istiolite.model.meta import ObjectKey
 from istiolite.model.secret import Secret
+from istiolite.model.server_tls import ServerTLS
 from istiolite.model.service import Service, ServicePort
 from istiolite.model.serviceentry import ServiceEntry
 from istiolite.model.sidecar import ROOT_NAMESPACE, Sidecar
@@ -440,33 +441,37 @@ class PushContext:
         istiod without PILOT_SCOPE_GATEWAY_TO_NAMESPACE)."""
         return tuple(g for g in self.gateways if g.selects(dict(labels)))
 
-    def _gateway_namespaces(self, gateway: Gateway) -> list[str]:
+    def _gateway_namespaces(self, gateway: Gateway) -> tuple[list[str], bool]:
         """Where the proxies of a Gateway run, hence where its credential Secrets must be: the
-        namespaces of the Pods its selector picks; without Pods, its own namespace."""
+        namespaces of the Pods its selector picks; without Pods, its own namespace, guessed."""
         found = {ns for (ns, _), pod in self.pods.items() if gateway.selects(pod.meta.labels)}
-        return sorted(found) or [gateway.namespace]
+        return (sorted(found), False) if found else ([gateway.namespace], True)
 
-    def _credential_problem(self, namespace: str, name: str, mode: str) -> str:
-        """Why Secret `name` cannot serve a gateway in `namespace` ("" if it can)."""
-        secret = self.secrets.get((namespace, name))
-        if secret is None:
-            elsewhere = any(n == name for _, n in self.secrets)
-            if elsewhere and not any(ns == namespace for ns, _ in self.pods):
-                # Without Pods the proxies' namespace is a guess: a Secret of that name
-                # elsewhere may well be the right one.
-                return ""
-            return f"Secret {name!r} not found in namespace {namespace!r}"
-        if not secret.has_key_pair:
-            reason = secret.problem or "it has no tls.crt and tls.key"
-            return f"Secret {namespace}/{name} holds no usable certificate and key ({reason})"
-        if mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
-            separate = self.secrets.get((namespace, name + "-cacert"))
-            if not secret.has_ca and not (separate and separate.has_ca):
-                return (
-                    f"{mode} needs a CA: Secret {namespace}/{name} has no ca.crt and there is "
-                    f"no Secret {name}-cacert"
+    def credential_problems(
+        self, namespace: str, tls: ServerTLS, *, guessed: bool = False
+    ) -> list[str]:
+        """Why a server's credential Secrets cannot serve its gateway proxies in `namespace`
+        (none: they can). The CA comes from the first credential only. `guessed`: the
+        namespace is a guess, so a Secret found in another namespace is not reported."""
+        out = []
+        for name in tls.credential_names:
+            secret = self.secrets.get((namespace, name))
+            if secret is None:
+                if not (guessed and any(n == name for _, n in self.secrets)):
+                    out.append(f"Secret {name!r} not found in namespace {namespace!r}")
+            elif not secret.has_key_pair:
+                reason = secret.problem or "it has no tls.crt and tls.key"
+                out.append(
+                    f"Secret {namespace}/{name} holds no usable certificate and key ({reason})"
                 )
-        return ""
+            elif name == tls.credential_name and tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
+                separate = self.secrets.get((namespace, name + "-cacert"))
+                if not secret.has_ca and not (separate and separate.has_ca):
+                    out.append(
+                        f"{tls.mode} needs a CA: Secret {namespace}/{name} has no ca.crt and "
+                        f"there is no Secret {name}-cacert"
+                    )
+        return out
 
     def reference_warnings(self) -> list[ConfigWarning]:
         """Objects that load but refer to something missing: a route to a subset no
@@ -508,15 +513,9 @@ class PushContext:
                 tls = server.tls
                 if tls is None or not tls.credential_name or not tls.terminates:
                     continue
-                for namespace, name in (
-                    (ns, n)
-                    for ns in self._gateway_namespaces(gateway)
-                    for n in tls.credential_names
-                ):
-                    # The CA comes from the first credential only.
-                    mode = tls.mode if name == tls.credential_name else "SIMPLE"
-                    problem = self._credential_problem(namespace, name, mode)
-                    if problem:
+                namespaces, guessed = self._gateway_namespaces(gateway)
+                for namespace in namespaces:
+                    for problem in self.credential_problems(namespace, tls, guessed=guessed):
                         out.append(
                             ConfigWarning(
                                 f"Gateway {gateway.key}",
