@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 from bench.meshgen import PORTS, write_mesh
+from istiolite import type_urls
 from istiolite.model.proxy import parse_proxy
 from istiolite.model.store import ConfigStore
 from istiolite.networking.generator import generate
 from istiolite.push.context import PushContext
 from istiolite.sources.files import FileSource
-from istiolite.xds import types
 from tests.support.processes import EnvoyProcess, IstioliteProcess
 from tests.support.wait import wait_for
 
@@ -47,7 +47,7 @@ def build_cost(config: Path, services: int) -> dict[str, float]:
         proxy = parse_proxy(NODE.format(n=n), meta)
         t = time.process_time()
         size = 0
-        for type_url in types.PUSH_ORDER:
+        for type_url in type_urls.PUSH_ORDER:
             size += sum(len(r.payload) for r in generate(ctx, proxy, type_url).values())
         costs.append(time.process_time() - t)
     return {

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from istiolite import type_urls
 from istiolite.bootstrap import parse_pairs
 from istiolite.debug.config_dump import config_dump
 from istiolite.logs import configure_logging
@@ -17,7 +18,6 @@ from istiolite.model.validation import ValidationError
 from istiolite.networking.generator import generate
 from istiolite.push.context import PushContext
 from istiolite.sources.files import FileSource
-from istiolite.xds import types
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def render(config_dirs: list[Path], node_id: str, metadata: dict[str, object], d
     FileSource(config_dirs, store).load_all()
     ctx = PushContext(store.snapshot(), domain=domain, version="render")
     proxy = parse_proxy(node_id, metadata)
-    by_type = {t: generate(ctx, proxy, t) for t in types.PUSH_ORDER}
+    by_type = {t: generate(ctx, proxy, t) for t in type_urls.PUSH_ORDER}
     return json_format.MessageToJson(
         config_dump(by_type), indent=2, preserving_proto_field_name=True
     )

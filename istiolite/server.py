@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import itertools
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -20,13 +17,12 @@ from istiolite.debug import metrics
 from istiolite.debug.http import HttpServer, Response
 from istiolite.debug.pages import debug_routes
 from istiolite.logs import get_logger
-from istiolite.model.meta import ObjectKey
 from istiolite.model.store import ChangeSet, ConfigStore
-from istiolite.networking.endpoint import eds_ports
-from istiolite.networking.generator import carry_over
+from istiolite.networking.generator import ConfigGenerator
+from istiolite.push.cache import ResourceCache
 from istiolite.push.context import ConfigWarning, PushContext
 from istiolite.push.debounce import Debouncer
-from istiolite.push.request import PushRequest
+from istiolite.push.pusher import Pusher
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.xds import reflection
@@ -54,124 +50,34 @@ class Istiolite:
         self.settings = settings
         self.store = ConfigStore()
         self.files = FileSource(settings.config_dirs, self.store)
-        self._versions = itertools.count(1)
-        self._snapshot: Mapping[ObjectKey, Any] = self.store.snapshot()
+        self.cache = ResourceCache()
         self.ads = AdsService(
-            self._build_context(self._snapshot), push_concurrency=settings.push_concurrency
+            PushContext({}, domain=settings.domain, version="empty"),
+            generator=ConfigGenerator(self.cache),
+            push_concurrency=settings.push_concurrency,
+        )
+        self.pusher = Pusher(
+            self.store,
+            self.cache,
+            domain=settings.domain,
+            publish=self.ads.update,
+            connected=lambda: len(self.ads.connections),
         )
         self.debouncer: Debouncer[tuple[float, ChangeSet]] = Debouncer(
             self._push, quiet=settings.debounce_quiet, max_delay=settings.debounce_max
         )
-        self.push_status: dict[str, Any] = {}
-        self.warnings: list[ConfigWarning] = []
         self.grpc_port = self.http_port = self.monitoring_port = 0
 
-    def _build_context(self, snapshot: Mapping[ObjectKey, Any]) -> PushContext:
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return PushContext(
-            snapshot, domain=self.settings.domain, version=f"{stamp}/{next(self._versions)}"
-        )
+    @property
+    def push_status(self) -> dict[str, Any]:
+        return self.pusher.status
 
-    @staticmethod
-    def _endpoint_only(
-        keys: set[ObjectKey],
-        old: Mapping[ObjectKey, Any],
-        new: Mapping[ObjectKey, Any],
-        ctx: PushContext,
-    ) -> frozenset[str] | None:
-        """The EDS clusters an EndpointSlice- or WorkloadEntry-only change touches, or None if
-        it needs a full push: other kinds changed, or a touched service's endpoints shape more
-        than EDS (headless: listeners; a ServiceEntry that is not STATIC: DNS clusters or
-        NONE listeners; istiod too pushes in full for a WorkloadEntry of a DNS entry)."""
-        if any(key.kind not in ("EndpointSlice", "WorkloadEntry") for key in keys):
-            return None
-        hosts: set[str] = set()
-        for key in keys:
-            for snapshot in (old, new):
-                obj = snapshot.get(key)
-                if obj is None:
-                    continue
-                if key.kind == "WorkloadEntry":
-                    hosts.update(ctx.hostname(s) for s in ctx.workload_entry_services(obj))
-                else:
-                    hosts.add(f"{obj.service_name}.{obj.namespace}.svc.{ctx.domain}")
-        clusters: set[str] = set()
-        for host in hosts:
-            service = ctx.services_by_host.get(host)
-            if service is None:
-                continue  # endpoints of no service: nobody sees them
-            if service.headless or (
-                service.type == "ServiceEntry" and service.resolution != "STATIC"
-            ):
-                return None
-            clusters.update(cluster for cluster, _ in eds_ports(ctx, service))
-        return frozenset(clusters)
-
-    def _log_new_warnings(self, ctx: PushContext) -> None:
-        warnings = ctx.reference_warnings()
-        for warning in warnings:
-            if warning not in self.warnings:
-                log.warning(
-                    "config setting not applied"
-                    if warning.unapplied
-                    else "config refers to something missing",
-                    object=warning.object,
-                    field=warning.field,
-                    message=warning.message,
-                )
-        self.warnings = warnings
+    @property
+    def warnings(self) -> list[ConfigWarning]:
+        return self.pusher.warnings
 
     async def _push(self, batch: list[tuple[float, ChangeSet]]) -> None:
-        first_seen = min(seen for seen, _ in batch)
-        keys = {key for _, changes in batch for key in changes.keys}
-        kinds = sorted({key.kind for key in keys})
-        metrics.DEBOUNCE.observe(time.monotonic() - first_seen)
-        started = time.perf_counter()
-        old_ctx, old_snapshot = self.ads.context, self._snapshot
-        snapshot = self.store.snapshot()
-        ctx = self._build_context(snapshot)
-        eds_clusters = self._endpoint_only(keys, old_snapshot, snapshot, ctx)
-        if eds_clusters is None:
-            request = PushRequest(full=True, reasons=frozenset(kinds), started=first_seen)
-        else:
-            carry_over(old_ctx, ctx, eds_clusters)
-            request = PushRequest(
-                full=False, eds_clusters=eds_clusters, reasons=frozenset(kinds), started=first_seen
-            )
-        build_seconds = time.perf_counter() - started
-        metrics.CONTEXT_INIT.observe(build_seconds)
-        for kind in kinds:
-            metrics.PUSH_TRIGGERS.inc(kind)
-        self._snapshot = snapshot
-        if request.full or "WorkloadEntry" in kinds:
-            # Endpoint-only pushes cannot change which routes refer to missing subsets, but a
-            # WorkloadEntry's own fields may be unapplied.
-            self._log_new_warnings(ctx)
-        self.ads.update(ctx, request)
-        changed = sorted(str(k) for k in keys)
-        self.push_status = {
-            "version": ctx.version,
-            "full": request.full,
-            "reason": kinds,
-            "changed": changed[:100],
-            "changed_count": len(changed),
-            "eds_clusters": sorted(eds_clusters or ()),
-            "time": datetime.datetime.now(datetime.UTC).isoformat(),
-            "context_build_seconds": round(build_seconds, 6),
-            "proxies": len(self.ads.connections),
-            "services": len(ctx.services),
-        }
-        log.info(
-            "push",
-            version=ctx.version,
-            full=request.full,
-            reason=kinds,
-            changed=changed[:20],
-            changed_count=len(changed),
-            eds_clusters=len(eds_clusters or ()),
-            proxies=len(self.ads.connections),
-            services=len(ctx.services),
-        )
+        self.pusher.push(batch)
 
     def _grpc_server(self) -> grpc.aio.Server:
         server = grpc.aio.server(options=GRPC_OPTIONS)
@@ -200,18 +106,7 @@ class Istiolite:
         self.files.load_all()
         # Subscribed after the initial load: that load is the startup push, not a change.
         self.store.subscribe(lambda changes: self.debouncer.add((time.monotonic(), changes)))
-        self._snapshot = self.store.snapshot()
-        initial = self._build_context(self._snapshot)
-        self._log_new_warnings(initial)
-        self.ads.update(initial)
-        self.push_status = {
-            "version": initial.version,
-            "full": True,
-            "reason": ["startup"],
-            "time": datetime.datetime.now(datetime.UTC).isoformat(),
-            "services": len(initial.services),
-            "proxies": 0,
-        }
+        self.pusher.start()
         server = self._grpc_server()
         host, port = split_host_port(self.settings.grpc_addr)
         self.grpc_port = server.add_insecure_port(f"{host}:{port}")

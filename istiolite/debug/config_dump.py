@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from envoy.admin.v3 import config_dump_pb2, config_dump_shared_pb2
 from google.protobuf import any_pb2
 
+from istiolite import type_urls
 from istiolite.networking.resource import Resource
-from istiolite.xds import types
 
 Shared = config_dump_shared_pb2
 
@@ -23,7 +23,7 @@ def config_dump(by_type: Mapping[str, Mapping[str, Resource]]) -> config_dump_pb
     clusters = Shared.ClustersConfigDump(
         dynamic_active_clusters=[
             Shared.ClustersConfigDump.DynamicCluster(version_info=r.version, cluster=_any(r))
-            for r in by_type.get(types.CLUSTER, {}).values()
+            for r in by_type.get(type_urls.CLUSTER, {}).values()
         ]
     )
     endpoints = Shared.EndpointsConfigDump(
@@ -31,7 +31,7 @@ def config_dump(by_type: Mapping[str, Mapping[str, Resource]]) -> config_dump_pb
             Shared.EndpointsConfigDump.DynamicEndpointConfig(
                 version_info=r.version, endpoint_config=_any(r)
             )
-            for r in by_type.get(types.ENDPOINT, {}).values()
+            for r in by_type.get(type_urls.ENDPOINT, {}).values()
         ]
     )
     listeners = Shared.ListenersConfigDump(
@@ -42,13 +42,13 @@ def config_dump(by_type: Mapping[str, Mapping[str, Resource]]) -> config_dump_pb
                     version_info=r.version, listener=_any(r)
                 ),
             )
-            for r in by_type.get(types.LISTENER, {}).values()
+            for r in by_type.get(type_urls.LISTENER, {}).values()
         ]
     )
     routes = Shared.RoutesConfigDump(
         dynamic_route_configs=[
             Shared.RoutesConfigDump.DynamicRouteConfig(version_info=r.version, route_config=_any(r))
-            for r in by_type.get(types.ROUTE, {}).values()
+            for r in by_type.get(type_urls.ROUTE, {}).values()
         ]
     )
     for section in (clusters, endpoints, listeners, routes):

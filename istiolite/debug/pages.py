@@ -24,11 +24,11 @@ from envoy.admin.v3 import config_dump_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import any_pb2, json_format
 
+from istiolite import type_urls
 from istiolite.debug.config_dump import config_dump
 from istiolite.debug.http import Handler, Response
 from istiolite.networking.generator import generate
 from istiolite.networking.resource import Resource
-from istiolite.xds import types
 from istiolite.xds.protocol import SyncStatus, TypeState
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def instance_name() -> str:
 
 def type_key(type_url: str) -> str:
     """CDS, EDS, LDS, RDS, SDS for Envoy's types; any other type by its full URL."""
-    return types.SHORT_NAMES.get(type_url, type_url)
+    return type_urls.SHORT_NAMES.get(type_url, type_url)
 
 
 def sync_status(state: TypeState) -> str:
@@ -244,7 +244,7 @@ def proxy_config_dump(ctx: PushContext, conn: Connection) -> config_dump_pb2.Con
     for type_url, state in conn.stream.types.items():
         resources = generate(ctx, proxy, type_url)
         by_type[type_url] = {n: resources[n] for n in state.visible(resources)}
-    secrets = by_type.pop(types.SECRET, {})
+    secrets = by_type.pop(type_urls.SECRET, {})
     dump = config_dump(by_type)
     if secrets:
         dump.configs.add().Pack(secrets_dump(secrets))

@@ -26,9 +26,7 @@ def _ca_secret(name: str, bundle: bytes) -> secret_pb2.Secret:
 def credential_secrets(ctx: PushContext, namespace: str) -> list[secret_pb2.Secret]:
     out: dict[str, secret_pb2.Secret] = {}
     explicit_ca: dict[str, secret_pb2.Secret] = {}
-    for (ns, name), secret in sorted(ctx.secrets.items()):
-        if ns != namespace:
-            continue
+    for name, secret in ctx.secrets_in(namespace):
         cred = secret.credential
         if secret.has_key_pair:
             resource = credential_resource(name)

@@ -24,6 +24,7 @@ from istiolite.model.workload import REGION_LABEL, SUBZONE_LABEL, ZONE_LABEL
 from istiolite.networking.names import Direction, cluster_name
 from istiolite.networking.traffic_policy import LocalityPolicy, locality_policy, policy_for
 from istiolite.networking.typed import socket_address, uint32
+from istiolite.push.cache import ENDPOINT_KINDS, memoized
 from istiolite.push.context import Locality, PushContext, ServiceEndpoint
 
 ClusterLoadAssignment = endpoint_pb2.ClusterLoadAssignment
@@ -332,11 +333,11 @@ def proxy_locality(ctx: PushContext, proxy: Proxy) -> Locality:
     """Where a proxy runs, as istiod decides: its Pod (the `istio-locality` label, else its
     Node's region and zone and the Pod's subzone label), else the topology or `istio-locality`
     labels it sends, else the node.locality of its bootstrap."""
-    pod = ctx.pods.get((proxy.namespace, proxy.pod_name))
+    pod = ctx.pod(proxy.namespace, proxy.pod_name)
     if pod is not None:
         found = _override_locality(pod.meta.labels)
         if found is None:
-            node = ctx.nodes.get(pod.node_name)
+            node = ctx.node(pod.node_name)
             found = Locality(
                 node.region if node else "",
                 node.zone if node else "",
@@ -363,22 +364,17 @@ def locality_view(
 
 
 EdsCluster = tuple[str, ServicePort, Mapping[str, str] | None]
-# host -> its EDS clusters, memoized per push (they depend on Services and DestinationRules only,
-# so an endpoint-only push carries them over unchanged).
-_EDS_CLUSTERS = ("eds-clusters",)
 
 
 def eds_clusters(ctx: PushContext, service: Service) -> list[EdsCluster]:
     """(cluster name, port, subset labels) of every EDS cluster of a service: one per port, and
-    one per port and DestinationRule subset (not headless, not ExternalName)."""
-    memo: dict[str, list[EdsCluster]] | None = ctx.cache.get(_EDS_CLUSTERS)
-    if memo is None:
-        memo = ctx.cache[_EDS_CLUSTERS] = {}
-    host = ctx.hostname(service)
-    found = memo.get(host)
-    if found is None:
-        found = memo[host] = _eds_clusters(ctx, service)
-    return found
+    one per port and DestinationRule subset (not headless, not ExternalName). They depend on
+    Services and DestinationRules only, so an endpoint change keeps them."""
+    return memoized(
+        ("eds-clusters", ctx.hostname(service)),
+        lambda: _eds_clusters(ctx, service),
+        kinds=ENDPOINT_KINDS,
+    )
 
 
 def _eds_clusters(ctx: PushContext, service: Service) -> list[EdsCluster]:
@@ -402,26 +398,3 @@ def _eds_clusters(ctx: PushContext, service: Service) -> list[EdsCluster]:
 def eds_ports(ctx: PushContext, service: Service) -> list[tuple[str, ServicePort]]:
     """(cluster name, port) of every EDS cluster of a service, subsets included."""
     return [(name, port) for name, port, _ in eds_clusters(ctx, service)]
-
-
-def all_load_assignments(ctx: PushContext) -> dict[str, ClusterLoadAssignment]:
-    """Assignments for every EDS cluster; the same for all proxies, so built once per push."""
-    return {
-        name: load_assignment(name, ctx.endpoints(service, port, labels))
-        for service in ctx.services
-        for name, port, labels in eds_clusters(ctx, service)
-    }
-
-
-def load_assignment_for(ctx: PushContext, name: str) -> ClusterLoadAssignment | None:
-    """The assignment of one outbound EDS cluster, or None when no such cluster exists."""
-    parts = name.split("|")
-    if len(parts) != 4 or parts[0] != Direction.OUTBOUND:
-        return None
-    service = ctx.services_by_host.get(parts[3])
-    if service is None:
-        return None
-    for candidate, port, labels in eds_clusters(ctx, service):
-        if candidate == name:
-            return load_assignment(name, ctx.endpoints(service, port, labels))
-    return None

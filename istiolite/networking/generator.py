@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+import weakref
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from google.protobuf import message
 
+from istiolite import type_urls
 from istiolite.model.proxy import Proxy, ProxyType
+from istiolite.model.service import Service
 from istiolite.model.sidecar import Sidecar
 from istiolite.networking.cluster import fixed_clusters, outbound_clusters
 from istiolite.networking.credentials import credential_secrets
 from istiolite.networking.endpoint import (
-    LocalityView,
     LocalizedClusters,
-    all_load_assignments,
-    load_assignment_for,
+    eds_clusters,
+    load_assignment,
     locality_view,
     localized_assignment,
     localized_clusters,
@@ -26,46 +28,53 @@ from istiolite.networking.resource import Resource, to_resource
 from istiolite.networking.route import outbound_route_configs
 from istiolite.networking.sidecar_scope import egress_services, inbound_cluster_for
 from istiolite.networking.workload import inbound_ports
+from istiolite.push.cache import (
+    ENDPOINT_KINDS,
+    STRUCTURAL,
+    ResourceCache,
+    active_cache,
+    memoized,
+)
 from istiolite.push.context import PushContext
-from istiolite.xds import types
 
 Resources = dict[str, Resource]
-
-
-def _cached(ctx: PushContext, key: Hashable, build: Callable[[], Resources]) -> Resources:
-    found: Resources | None = ctx.cache.get(key)
-    if found is None:
-        found = build()
-        ctx.cache[key] = found
-    return found
 
 
 def _serialize(type_url: str, messages: list[Any]) -> Resources:
     out: Resources = {}
     for msg in messages:
-        name = msg.cluster_name if type_url == types.ENDPOINT else msg.name
+        name = msg.cluster_name if type_url == type_urls.ENDPOINT else msg.name
         out[name] = to_resource(name, type_url, msg)
     return dict(sorted(out.items()))
 
 
+def _resources(
+    key: Hashable,
+    type_url: str,
+    build: Callable[[], Resources],
+    *,
+    kinds: frozenset[str] = STRUCTURAL,
+) -> Resources:
+    """A generated resource map shared by the proxies whose shape is `key`."""
+    return _cache().get(key, build, kinds=kinds, type_url=type_url)
+
+
 def _labels(ctx: PushContext, proxy: Proxy) -> dict[str, str]:
     """The proxy's labels: from its metadata, else from its Pod."""
-    pod = ctx.pods.get((proxy.namespace, proxy.pod_name))
+    pod = ctx.pod(proxy.namespace, proxy.pod_name)
     return proxy.labels or (pod.meta.labels if pod else {})
 
 
 def _scope(ctx: PushContext, proxy: Proxy) -> tuple[Sidecar | None, Hashable]:
     """The Sidecar resource that scopes this proxy (None: the whole mesh), and a cache key."""
     labels = _labels(ctx, proxy)
-    key = ("sidecar-of", proxy.namespace, frozenset(labels.items()))
-    found: tuple[Sidecar | None, Hashable] | None = ctx.cache.get(key)
-    if found is None:
+
+    def build() -> tuple[Sidecar | None, Hashable]:
         sidecar = ctx.sidecar_for(proxy.namespace, labels)
         # A root-namespace Sidecar reads `.` as the proxy's namespace: scoped per namespace.
-        scope_key = (sidecar.namespace, sidecar.meta.name, proxy.namespace) if sidecar else None
-        found = (sidecar, scope_key)
-        ctx.cache[key] = found
-    return found
+        return sidecar, (sidecar.namespace, sidecar.meta.name, proxy.namespace) if sidecar else None
+
+    return memoized(("sidecar-of", proxy.namespace, frozenset(labels.items())), build)
 
 
 def _registry_only(sidecar: Sidecar | None) -> bool:
@@ -81,11 +90,10 @@ def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
     view = ctx.scope_key(proxy.namespace)
     labels = _labels(ctx, proxy) if proxy.type == ProxyType.SIDECAR else None
     workload = ctx.workload_key(proxy.namespace, labels)
-    shared = _cached(
-        ctx,
-        ("cds-shared", proxy.type, scope, view, workload),
-        lambda: _serialize(
-            types.CLUSTER,
+
+    def build_shared() -> Resources:
+        return _serialize(
+            type_urls.CLUSTER,
             outbound_clusters(
                 ctx,
                 egress_services(ctx, proxy.namespace, sidecar),
@@ -93,113 +101,85 @@ def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
                 labels if workload is not None else None,
             )
             + fixed_clusters(proxy),
-        ),
-    )
+        )
+
+    shared_key = ("cds-shared", proxy.type, scope, view, workload)
     if not inbound:
-        return shared
+        return _resources(shared_key, type_urls.CLUSTER, build_shared)
 
     def build() -> Resources:
-        own = _serialize(types.CLUSTER, [inbound_cluster_for(p) for p in inbound])
+        shared = _resources(shared_key, type_urls.CLUSTER, build_shared)
+        own = _serialize(type_urls.CLUSTER, [inbound_cluster_for(p) for p in inbound])
         return dict(sorted({**shared, **own}.items()))
 
-    return _cached(ctx, ("cds", proxy.type, scope, view, workload, inbound), build)
+    return _resources(("cds", proxy.type, scope, view, workload, inbound), type_urls.CLUSTER, build)
 
 
-_EDS_KEY = ("eds",)
-# EDS is one map for all proxies (_EDS_KEY) unless a DestinationRule makes some assignments depend
-# on the proxy's locality. Then (_EDS_LOCALIZED, scope) holds those clusters for a namespace view,
-# and (_EDS_VARIANT, scope, LocalityView) a copy of the shared map with their assignments for
-# proxies at that locality: one per locality (and failoverPriority labels) in use, shared by the
-# proxies there. Everything a variant needs to be rebuilt is in its key (see carry_over).
-_EDS_LOCALIZED = "eds-localized"
-_EDS_VARIANT = "eds-variant"
+# EDS: each cluster's assignment is an entry of its own (("cla", name): it depends on that
+# service's endpoints), and the map of all of them is shared by every proxy ("eds"), unless a
+# DestinationRule makes some assignments depend on the proxy's locality. Then ("eds-localized",
+# scope) says which clusters, for a namespace view, and ("eds-variant", scope, LocalityView) is a
+# copy of the shared map with their assignments for proxies at that locality: one per locality
+# (and failoverPriority labels) in use, shared by the proxies there.
+
+
+def _assignment(ctx: PushContext, name: str, service: Service, port: Any, labels: Any) -> Resource:
+    return _cache().get(
+        ("cla", name),
+        lambda: to_resource(
+            name, type_urls.ENDPOINT, load_assignment(name, ctx.endpoints(service, port, labels))
+        ),
+        kinds=ENDPOINT_KINDS,
+        type_url=type_urls.ENDPOINT,
+        name=name,
+    )
+
+
+EDS_KEY = ("eds",)
+EDS_VARIANT = "eds-variant"
+
+
+def _all_assignments(ctx: PushContext) -> Resources:
+    def build() -> Resources:
+        out = {
+            name: _assignment(ctx, name, service, port, labels)
+            for service in ctx.services
+            for name, port, labels in eds_clusters(ctx, service)
+        }
+        return dict(sorted(out.items()))
+
+    return _resources(EDS_KEY, type_urls.ENDPOINT, build, kinds=ENDPOINT_KINDS)
 
 
 def _localized(ctx: PushContext, proxy: Proxy) -> tuple[str | None, LocalizedClusters]:
     scope = ctx.scope_key(proxy.namespace)
-    key = (_EDS_LOCALIZED, scope)
-    found: LocalizedClusters | None = ctx.cache.get(key)
-    if found is None:
-        found = ctx.cache[key] = localized_clusters(ctx, proxy.namespace)
-    return scope, found
-
-
-def _localize(
-    ctx: PushContext,
-    into: Resources,
-    shared: Resources,
-    localized: LocalizedClusters,
-    view: LocalityView,
-    names: Iterable[str],
-) -> None:
-    """Set `names` in a variant map: localized clusters built for `view`, others from `shared`
-    (an assignment no different from the shared one keeps the shared Resource)."""
-    for name in names:
-        cluster = localized.clusters.get(name)
-        if cluster is None:
-            if name in shared:
-                into[name] = shared[name]
-            else:
-                into.pop(name, None)
-            continue
-        endpoints = ctx.endpoints(cluster.service, cluster.port, cluster.subset_labels)
-        built = to_resource(
-            name, types.ENDPOINT, localized_assignment(name, endpoints, cluster.policy, view)
-        )
-        same = shared.get(name)
-        into[name] = same if same is not None and same.version == built.version else built
+    return scope, memoized(
+        ("eds-localized", scope), lambda: localized_clusters(ctx, proxy.namespace)
+    )
 
 
 def _endpoints(ctx: PushContext, proxy: Proxy) -> Resources:
-    shared = _cached(
-        ctx, _EDS_KEY, lambda: _serialize(types.ENDPOINT, list(all_load_assignments(ctx).values()))
-    )
     scope, localized = _localized(ctx, proxy)
     if not localized.clusters:
-        return shared  # the common case: one map for every proxy
+        return _all_assignments(ctx)  # the common case: one map for every proxy
     view = locality_view(ctx, proxy, _labels(ctx, proxy), localized)
 
     def build() -> Resources:
+        shared = _all_assignments(ctx)
         variant = dict(shared)  # same order: only values are replaced
-        _localize(ctx, variant, shared, localized, view, localized.clusters)
+        for name, cluster in localized.clusters.items():
+            endpoints = ctx.endpoints(cluster.service, cluster.port, cluster.subset_labels)
+            built = to_resource(
+                name,
+                type_urls.ENDPOINT,
+                localized_assignment(name, endpoints, cluster.policy, view),
+            )
+            # An assignment no different from the shared one keeps the shared Resource.
+            same = shared.get(name)
+            variant[name] = same if same is not None and same.version == built.version else built
         return variant
 
-    return _cached(ctx, (_EDS_VARIANT, scope, view), build)
-
-
-def _is_variant(key: Hashable) -> bool:
-    return isinstance(key, tuple) and len(key) == 3 and key[0] == _EDS_VARIANT
-
-
-def carry_over(old: PushContext, new: PushContext, eds_clusters: frozenset[str]) -> None:
-    """Endpoint-only change: `new` reuses every result `old` built, except the assignments of
-    `eds_clusters`, rebuilt from `new` (in the shared map and in every locality variant).
-    Clusters, listeners and routes do not read endpoints (headless services excepted: the caller
-    makes those a full push), nor do the DestinationRules that decide which clusters vary."""
-    variants: list[tuple[Any, Resources]] = []  # ((_EDS_VARIANT, scope, view), map)
-    for key, value in old.cache.items():
-        if _is_variant(key):
-            variants.append((key, value))
-        elif key != _EDS_KEY:
-            new.cache[key] = value
-        else:
-            assignments = dict(value)
-            for name in eds_clusters:
-                cla = load_assignment_for(new, name)
-                if cla is None:
-                    assignments.pop(name, None)
-                else:
-                    assignments[name] = to_resource(name, types.ENDPOINT, cla)
-            new.cache[key] = dict(sorted(assignments.items()))
-    shared: Resources = new.cache.get(_EDS_KEY, {})
-    for key, value in variants:
-        _, scope, view = key
-        localized: LocalizedClusters = new.cache[(_EDS_LOCALIZED, scope)]
-        variant = dict(value)
-        _localize(new, variant, shared, localized, view, eds_clusters)
-        new.cache[key] = (
-            variant if variant.keys() == value.keys() else dict(sorted(variant.items()))
-        )
+    return _resources((EDS_VARIANT, scope, view), type_urls.ENDPOINT, build)
 
 
 def _gateway_key(ctx: PushContext, proxy: Proxy) -> tuple[str, frozenset[tuple[str, str]]]:
@@ -210,18 +190,18 @@ def _gateway_key(ctx: PushContext, proxy: Proxy) -> tuple[str, frozenset[tuple[s
 def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:
     if proxy.type == ProxyType.ROUTER:
         key = _gateway_key(ctx, proxy)
-        return _cached(
-            ctx,
+        return _resources(
             ("lds-gw", key),
-            lambda: _serialize(types.LISTENER, gateway_listeners(ctx, key[0], dict(key[1]))),
+            type_urls.LISTENER,
+            lambda: _serialize(type_urls.LISTENER, gateway_listeners(ctx, key[0], dict(key[1]))),
         )
     sidecar, scope = _scope(ctx, proxy)
     key = ("lds", proxy.interception_mode, proxy.namespace, scope, inbound_ports(ctx, proxy))
-    return _cached(
-        ctx,
+    return _resources(
         key,
+        type_urls.LISTENER,
         lambda: _serialize(
-            types.LISTENER,
+            type_urls.LISTENER,
             sidecar_listeners(ctx, proxy, sidecar, _registry_only(sidecar)),
         ),
     )
@@ -230,47 +210,83 @@ def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:
 def _routes(ctx: PushContext, proxy: Proxy) -> Resources:
     if proxy.type == ProxyType.ROUTER:
         gw = _gateway_key(ctx, proxy)
-        return _cached(
-            ctx,
+        return _resources(
             ("rds-gw", gw),
-            lambda: _serialize(types.ROUTE, gateway_route_configs(ctx, gw[0], dict(gw[1]))),
+            type_urls.ROUTE,
+            lambda: _serialize(type_urls.ROUTE, gateway_route_configs(ctx, gw[0], dict(gw[1]))),
         )
     sidecar, scope = _scope(ctx, proxy)
     key: tuple[Hashable, ...] = ("rds", proxy.interception_mode, proxy.namespace, scope)
     if ctx.source_matched:
         # Some route applies only to some workloads: routes differ by the caller's labels.
         key += (frozenset(proxy.labels.items()),)
-    return _cached(
-        ctx,
+    return _resources(
         key,
+        type_urls.ROUTE,
         lambda: _serialize(
-            types.ROUTE,
+            type_urls.ROUTE,
             outbound_route_configs(ctx, proxy, sidecar, _registry_only(sidecar)),
         ),
     )
 
 
 def _secrets(ctx: PushContext, proxy: Proxy) -> Resources:
-    return _cached(
-        ctx,
+    # Only the Secrets of the namespace, read (and recorded) by credential_secrets.
+    return _resources(
         ("sds", proxy.namespace),
-        lambda: _serialize(types.SECRET, credential_secrets(ctx, proxy.namespace)),
+        type_urls.SECRET,
+        lambda: _serialize(type_urls.SECRET, credential_secrets(ctx, proxy.namespace)),
+        kinds=frozenset(),
     )
 
 
 _GENERATORS: dict[str, Callable[[PushContext, Proxy], Resources]] = {
-    types.CLUSTER: _clusters,
-    types.ENDPOINT: _endpoints,
-    types.LISTENER: _listeners,
-    types.ROUTE: _routes,
-    types.SECRET: _secrets,
+    type_urls.CLUSTER: _clusters,
+    type_urls.ENDPOINT: _endpoints,
+    type_urls.LISTENER: _listeners,
+    type_urls.ROUTE: _routes,
+    type_urls.SECRET: _secrets,
 }
 
 
+class ConfigGenerator:
+    """Generates for the live server: results are shared by proxies and across pushes through
+    `cache`, which the Pusher advances from one PushContext to the next."""
+
+    def __init__(self, cache: ResourceCache | None = None) -> None:
+        self.cache = cache if cache is not None else ResourceCache()
+
+    def __call__(self, ctx: PushContext, proxy: Proxy, type_url: str) -> Resources:
+        """Every resource of `type_url` this proxy should see, by name. Unknown types: none."""
+        generator = _GENERATORS.get(type_url)
+        if generator is None:
+            return {}
+        with self.cache.serving(ctx):
+            return generator(ctx, proxy)
+
+
+def _cache() -> ResourceCache:
+    cache = active_cache()
+    assert cache is not None, "generators run inside ResourceCache.serving"
+    return cache
+
+
+# Offline callers (render, tests): one cache per context, living as long as the context does.
+_offline: weakref.WeakKeyDictionary[PushContext, ConfigGenerator] = weakref.WeakKeyDictionary()
+
+
+def offline_generator(ctx: PushContext) -> ConfigGenerator:
+    """The generator `generate` uses for `ctx` (and its cache, which tests inspect)."""
+    generator = _offline.get(ctx)
+    if generator is None:
+        generator = _offline[ctx] = ConfigGenerator()
+    return generator
+
+
 def generate(ctx: PushContext, proxy: Proxy, type_url: str) -> Resources:
-    """Every resource of `type_url` this proxy should see, by name. Unknown types: none."""
-    generator = _GENERATORS.get(type_url)
-    return generator(ctx, proxy) if generator else {}
+    """Every resource of `type_url` this proxy should see, by name, outside the live server:
+    work is shared by the calls for one context (and dropped with it)."""
+    return offline_generator(ctx)(ctx, proxy, type_url)
 
 
 def message_class(type_url: str) -> type[message.Message] | None:

@@ -25,6 +25,7 @@ from istiolite.networking.cluster import Cluster, inbound_cluster
 from istiolite.networking.names import INBOUND_PASSTHROUGH_BIND_IP
 from istiolite.networking.traffic_policy import apply_connection_pool
 from istiolite.networking.workload import LOOPBACK_IP, InboundPort
+from istiolite.push.cache import memoized
 from istiolite.push.context import PushContext
 
 _MAX_DURATION_SECONDS = 315576000000  # protobuf Duration's maximum, istiod's "never"
@@ -91,9 +92,13 @@ def egress_scopes(
         namespace if sidecar is not None and sidecar.egress else ctx.scope_key(namespace),
         proxy.interception_mode,
     )
-    found: tuple[EgressScope, ...] | None = ctx.cache.get(key)
-    if found is not None:
-        return found
+    return memoized(key, lambda: _egress_scopes(ctx, proxy, sidecar))
+
+
+def _egress_scopes(
+    ctx: PushContext, proxy: Proxy, sidecar: Sidecar | None
+) -> tuple[EgressScope, ...]:
+    namespace = proxy.namespace
     scopes = []
     no_iptables = proxy.interception_mode == InterceptionMode.NONE
     for listener in _listeners(sidecar):
@@ -108,9 +113,7 @@ def egress_scopes(
         else:
             services = _imported(ctx, listener, namespace)
         scopes.append(EgressScope(listener.port, bind, bind_to_port, services))
-    found = tuple(scopes)
-    ctx.cache[key] = found
-    return found
+    return tuple(scopes)
 
 
 def _destination_hosts(vs: VirtualService) -> Iterator[str]:
@@ -147,9 +150,10 @@ def egress_services(
         return ctx.services_for(namespace)
     config_ns = namespace
     key = ("egress-services", sidecar.namespace, sidecar.meta.name, config_ns)
-    found: tuple[Service, ...] | None = ctx.cache.get(key)
-    if found is not None:
-        return found
+    return memoized(key, lambda: _egress_services(ctx, config_ns, sidecar))
+
+
+def _egress_services(ctx: PushContext, config_ns: str, sidecar: Sidecar) -> tuple[Service, ...]:
     merged: dict[str, Service] = {}
 
     def add(service: Service) -> None:
@@ -182,9 +186,7 @@ def egress_services(
                 if target is not None:
                     add(target)
     # The registry's order (by hostname), each service's ports in their own order.
-    found = tuple(_in_registry_order(ctx, s) for _, s in sorted(merged.items()))
-    ctx.cache[key] = found
-    return found
+    return tuple(_in_registry_order(ctx, s) for _, s in sorted(merged.items()))
 
 
 def _in_registry_order(ctx: PushContext, service: Service) -> Service:

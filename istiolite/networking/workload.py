@@ -16,6 +16,7 @@ from istiolite.model.proxy import InterceptionMode, Proxy
 from istiolite.model.service import Service
 from istiolite.model.sidecar import UNIX_PREFIX, IngressListener, IngressTLS, Sidecar
 from istiolite.model.workload import Pod
+from istiolite.push.cache import memoized
 from istiolite.push.context import PushContext
 
 WILDCARD_IP = "0.0.0.0"
@@ -39,18 +40,17 @@ class InboundPort:
 
 
 def proxy_labels(ctx: PushContext, proxy: Proxy) -> dict[str, str]:
-    pod = ctx.pods.get((proxy.namespace, proxy.pod_name))
+    pod = ctx.pod(proxy.namespace, proxy.pod_name)
     return proxy.labels or (pod.meta.labels if pod else {})
 
 
 def sidecar_of(ctx: PushContext, proxy: Proxy) -> Sidecar | None:
-    """The Sidecar resource that applies to the proxy (memoized per push by its shape)."""
+    """The Sidecar resource that applies to the proxy (memoized by its shape)."""
     labels = proxy_labels(ctx, proxy)
-    key = ("sidecar-for", proxy.namespace, frozenset(labels.items()))
-    if key not in ctx.cache:
-        ctx.cache[key] = ctx.sidecar_for(proxy.namespace, labels)
-    found: Sidecar | None = ctx.cache[key]
-    return found
+    return memoized(
+        ("sidecar-for", proxy.namespace, frozenset(labels.items())),
+        lambda: ctx.sidecar_for(proxy.namespace, labels),
+    )
 
 
 def inbound_ports(ctx: PushContext, proxy: Proxy) -> tuple[InboundPort, ...]:
@@ -71,28 +71,21 @@ def inbound_ports(ctx: PushContext, proxy: Proxy) -> tuple[InboundPort, ...]:
             proxy.interception_mode,
             proxy.ip_addresses,
         )
-        if key not in ctx.cache:
-            ctx.cache[key] = sidecar_inbound_ports(proxy, sidecar)
-        ingress: tuple[InboundPort, ...] = ctx.cache[key]
-        return ingress
+        return memoized(key, lambda: sidecar_inbound_ports(proxy, sidecar))
     if proxy.interception_mode == InterceptionMode.NONE:
         # Binding the services' ports would clash with the application itself.
         return ()
-    pod = ctx.pods.get((proxy.namespace, proxy.pod_name))
     labels = proxy_labels(ctx, proxy)
     shape = (proxy.namespace, frozenset(labels.items()))
-    selecting_key = ("inbound-services", *shape)
-    services: list[Service] | None = ctx.cache.get(selecting_key)
-    if services is None:
-        services = ctx.services_selecting(proxy.namespace, labels)
-        ctx.cache[selecting_key] = services
+    services: list[Service] = memoized(
+        ("inbound-services", *shape), lambda: ctx.services_selecting(proxy.namespace, labels)
+    )
     named = any(isinstance(p.target_port, str) for s in services for p in s.ports)
-    key = ("inbound-ports", *shape, proxy.pod_name if named else "")
-    found: tuple[InboundPort, ...] | None = ctx.cache.get(key)
-    if found is None:
-        found = _resolve(services, pod)
-        ctx.cache[key] = found
-    return found
+    # The Pod is read inside the build, so that a change of it drops this entry.
+    return memoized(
+        ("inbound-ports", *shape, proxy.pod_name if named else ""),
+        lambda: _resolve(services, ctx.pod(proxy.namespace, proxy.pod_name) if named else None),
+    )
 
 
 def _resolve(services: list[Service], pod: Pod | None) -> tuple[InboundPort, ...]:

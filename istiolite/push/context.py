@@ -21,6 +21,7 @@ from istiolite.model.virtualservice_delegate import merge_delegates
 from istiolite.model.visibility import NONE, PRIVATE, exported_to, is_public
 from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
 from istiolite.model.workloadentry import WorkloadEntry
+from istiolite.push.dependencies import ANY, SERVICE_ENDPOINTS, Dep, record
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,19 +62,22 @@ class ServiceEndpoint:
 
 
 class PushContext:
-    """Everything translation reads, indexed for the generators. Never mutated after build.
+    """Everything translation reads, indexed for the generators, over one snapshot of the store.
 
-    `cache` holds serialized resources that many proxies share; it lives and dies with this push.
+    Immutable: nothing outside writes to it. Some views are built on first use (per-namespace
+    exportTo views, DestinationRule lookups); they are pure functions of the snapshot. Results
+    shared across pushes live in push.cache, never here. Pods, Nodes, Secrets, WorkloadEntries
+    and EndpointSlices are read only through methods that record the read (push.dependencies),
+    so a cached result knows which of those objects it depends on.
     """
 
     def __init__(self, objects: Mapping[ObjectKey, Any], *, domain: str, version: str) -> None:
         self.domain = domain
         self.version = version
-        self.cache: dict[Hashable, Any] = {}
         services: list[Service] = []
         slices: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
-        self.pods: dict[tuple[str, str], Pod] = {}
-        self.nodes: dict[str, Node] = {}
+        self._pods: dict[tuple[str, str], Pod] = {}
+        self._nodes: dict[str, Node] = {}
         self.namespaces: dict[str, Namespace] = {}
         virtual_services: list[VirtualService] = []
         destination_rules: list[DestinationRule] = []
@@ -81,7 +85,7 @@ class PushContext:
         sidecars: list[Sidecar] = []
         self.workload_entries: list[WorkloadEntry] = []
         gateways: list[Gateway] = []
-        self.secrets: dict[tuple[str, str], Secret] = {}
+        self._secrets: dict[tuple[str, str], Secret] = {}
         # Fields set but not translated, per object (found by the schema when it was parsed).
         self._unapplied_fields: list[tuple[ObjectKey, tuple[tuple[str, str], ...]]] = []
         for key, obj in objects.items():
@@ -94,9 +98,9 @@ class PushContext:
                 case "EndpointSlice":
                     slices[(obj.namespace, obj.service_name)].append(obj)
                 case "Pod":
-                    self.pods[(key.namespace, key.name)] = obj
+                    self._pods[(key.namespace, key.name)] = obj
                 case "Node":
-                    self.nodes[key.name] = obj
+                    self._nodes[key.name] = obj
                 case "Namespace":
                     self.namespaces[key.name] = obj
                 case "VirtualService":
@@ -112,7 +116,7 @@ class PushContext:
                 case "Gateway":
                     gateways.append(obj)
                 case "Secret":
-                    self.secrets[(key.namespace, key.name)] = obj
+                    self._secrets[(key.namespace, key.name)] = obj
         # ServiceEntry hosts join the registry; a Kubernetes Service keeps a host both declare,
         # and among entries the first by namespace/name wins.
         self._entry_endpoints: dict[str, ServiceEntry] = {}
@@ -189,6 +193,25 @@ class PushContext:
     def hostname(self, service: Service) -> str:
         return service.hostname(self.domain)
 
+    # --- objects whose reads are recorded (push.dependencies) ----------------------------------
+
+    def pod(self, namespace: str, name: str) -> Pod | None:
+        record(Dep("Pod", namespace, name))
+        return self._pods.get((namespace, name))
+
+    def node(self, name: str) -> Node | None:
+        record(Dep("Node", "", name))
+        return self._nodes.get(name)
+
+    def secret(self, namespace: str, name: str) -> Secret | None:
+        record(Dep("Secret", namespace, name))
+        return self._secrets.get((namespace, name))
+
+    def secrets_in(self, namespace: str) -> list[tuple[str, Secret]]:
+        """(name, Secret) of a namespace, by name."""
+        record(Dep("Secret", namespace, ANY))
+        return sorted((n, s) for (ns, n), s in self._secrets.items() if ns == namespace)
+
     # --- exportTo (istiod's serviceIndex, virtualServiceIndex, destinationRuleIndex) ---------
 
     def scope_key(self, namespace: str) -> str | None:
@@ -196,7 +219,7 @@ class PushContext:
         namespace when `namespace_scoped`, else nothing (one result for all)."""
         return namespace if self.namespace_scoped else None
 
-    def _memo(self, kind: str, namespace: str | None, build: Any) -> Any:
+    def _memo(self, kind: str, namespace: Hashable, build: Any) -> Any:
         key = (kind, namespace)
         found = self._scoped_views.get(key)
         if found is None:
@@ -444,7 +467,8 @@ class PushContext:
     def _gateway_namespaces(self, gateway: Gateway) -> tuple[list[str], bool]:
         """Where the proxies of a Gateway run, hence where its credential Secrets must be: the
         namespaces of the Pods its selector picks; without Pods, its own namespace, guessed."""
-        found = {ns for (ns, _), pod in self.pods.items() if gateway.selects(pod.meta.labels)}
+        record(Dep("Pod", ANY, ANY))
+        found = {ns for (ns, _), pod in self._pods.items() if gateway.selects(pod.meta.labels)}
         return (sorted(found), False) if found else ([gateway.namespace], True)
 
     def credential_problems(
@@ -455,9 +479,9 @@ class PushContext:
         namespace is a guess, so a Secret found in another namespace is not reported."""
         out = []
         for name in tls.credential_names:
-            secret = self.secrets.get((namespace, name))
+            secret = self.secret(namespace, name)
             if secret is None:
-                if not (guessed and any(n == name for _, n in self.secrets)):
+                if not (guessed and any(n == name for _, n in self._secrets)):
                     out.append(f"Secret {name!r} not found in namespace {namespace!r}")
             elif not secret.has_key_pair:
                 reason = secret.problem or "it has no tls.crt and tls.key"
@@ -465,7 +489,7 @@ class PushContext:
                     f"Secret {namespace}/{name} holds no usable certificate and key ({reason})"
                 )
             elif name == tls.credential_name and tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
-                separate = self.secrets.get((namespace, name + "-cacert"))
+                separate = self.secret(namespace, name + "-cacert")
                 if not secret.has_ca and not (separate and separate.has_ca):
                     out.append(
                         f"{tls.mode} needs a CA: Secret {namespace}/{name} has no ca.crt and "
@@ -571,12 +595,11 @@ class PushContext:
         exported = self.services_for(namespace) if namespace is not None else self.services
         if sidecar is None or not sidecar.egress_hosts:
             return exported
-        key = ("visible", sidecar.namespace, sidecar.meta.name, self.scope_key(namespace or ""))
-        found: tuple[Service, ...] | None = self.cache.get(key)
-        if found is None:
-            found = tuple(s for s in exported if sidecar.allows(s.namespace, self.hostname(s)))
-            self.cache[key] = found
-        return found
+        return self._memo(
+            "visible",
+            (sidecar.namespace, sidecar.meta.name, self.scope_key(namespace or "")),
+            lambda: tuple(s for s in exported if sidecar.allows(s.namespace, self.hostname(s))),
+        )
 
     def subsets(
         self, host: str, namespace: str | None = None, labels: Mapping[str, str] | None = None
@@ -622,6 +645,7 @@ class PushContext:
         if service.host in self._entry_endpoints:
             return self._entry_workloads(self._entry_endpoints[service.host], port, labels)
         result: dict[tuple[str, int], ServiceEndpoint] = {}
+        record(Dep(SERVICE_ENDPOINTS, service.namespace, service.name))
         for eps in self._slices.get((service.namespace, service.name), ()):
             if eps.address_type == "FQDN":
                 continue  # as istiod: EDS carries IPs only
@@ -633,9 +657,7 @@ class PushContext:
                     continue
                 pod = None
                 if ep.target_ref is not None and ep.target_ref.kind in ("Pod", ""):
-                    pod = self.pods.get(
-                        (ep.target_ref.namespace or eps.namespace, ep.target_ref.name)
-                    )
+                    pod = self.pod(ep.target_ref.namespace or eps.namespace, ep.target_ref.name)
                 locality = self._locality(ep.zone, ep.node_name, pod)
                 if labels and not (
                     pod is not None and all(pod.meta.labels.get(k) == v for k, v in labels.items())
@@ -660,6 +682,7 @@ class PushContext:
     def workload_entries_in(self, namespace: str) -> list[WorkloadEntry]:
         """The healthy WorkloadEntries of a namespace, by name (istiod drops an entry whose
         health checks have not passed as if it were deleted)."""
+        record(Dep("WorkloadEntry", namespace, ANY))
         return self._memo(
             "workload-entries",
             namespace,
@@ -728,7 +751,7 @@ class PushContext:
         return found
 
     def _locality(self, zone: str, node_name: str, pod: Pod | None) -> Locality:
-        node = self.nodes.get(node_name or (pod.node_name if pod else ""))
+        node = self.node(node_name or (pod.node_name if pod else ""))
         return Locality(
             region=node.region if node else "",
             zone=zone or (node.zone if node else ""),

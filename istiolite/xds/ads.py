@@ -14,16 +14,17 @@ from typing import Any
 import grpc
 from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc, discovery_pb2
 
+from istiolite import type_urls
 from istiolite.debug import metrics
 from istiolite.logs import get_logger
 from istiolite.model.proxy import Proxy
 from istiolite.networking.generator import generate
 from istiolite.push.request import FULL_PUSH, PushRequest
-from istiolite.xds import types
 from istiolite.xds.protocol import (
     DeltaStream,
     Nack,
     ProtocolError,
+    PushMemo,
     SotwStream,
     WireResponse,
     XdsStream,
@@ -93,6 +94,8 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.context = context
         self.connections: dict[str, Connection] = {}
         self._generate = generator
+        # Comparisons shared by the streams within one push; emptied when the context changes.
+        self.memo = PushMemo()
         self._push_slots = asyncio.Semaphore(push_concurrency)
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -116,8 +119,9 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def update(self, context: Any, request: PushRequest = FULL_PUSH) -> None:
         """A new push context: every connection diffs against it and sends what changed."""
         self.context = context
+        self.memo.clear()
         for conn in self.connections.values():
-            conn.request_push(request)
+            conn.request_push(request.for_proxy(conn.proxy))
 
     # Coroutine handlers that write, not async generators: grpc.aio keeps the last message an
     # async generator yielded alive until the next one, which is ~1 MB per idle proxy.
@@ -141,7 +145,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             id=f"conn-{next(_ids)}",
             peer=peer,
             delta=delta,
-            stream=stream_cls(generator, on_nack=_record_nack),
+            stream=stream_cls(generator, on_nack=_record_nack, memo=self.memo),
         )
         self.connections[conn.id] = conn
         reader = asyncio.create_task(_read(requests, conn.queue))
@@ -227,7 +231,7 @@ def may_receive_keys(peer: str) -> bool:
 
 def _without_secrets(generate: Callable[..., Any]) -> Callable[..., Any]:
     def generate_public(ctx: Any, proxy: Proxy, type_url: str) -> Any:
-        if type_url == types.SECRET:
+        if type_url == type_urls.SECRET:
             return {}
         return generate(ctx, proxy, type_url)
 
@@ -246,7 +250,7 @@ async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None
 
 
 def _metric_type(type_url: str) -> str:
-    return types.short_name(type_url).lower()
+    return type_urls.short_name(type_url).lower()
 
 
 def _count(response: WireResponse, started: float) -> None:
@@ -262,7 +266,7 @@ def _log_sent(conn: Connection, responses: list[WireResponse], reason: str) -> N
             "sent",
             proxy=conn.proxy.id,
             reason=reason,
-            types=[types.short_name(r.type_url) for r in responses],
+            types=[type_urls.short_name(r.type_url) for r in responses],
             versions=[r.version for r in responses],
         )
 
@@ -276,7 +280,7 @@ def _record_nack(proxy: Proxy, type_url: str, nack: Nack) -> None:
     log.warning(
         "config rejected by proxy",
         proxy=proxy.id,
-        type=types.short_name(type_url),
+        type=type_urls.short_name(type_url),
         version=nack.rejected_version,
         nonce=nack.nonce,
         error=nack.message,

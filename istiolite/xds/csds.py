@@ -34,9 +34,9 @@ from envoy.type.matcher.v3 import node_pb2, string_pb2, struct_pb2, value_pb2
 from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf import struct_pb2 as pb_struct
 
+from istiolite import type_urls
 from istiolite.networking.generator import generate
 from istiolite.networking.resource import Resource
-from istiolite.xds import types
 from istiolite.xds.protocol import SyncStatus, TypeState
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def _timestamp(monotonic: float | None, offset: float) -> timestamp_pb2.Timestam
 
 
 def _confidential(type_url: str) -> bool:
-    return type_url == types.SECRET or type_url.endswith(".Secret")
+    return type_url == type_urls.SECRET or type_url.endswith(".Secret")
 
 
 def _phase(state: TypeState) -> int | None:

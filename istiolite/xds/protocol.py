@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -20,11 +20,11 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
+from istiolite import type_urls
 from istiolite.model.proxy import Proxy, parse_proxy
 from istiolite.model.validation import ValidationError
 from istiolite.networking.resource import Resource
 from istiolite.push.request import PushRequest
-from istiolite.xds import types
 
 DiscoveryRequest = discovery_pb2.DiscoveryRequest
 DiscoveryResponse = discovery_pb2.DiscoveryResponse
@@ -154,12 +154,18 @@ def _set_version(names_and_versions: Iterable[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
+class PushMemo(dict[Hashable, Any]):
+    """Results of comparisons that many streams repeat within one push (the same generated maps
+    are shared by many proxies), keyed by the ids of the maps compared. Owned by the ADS server
+    and emptied at every push, so it never outlives the maps it refers to."""
+
+
 def _diff(
-    ctx: Any, old: Mapping[str, Resource], new: Mapping[str, Resource]
+    memo: PushMemo | None, old: Mapping[str, Resource], new: Mapping[str, Resource]
 ) -> tuple[frozenset[str], tuple[str, ...]]:
     """(names added or changed, names removed) from `old` to `new`, computed once per push for
     every proxy whose state is exactly `old` (maps are shared, so this is the common case)."""
-    cache: dict[Any, Any] | None = getattr(ctx, "cache", None)
+    cache = memo
     key = ("diff", id(old), id(new))
     if cache is not None:
         hit = cache.get(key)
@@ -199,8 +205,10 @@ class XdsStream(Generic[Ctx]):
         clock: Callable[[], float] = time.monotonic,
         nonce_prefix: str | None = None,
         on_nack: NackObserver | None = None,
+        memo: PushMemo | None = None,
     ) -> None:
         self._generate = generate
+        self.memo = memo
         self._clock = clock
         self._nonce_prefix = nonce_prefix or secrets.token_hex(4)
         self._nonce_counter = 0
@@ -259,9 +267,9 @@ class XdsStream(Generic[Ctx]):
         return self._generate(ctx, self.proxy, type_url)
 
     def ordered_types(self, request: PushRequest | None = None) -> list[str]:
-        ordered = sorted(self.types, key=lambda t: (types.push_rank(t), t))
+        ordered = sorted(self.types, key=lambda t: (type_urls.push_rank(t), t))
         if request is not None and not request.full:
-            return [t for t in ordered if t == types.ENDPOINT]
+            return [t for t in ordered if t == type_urls.ENDPOINT]
         return ordered
 
     @staticmethod
@@ -305,7 +313,7 @@ class SotwStream(XdsStream[Any]):
         if names:
             state.explicit = True
         state.wildcard = WILDCARD in names or (
-            not state.explicit and state.type_url in types.FULL_STATE_TYPES
+            not state.explicit and state.type_url in type_urls.FULL_STATE_TYPES
         )
         wanted = frozenset(names - {WILDCARD})
         if wanted != state.names:
@@ -324,20 +332,20 @@ class SotwStream(XdsStream[Any]):
         changed_clusters: frozenset[str] = frozenset()
         for type_url in self.ordered_types(request):
             state = self.types[type_url]
-            extra = changed_clusters if type_url == types.ENDPOINT else frozenset()
+            extra = changed_clusters if type_url == type_urls.ENDPOINT else frozenset()
             if not extra and not self._touches(state, request):
                 continue
             resources = self._resources(ctx, type_url)
             if resources is state.seen and not extra:
                 continue  # the very map compared last time: nothing can have changed
-            if type_url in types.FULL_STATE_TYPES:
+            if type_url in type_urls.FULL_STATE_TYPES:
                 removed = {n: r for n, r in state.sent_resources.items() if n not in resources}
                 if removed:
                     shrink_later.append((state, resources))
                     resources = dict(sorted({**resources, **removed}.items()))
             before = state.sent_resources
             sent = self._respond(state, ctx, force=False, resources=resources, extra=extra)
-            if type_url == types.CLUSTER and sent:
+            if type_url == type_urls.CLUSTER and sent:
                 # A changed or new cluster warms until it gets its endpoints again.
                 changed_clusters = frozenset(
                     n
@@ -363,18 +371,18 @@ class SotwStream(XdsStream[Any]):
         if resources is None:
             resources = self._resources(ctx, state.type_url)
         state.seen = resources
-        chosen, version, body = _sotw_selection(ctx, state, resources)
+        chosen, version, body = _sotw_selection(self.memo, state, resources)
         wanted_extra = [n for n in extra if n in chosen]
         if not force and not wanted_extra and version == state.version_sent:
             # Unchanged, or exactly what the client already rejected: do not send it again.
             return []
-        if force or state.type_url in types.FULL_STATE_TYPES:
+        if force or state.type_url in type_urls.FULL_STATE_TYPES:
             names: tuple[str, ...] = tuple(chosen)
         else:
             # EDS, RDS and the rest may carry a subset: Envoy updates only what is present.
             previous = state.sent
             if isinstance(previous, _Versions):
-                changed, _ = _diff(ctx, previous.resources, chosen)
+                changed, _ = _diff(self.memo, previous.resources, chosen)
                 names = tuple(n for n in chosen if n in extra or n in changed)
             else:
                 names = tuple(
@@ -398,13 +406,13 @@ class SotwStream(XdsStream[Any]):
 
 
 def _sotw_selection(
-    ctx: Any, state: TypeState, resources: Resources
+    memo: PushMemo | None, state: TypeState, resources: Resources
 ) -> tuple[Mapping[str, Resource], str, bytes]:
     """What a SotW subscription gets from `resources`: the map, its version and its wire bytes.
 
     Proxies with the same subscription over the same generated map share one result per push.
     """
-    cache: dict[Any, Any] | None = getattr(ctx, "cache", None)
+    cache = memo
     key = ("sotw", state.type_url, id(resources), None if state.wildcard else state.names)
     if cache is not None:
         hit = cache.get(key)
@@ -443,7 +451,7 @@ class DeltaStream(XdsStream[Any]):
         if state is None:
             state = TypeState(type_url)
             # An empty first subscription to CDS/LDS is the legacy way of asking for everything.
-            state.wildcard = not subscribe and type_url in types.FULL_STATE_TYPES
+            state.wildcard = not subscribe and type_url in type_urls.FULL_STATE_TYPES
             # On reconnect the client says what it already has; send only what differs.
             state.sent = dict(request.initial_resource_versions)
             self.types[type_url] = state
@@ -475,7 +483,7 @@ class DeltaStream(XdsStream[Any]):
             # Names the client already holds (initial_resource_versions on a reconnect) are not
             # new to it: they travel only if their version differs, or their cluster was re-sent.
             force = subscribe - set(request.initial_resource_versions)
-            if type_url == types.ENDPOINT:
+            if type_url == type_urls.ENDPOINT:
                 force |= subscribe & self._clusters_before_eds
                 self._clusters_before_eds.clear()
             return self._respond(state, ctx, force=force, announce_missing=subscribe, always=True)
@@ -500,11 +508,11 @@ class DeltaStream(XdsStream[Any]):
         ordered = self.ordered_types(request)
         for type_url in ordered:
             state = self.types[type_url]
-            force = resent_clusters if type_url == types.ENDPOINT else set()
+            force = resent_clusters if type_url == type_urls.ENDPOINT else set()
             if not force and not self._touches(state, request):
                 continue
             sent = self._respond(state, ctx, force=force, removals=False, only=only)
-            if type_url == types.CLUSTER:
+            if type_url == type_urls.CLUSTER:
                 resent_clusters = {n for resp in sent for n in resp.names}
             out += sent
         for type_url in reversed(ordered):
@@ -532,7 +540,7 @@ class DeltaStream(XdsStream[Any]):
         shared = state.sent.resources if isinstance(state.sent, _Versions) else None
         if shared is not None:
             changed_names, removed_names = self._shared_diff(
-                state, ctx, shared, resources, force, only, changes=changes, removals=removals
+                state, shared, resources, force, only, changes=changes, removals=removals
             )
         else:
             changed_names, removed_names = self._own_diff(
@@ -547,7 +555,7 @@ class DeltaStream(XdsStream[Any]):
         if not changed and not removed_names and not always:
             return []
         nonce = self._next_nonce()
-        if state.type_url == types.CLUSTER and types.ENDPOINT not in self.types:
+        if state.type_url == type_urls.CLUSTER and type_urls.ENDPOINT not in self.types:
             self._clusters_before_eds.update(r.name for r in changed)
         # Unique per response, so "ACKed version == sent version" means the last send was ACKed.
         version = f"{getattr(ctx, 'version', '')}/{nonce}"
@@ -565,10 +573,9 @@ class DeltaStream(XdsStream[Any]):
         names = tuple(r.name for r in changed)
         return [WireResponse(state.type_url, nonce, version, data, names, tuple(removed_names))]
 
-    @staticmethod
     def _shared_diff(
+        self,
         state: TypeState,
-        ctx: Any,
         shared: Mapping[str, Resource],
         resources: Resources,
         force: set[str] | frozenset[str],
@@ -581,7 +588,7 @@ class DeltaStream(XdsStream[Any]):
         per push, not per proxy. On an endpoint-only push they differ only in `only` (pending
         pushes merge their cluster sets, so nothing a proxy missed falls outside it)."""
         if only is None:
-            added, gone = _diff(ctx, shared, resources)
+            added, gone = _diff(self.memo, shared, resources)
             if not state.wildcard:
                 # The client holds (and gets) only the names it subscribed to.
                 added = added & state.names

@@ -19,17 +19,18 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
-from istiolite.xds import types
+from istiolite import type_urls
 from istiolite.xds.ads import AdsService, Connection
 from istiolite.xds.protocol import TypeState
 from tests.support import objects
 
-CDS, EDS, LDS, RDS = types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE
-NAME_TABLE, PROXY_CONFIG = types.NAME_TABLE, types.PROXY_CONFIG
+CDS, EDS, LDS, RDS = type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.ROUTE
+NAME_TABLE, PROXY_CONFIG = type_urls.NAME_TABLE, type_urls.PROXY_CONFIG
 
 NODE_ID = "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local"
 
@@ -44,6 +45,7 @@ MESSAGES: dict[str, Any] = {
     EDS: endpoint_pb2.ClusterLoadAssignment,
     LDS: listener_pb2.Listener,
     RDS: route_pb2.RouteConfiguration,
+    type_urls.SECRET: secret_pb2.Secret,
 }
 
 DiscoveryRequest = discovery_pb2.DiscoveryRequest
@@ -172,7 +174,7 @@ def delta_versions(response: DeltaDiscoveryResponse) -> dict[str, str]:
 
 
 def describe(response: Response) -> str:
-    kind = types.short_name(response.type_url)
+    kind = type_urls.short_name(response.type_url)
     names = resource_names(response) if response.type_url in MESSAGES else []
     text = f"{kind} nonce={response.nonce} resources={names}"
     if isinstance(response, DeltaDiscoveryResponse) and response.removed_resources:
@@ -190,7 +192,7 @@ def assert_no_duplicate_names(response: Response) -> None:
         both = set(names) & set(removed)
         assert not both, f"names both sent and removed in one response: {sorted(both)}"
     dups = [n for n, c in Counter(names).items() if c > 1]
-    kind = types.short_name(response.type_url)
+    kind = type_urls.short_name(response.type_url)
     assert not dups, f"duplicate names in one {kind} response: {dups}"
 
 
@@ -319,7 +321,7 @@ class XdsClient:
         try:
             item = await self._next(within)
         except TimeoutError:
-            want = types.short_name(type_url) if type_url else "any"
+            want = type_urls.short_name(type_url) if type_url else "any"
             raise AssertionError(f"no {want} response within {within}s") from None
         if isinstance(item, BaseException):
             raise item
@@ -329,7 +331,7 @@ class XdsClient:
         self.received.append(item)
         if type_url is not None:
             assert item.type_url == type_url, (
-                f"expected a {types.short_name(type_url)} response, got {describe(item)}"
+                f"expected a {type_urls.short_name(type_url)} response, got {describe(item)}"
             )
         return item
 
@@ -468,4 +470,4 @@ class XdsHarness:
 
 
 def types_of(responses: Iterable[Response]) -> list[str]:
-    return [types.short_name(r.type_url) for r in responses]
+    return [type_urls.short_name(r.type_url) for r in responses]

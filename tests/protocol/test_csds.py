@@ -21,10 +21,10 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from envoy.type.matcher.v3 import node_pb2
 
+from istiolite import type_urls
 from istiolite.model.proxy import Proxy
 from istiolite.networking.generator import generate
 from istiolite.networking.resource import Resource, to_resource
-from istiolite.xds import types
 from istiolite.xds.ads import AdsService
 from istiolite.xds.csds import CsdsService
 from tests.protocol.harness import (
@@ -50,7 +50,7 @@ from tests.support import objects
 from tests.support.processes import EnvoyProcess, IstioliteProcess, http_get, stop_all
 from tests.support.wait import wait_for
 
-SDS = types.SECRET
+SDS = type_urls.SECRET
 OTHER_ID = "sidecar~10.0.0.2~app-2.other~other.svc.cluster.local"
 PRIVATE_KEY = "-----BEGIN EC PRIVATE KEY-----\nnot-really-a-key-but-secret\n"
 
@@ -171,9 +171,9 @@ async def test_acked_proxy_shows_every_resource_acked_and_synced(env: Env, delta
     assert names_of(config, RDS) == ["9080", "9081"]
     # Types in push order: CDS, EDS, LDS, RDS.
     order = [e.type_url for e in config.generic_xds_configs]
-    assert order == sorted(order, key=types.push_rank)
+    assert order == sorted(order, key=type_urls.push_rank)
     for entry in config.generic_xds_configs:
-        what = f"{types.short_name(entry.type_url)} {entry.name}"
+        what = f"{type_urls.short_name(entry.type_url)} {entry.name}"
         assert entry.client_status == ACKED, what
         assert entry.config_status == SYNCED, what
         assert not entry.HasField("error_state"), what

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
+from istiolite import type_urls
 from istiolite.debug import metrics
 from istiolite.server import Istiolite
 from istiolite.settings import Settings
-from istiolite.xds import types
 from tests.protocol.harness import XdsClient, make_node, resources, types_of
 from tests.support import objects
 
@@ -105,8 +105,8 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
 
 async def _subscribe_eds(client: XdsClient, cluster: str) -> None:
     """CDS (wildcard) then EDS for one cluster, everything ACKed, as a scoped proxy would."""
-    await client.fetch(types.CLUSTER)
-    await client.fetch(types.ENDPOINT, [cluster])
+    await client.fetch(type_urls.CLUSTER)
+    await client.fetch(type_urls.ENDPOINT, [cluster])
     await client.collect()
 
 
@@ -119,7 +119,7 @@ async def test_endpoint_change_sends_only_eds_only_to_subscribers(
     listeners_only = running.connect(delta, "c-1")
     await _subscribe_eds(reviews_watcher, REVIEWS)
     await _subscribe_eds(details_watcher, DETAILS)
-    await listeners_only.fetch(types.LISTENER)
+    await listeners_only.fetch(type_urls.LISTENER)
     await listeners_only.collect()
     eds_before = metrics.PUSHES.value("eds")
     cds_before = metrics.PUSHES.value("cds")
@@ -146,8 +146,8 @@ async def test_service_change_is_a_full_push_to_everyone(running: Running) -> No
     client = running.connect(True, "a-1")
     other = running.connect(False, "b-1")
     for c in (client, other):
-        await c.fetch(types.CLUSTER)
-        await c.fetch(types.LISTENER)
+        await c.fetch(type_urls.CLUSTER)
+        await c.fetch(type_urls.LISTENER)
         await c.collect()
 
     _write(
@@ -172,7 +172,7 @@ async def test_headless_endpoint_change_is_a_full_push(running: Running) -> None
     )
     await running.pushed()
     client = running.connect(True, "a-1")
-    await client.fetch(types.LISTENER)
+    await client.fetch(type_urls.LISTENER)
     await client.collect()
 
     # Headless endpoints become listeners (one per pod IP), so a slice change cannot be EDS-only.
@@ -207,8 +207,8 @@ async def _metrics(app: Istiolite) -> dict[str, float]:
 async def test_metrics_count_connections_pushes_rejects_and_convergence(running: Running) -> None:
     before = await _metrics(running.app)
     client = running.connect(True, "a-1")
-    client.delta_request(types.CLUSTER)
-    clusters = await client.recv(types.CLUSTER)
+    client.delta_request(type_urls.CLUSTER)
+    clusters = await client.recv(type_urls.CLUSTER)
     client.nack(clusters, "cluster rejected: bad thing")
     await client.collect(ack=False)
     loop = asyncio.get_running_loop()
@@ -261,8 +261,8 @@ async def test_sidecar_scoped_proxy_gets_no_push_for_changes_elsewhere(running: 
     )
     await running.pushed()
     scoped = running.connect(True, "a-1")
-    clusters = await scoped.fetch(types.CLUSTER)
-    await scoped.fetch(types.LISTENER)
+    clusters = await scoped.fetch(type_urls.CLUSTER)
+    await scoped.fetch(type_urls.LISTENER)
     await scoped.collect()
     assert REVIEWS in resources(clusters)
 
@@ -296,7 +296,7 @@ async def test_missing_subset_is_a_warning_not_a_broken_proxy(running: Running) 
         },
     }
     client = running.connect(True, "a-1")
-    await client.fetch(types.ROUTE, ["9080"])
+    await client.fetch(type_urls.ROUTE, ["9080"])
     await client.collect()
     _write(running.config / "routes.yaml", routes)
     await running.pushed()

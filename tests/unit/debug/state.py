@@ -14,17 +14,17 @@ from pathlib import Path
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
+from istiolite import type_urls
 from istiolite.networking.generator import generate
 from istiolite.push.context import PushContext
 from istiolite.server import Istiolite
 from istiolite.settings import Settings
-from istiolite.xds import types
 from istiolite.xds.ads import Connection
 from istiolite.xds.protocol import DeltaStream, SotwStream, TypeState
 from tests.protocol.harness import make_node
 from tests.support import mesh, objects
 
-CDS, EDS, LDS, RDS = types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE
+CDS, EDS, LDS, RDS = type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.ROUTE
 NODE_ID = "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local"
 OTHER_NODE_ID = "sidecar~10.0.0.2~web-1.shop~shop.svc.cluster.local"
 REVIEWS = objects.outbound_cluster("reviews", 9080)

@@ -17,13 +17,13 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from google.protobuf import any_pb2, json_format
 
+from istiolite import type_urls
 from istiolite.debug import pages
 from istiolite.debug.http import HttpServer
 from istiolite.networking.generator import generate
 from istiolite.networking.resource import to_resource
 from istiolite.push.context import PushContext
 from istiolite.server import Istiolite
-from istiolite.xds import types
 from istiolite.xds.protocol import Nack, TypeState
 from tests.support import mesh, objects
 from tests.unit.debug import state as s
@@ -120,10 +120,10 @@ def test_syncz_shows_a_nack_as_error_with_its_message(app: Istiolite, delta: boo
 def test_syncz_lists_other_types_by_url_and_skips_streams_without_a_node(app: Istiolite) -> None:
     driver = s.connect(app)
     s.connect(app, "sidecar~10.0.0.9~quiet.default~default.svc.cluster.local")  # no request yet
-    driver.subscribe(types.NAME_TABLE)
+    driver.subscribe(type_urls.NAME_TABLE)
     driver.conn.stream.types[RDS] = TypeState(RDS)  # subscribed, nothing sent
     [entry] = _get(app, "/debug/syncz")
-    assert entry["types"][types.NAME_TABLE]["status"] == "STALE"
+    assert entry["types"][type_urls.NAME_TABLE]["status"] == "STALE"
     assert entry["types"]["RDS"]["status"] == "NOT_SENT"
 
 
@@ -226,7 +226,7 @@ def _secret_resource() -> Any:
             password=base_pb2.DataSource(inline_string="hunter2"),
         ),
     )
-    return to_resource("default", types.SECRET, secret)
+    return to_resource("default", type_urls.SECRET, secret)
 
 
 def test_secrets_are_shown_without_key_material() -> None:
@@ -246,8 +246,8 @@ def test_secrets_are_shown_without_key_material() -> None:
     dump = pages.secrets_dump(
         {
             "default": _secret_resource(),
-            "tickets": to_resource("tickets", types.SECRET, ticket),
-            "token": to_resource("token", types.SECRET, generic),
+            "tickets": to_resource("tickets", type_urls.SECRET, ticket),
+            "token": to_resource("token", type_urls.SECRET, generic),
         }
     )
     text = json_format.MessageToJson(dump, preserving_proto_field_name=True)
@@ -346,7 +346,7 @@ def _packed(msg: Any) -> any_pb2.Any:
 
 def test_config_dump_has_no_secret_section_while_nothing_is_served(app: Istiolite) -> None:
     driver = s.synced(app)
-    driver.subscribe(types.SECRET, ["default", "ROOTCA"])
+    driver.subscribe(type_urls.SECRET, ["default", "ROOTCA"])
     dump = _get(app, "/debug/config_dump", {"proxyID": [NODE_ID]})
     assert "SecretsConfigDump" not in json.dumps(dump)
 

@@ -38,7 +38,6 @@ def app_over(tmp_path: Path) -> Istiolite:
     (config / "routes.yaml").write_text(ROUTES)
     app = Istiolite(Settings(config_dirs=[config]))
     app.files.load_all()
-    app._snapshot = app.store.snapshot()
     return app
 
 
@@ -49,12 +48,12 @@ def logged(logs: list[dict[str, object]]) -> list[tuple[object, object, object]]
 def test_logged_once_when_new_and_listed_in_configz(tmp_path: Path) -> None:
     app = app_over(tmp_path)
     with capture_logs() as logs:
-        app._log_new_warnings(app._build_context(app._snapshot))
+        app.pusher.start()
     assert logged(logs) == [
         ("config setting not applied", RETRIES_WARNING["object"], RETRIES_WARNING["field"])
     ]
-    with capture_logs() as logs:  # the next push: nothing new
-        app._log_new_warnings(app._build_context(app._snapshot))
+    with capture_logs() as logs:  # the next build: nothing new
+        app.pusher.start()
     assert logged(logs) == []
     assert pages.configz(app)["warnings"] == [RETRIES_WARNING]
 
@@ -62,7 +61,7 @@ def test_logged_once_when_new_and_listed_in_configz(tmp_path: Path) -> None:
 async def test_a_workload_entry_only_push_reports_its_fields(tmp_path: Path) -> None:
     """A WorkloadEntry change is an endpoint-only push, yet its own fields may be unapplied."""
     app = app_over(tmp_path)
-    app._log_new_warnings(app._build_context(app._snapshot))
+    app.pusher.start()
     key, entry = parse_object(
         {
             "apiVersion": "networking.istio.io/v1",

@@ -14,10 +14,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import message
 
+from istiolite import type_urls
 from istiolite.model.proxy import Proxy, parse_proxy
 from istiolite.networking import generator
 from istiolite.push.context import PushContext
-from istiolite.xds import types
 
 M = TypeVar("M", bound=message.Message)
 
@@ -60,19 +60,19 @@ def _decode(ctx: PushContext, proxy: Proxy, type_url: str, cls: type[M]) -> dict
 
 
 def clusters(ctx: PushContext, proxy: Proxy) -> dict[str, Cluster]:
-    return _decode(ctx, proxy, types.CLUSTER, Cluster)
+    return _decode(ctx, proxy, type_urls.CLUSTER, Cluster)
 
 
 def load_assignments(ctx: PushContext, proxy: Proxy) -> dict[str, ClusterLoadAssignment]:
-    return _decode(ctx, proxy, types.ENDPOINT, ClusterLoadAssignment)
+    return _decode(ctx, proxy, type_urls.ENDPOINT, ClusterLoadAssignment)
 
 
 def listeners(ctx: PushContext, proxy: Proxy) -> dict[str, Listener]:
-    return _decode(ctx, proxy, types.LISTENER, Listener)
+    return _decode(ctx, proxy, type_urls.LISTENER, Listener)
 
 
 def routes(ctx: PushContext, proxy: Proxy) -> dict[str, RouteConfiguration]:
-    return _decode(ctx, proxy, types.ROUTE, RouteConfiguration)
+    return _decode(ctx, proxy, type_urls.ROUTE, RouteConfiguration)
 
 
 def endpoint_addresses(cla: ClusterLoadAssignment) -> list[tuple[str, int]]:

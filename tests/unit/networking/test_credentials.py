@@ -12,11 +12,11 @@ import pytest
 import yaml
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
+from istiolite import type_urls
 from istiolite.networking import generator
 from istiolite.networking.credentials import credential_secrets
 from istiolite.push.context import PushContext
 from istiolite.render import render
-from istiolite.xds import types
 from tests.support.certs import CertificateAuthority, KeyPair, tls_secret
 from tests.support.objects import context
 from tests.unit.networking.helpers import router, sidecar
@@ -133,13 +133,15 @@ def test_secrets_without_tls_material_are_not_served() -> None:
 
 def test_generator_serves_sds_per_proxy_namespace(pair: KeyPair) -> None:
     ctx = context(tls_secret("hello-cert", GW_NS, pair), tls_secret("web-cert", "web", pair))
-    gateway = generator.generate(ctx, router(GW_NS), types.SECRET)
+    gateway = generator.generate(ctx, router(GW_NS), type_urls.SECRET)
     assert set(gateway) == {"kubernetes://hello-cert"}
     resource = gateway["kubernetes://hello-cert"]
-    assert resource.type_url == types.SECRET
+    assert resource.type_url == type_urls.SECRET
     decoded = secret_pb2.Secret.FromString(resource.payload)
     assert decoded.tls_certificate.private_key.inline_bytes == pair.key_pem
-    assert set(generator.generate(ctx, sidecar("web"), types.SECRET)) == {"kubernetes://web-cert"}
+    assert set(generator.generate(ctx, sidecar("web"), type_urls.SECRET)) == {
+        "kubernetes://web-cert"
+    }
 
 
 # -- `istiolite render` and the golden files ---------------------------------------------------

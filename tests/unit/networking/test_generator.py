@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from istiolite import type_urls
 from istiolite.networking import generator
-from istiolite.xds import types
 from tests.support.objects import (
     context,
     endpoint_slice,
@@ -17,7 +17,7 @@ from tests.support.objects import (
 from tests.unit.networking.helpers import clusters, listeners, router, routes, sidecar
 
 WEB = outbound_cluster("web", 80, "shop")
-ALL_TYPES = (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE)
+ALL_TYPES = (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.ROUTE)
 
 
 def mesh_objects() -> list[dict[str, object]]:
@@ -39,24 +39,24 @@ def test_resources_are_sorted_by_name_and_versioned_by_content() -> None:
 
 
 def test_same_config_gives_same_versions_in_a_new_push() -> None:
-    first = generator.generate(context(*mesh_objects()), sidecar("shop"), types.CLUSTER)
-    second = generator.generate(context(*mesh_objects()), sidecar("shop"), types.CLUSTER)
+    first = generator.generate(context(*mesh_objects()), sidecar("shop"), type_urls.CLUSTER)
+    second = generator.generate(context(*mesh_objects()), sidecar("shop"), type_urls.CLUSTER)
     assert {n: r.version for n, r in first.items()} == {n: r.version for n, r in second.items()}
 
 
 def test_changed_service_changes_only_its_cluster_version() -> None:
-    before = generator.generate(context(*mesh_objects()), sidecar("shop"), types.CLUSTER)
+    before = generator.generate(context(*mesh_objects()), sidecar("shop"), type_urls.CLUSTER)
     changed = mesh_objects()
     changed[1] = service("db", "shop", cluster_ip="10.96.0.20", ports=[service_port("grpc", 5432)])
-    after = generator.generate(context(*changed), sidecar("shop"), types.CLUSTER)
+    after = generator.generate(context(*changed), sidecar("shop"), type_urls.CLUSTER)
     differs = {n for n in before if before[n].version != after[n].version}
     assert differs == {outbound_cluster("db", 5432, "shop")}
 
 
 def test_unknown_type_generates_nothing() -> None:
     ctx = context(*mesh_objects())
-    assert generator.generate(ctx, sidecar("shop"), types.SECRET) == {}
-    assert generator.generate(ctx, sidecar("shop"), types.NAME_TABLE) == {}
+    assert generator.generate(ctx, sidecar("shop"), type_urls.SECRET) == {}
+    assert generator.generate(ctx, sidecar("shop"), type_urls.NAME_TABLE) == {}
 
 
 @pytest.mark.parametrize("type_url", ALL_TYPES)
@@ -69,7 +69,7 @@ def test_two_proxies_of_the_same_shape_share_resource_objects(type_url: str) -> 
         assert a[name] is b[name], name
 
 
-@pytest.mark.parametrize("type_url", [types.CLUSTER, types.ENDPOINT])
+@pytest.mark.parametrize("type_url", [type_urls.CLUSTER, type_urls.ENDPOINT])
 def test_outbound_work_is_shared_across_namespaces_and_inbound_shapes(type_url: str) -> None:
     ctx = context(*mesh_objects())
     client = generator.generate(ctx, sidecar("billing", "client"), type_url)
@@ -81,7 +81,7 @@ def test_outbound_work_is_shared_across_namespaces_and_inbound_shapes(type_url: 
 def test_a_new_push_context_rebuilds() -> None:
     objects = mesh_objects()
     first_ctx, second_ctx = context(*objects), context(*objects)
-    for type_url in (types.CLUSTER, types.ENDPOINT):
+    for type_url in (type_urls.CLUSTER, type_urls.ENDPOINT):
         first = generator.generate(first_ctx, sidecar("shop"), type_url)[WEB]
         second = generator.generate(second_ctx, sidecar("shop"), type_url)[WEB]
         assert first is not second
@@ -91,9 +91,9 @@ def test_a_new_push_context_rebuilds() -> None:
 def test_a_new_push_context_sees_new_endpoints() -> None:
     objects = mesh_objects()
     ctx = context(*objects)
-    before = generator.generate(ctx, sidecar("shop"), types.ENDPOINT)[WEB]
+    before = generator.generate(ctx, sidecar("shop"), type_urls.ENDPOINT)[WEB]
     objects[2] = endpoint_slice("web", "shop", endpoints=["10.1.0.1", "10.1.0.2", "10.1.0.3"])
-    after = generator.generate(context(*objects), sidecar("shop"), types.ENDPOINT)[WEB]
+    after = generator.generate(context(*objects), sidecar("shop"), type_urls.ENDPOINT)[WEB]
     assert after.version != before.version
 
 
@@ -125,10 +125,10 @@ def test_cached_inbound_clusters_are_per_workload_shape() -> None:
 
 def test_router_shares_outbound_clusters_but_gets_no_listeners_or_routes() -> None:
     ctx = context(*mesh_objects())
-    gw = generator.generate(ctx, router(), types.CLUSTER)
-    sc = generator.generate(ctx, sidecar("shop"), types.CLUSTER)
+    gw = generator.generate(ctx, router(), type_urls.CLUSTER)
+    sc = generator.generate(ctx, sidecar("shop"), type_urls.CLUSTER)
     assert WEB in gw
     assert gw[WEB].payload == sc[WEB].payload
-    assert generator.generate(ctx, router(), types.LISTENER) == {}
-    assert generator.generate(ctx, router(), types.ROUTE) == {}
-    assert WEB in generator.generate(ctx, router(), types.ENDPOINT)
+    assert generator.generate(ctx, router(), type_urls.LISTENER) == {}
+    assert generator.generate(ctx, router(), type_urls.ROUTE) == {}
+    assert WEB in generator.generate(ctx, router(), type_urls.ENDPOINT)

@@ -11,6 +11,7 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from istiolite import type_urls
 from istiolite.bootstrap import build_bootstrap
 from istiolite.model.destinationrule import (
     LocalityDistribute,
@@ -23,7 +24,7 @@ from istiolite.model.validation import ValidationError
 from istiolite.networking import generator
 from istiolite.networking.endpoint import locality_matches, proxy_locality
 from istiolite.push.context import Locality, PushContext
-from istiolite.xds import types
+from istiolite.push.dependencies import changed_deps
 from istiolite.xds.protocol import SotwStream
 from tests.support.objects import (
     Raw,
@@ -32,6 +33,7 @@ from tests.support.objects import (
     endpoint_slice,
     node,
     outbound_cluster,
+    parse,
     pod,
     service,
 )
@@ -170,8 +172,8 @@ def test_without_outlier_detection_nothing_changes_and_the_map_is_shared() -> No
             destination_rule("web", {"loadBalancer": {"simple": "ROUND_ROBIN"}}),
         )
     )
-    a = generator.generate(ctx, proxy(), types.ENDPOINT)
-    b = generator.generate(ctx, proxy("in-r2"), types.ENDPOINT)
+    a = generator.generate(ctx, proxy(), type_urls.ENDPOINT)
+    b = generator.generate(ctx, proxy("in-r2"), type_urls.ENDPOINT)
     assert a is b  # one map for every proxy, as before locality LB existed
     assert set(priorities(load_assignments(ctx, proxy())[WEB]).values()) == {0}
 
@@ -198,7 +200,7 @@ def test_enabled_false_turns_the_default_off_even_with_outlier_detection() -> No
     )
     ctx = context(*web(CLIENT_R1_Z1_S1, rule))
     assert set(priorities(load_assignments(ctx, proxy())[WEB]).values()) == {0}
-    assert generator.generate(ctx, proxy(), types.ENDPOINT) is ctx.cache[generator._EDS_KEY]
+    assert generator.generate(ctx, proxy(), type_urls.ENDPOINT) is shared_map(ctx)
 
 
 # --- failover and failoverPriority ---------------------------------------------------------------
@@ -330,10 +332,7 @@ def test_distribute_sets_locality_weights_for_proxies_it_names() -> None:
     # A proxy no `from` matches gets the plain assignment (weights = endpoint counts).
     other = load_assignments(ctx, proxy("in-r2"))[WEB]
     assert weights(other) == {zone: (1, 1) for zone in weights(cla)}
-    assert (
-        generator.generate(ctx, proxy("in-r2"), types.ENDPOINT)[WEB]
-        is (ctx.cache[generator._EDS_KEY][WEB])
-    )
+    assert generator.generate(ctx, proxy("in-r2"), type_urls.ENDPOINT)[WEB] is shared_map(ctx)[WEB]
 
 
 def test_distribute_rounds_a_shared_weight_up() -> None:
@@ -359,8 +358,8 @@ def test_distribute_rounds_a_shared_weight_up() -> None:
 
 def test_only_clusters_with_a_locality_policy_vary_and_others_keep_the_shared_resource() -> None:
     ctx = context(*web(CLIENT_R1_Z1_S1, destination_rule("web", {"outlierDetection": OUTLIER})))
-    variant = generator.generate(ctx, proxy(), types.ENDPOINT)
-    shared = ctx.cache[generator._EDS_KEY]
+    variant = generator.generate(ctx, proxy(), type_urls.ENDPOINT)
+    shared = shared_map(ctx)
     assert variant is not shared and list(variant) == list(shared)
     assert variant[API] is shared[API]
     assert variant[WEB] is not shared[WEB]
@@ -456,7 +455,7 @@ def test_node_locality_reaches_the_proxy_and_the_bootstrap_flag_writes_it() -> N
         id=f"sidecar~10.1.0.9~client.{NS}~{NS}.svc.cluster.local",
         locality=base_pb2.Locality(region="r1", zone="z1"),
     )
-    request = discovery_pb2.DiscoveryRequest(node=node_msg, type_url=types.CLUSTER)
+    request = discovery_pb2.DiscoveryRequest(node=node_msg, type_url=type_urls.CLUSTER)
     stream.on_request(request, None)
     assert stream.proxy is not None and stream.proxy.locality == "r1/z1/"
     document = build_bootstrap(
@@ -480,9 +479,9 @@ def test_locality_rule_matching() -> None:
 
 def test_no_locality_policy_costs_nothing_extra() -> None:
     ctx = context(*web(CLIENT_R1_Z1_S1))
-    found = generator.generate(ctx, proxy(), types.ENDPOINT)
-    assert found is ctx.cache[generator._EDS_KEY]
-    assert not any(generator._is_variant(key) for key in ctx.cache)
+    found = generator.generate(ctx, proxy(), type_urls.ENDPOINT)
+    assert found is shared_map(ctx)
+    assert variants(ctx) == 0
 
 
 def test_proxies_in_one_locality_share_one_variant() -> None:
@@ -494,29 +493,34 @@ def test_proxies_in_one_locality_share_one_variant() -> None:
             destination_rule("web", {"outlierDetection": OUTLIER}),
         )
     )
-    a = generator.generate(ctx, proxy(), types.ENDPOINT)
-    b = generator.generate(ctx, proxy("client-2"), types.ENDPOINT)
-    c = generator.generate(ctx, proxy("far"), types.ENDPOINT)
+    a = generator.generate(ctx, proxy(), type_urls.ENDPOINT)
+    b = generator.generate(ctx, proxy("client-2"), type_urls.ENDPOINT)
+    c = generator.generate(ctx, proxy("far"), type_urls.ENDPOINT)
     assert a is b and a is not c
-    assert sum(1 for key in ctx.cache if generator._is_variant(key)) == 2
+    assert variants(ctx) == 2
 
 
 def test_endpoint_only_push_reaches_every_locality_variant() -> None:
     rule = destination_rule("web", {"outlierDetection": OUTLIER})
     clients = [CLIENT_R1_Z1_S1, client_pod("far", "n-r3-z4")]
-    old = context(*web(*clients, rule))
-    before = {
-        name: generator.generate(old, proxy(name), types.ENDPOINT) for name in ("client", "far")
-    }
-    shared_before = old.cache[generator._EDS_KEY]
+    before_objects = parse(*web(*clients, rule))
+    live = generator.ConfigGenerator()
+    old = PushContext(before_objects, domain="cluster.local", version="1")
+    before = {name: live(old, proxy(name), type_urls.ENDPOINT) for name in ("client", "far")}
+    shared_before = live.cache.peek(generator.EDS_KEY)
 
     # One more web pod in r3 (an EndpointSlice change only); api is untouched.
     new_pod = backend_pod("r3-b", "10.0.0.6", "n-r3-z4")
-    new = context(*web(*clients, rule, pods=[*WEB_PODS, new_pod]))
-    generator.carry_over(old, new, frozenset({WEB}))
-    after = {
-        name: generator.generate(new, proxy(name), types.ENDPOINT) for name in ("client", "far")
+    after_objects = parse(*web(*clients, rule, pods=[*WEB_PODS, new_pod]))
+    new = PushContext(after_objects, domain="cluster.local", version="2")
+    changed = {
+        k
+        for k in before_objects.keys() | after_objects.keys()
+        if before_objects.get(k) != after_objects.get(k)
     }
+    dropped = live.cache.advance(old, new, changed_deps(changed, before_objects, after_objects))
+    assert dropped.types == {type_urls.ENDPOINT} and dropped.eds_clusters == {WEB}
+    after = {name: live(new, proxy(name), type_urls.ENDPOINT) for name in ("client", "far")}
 
     assert (
         priorities(ClusterLoadAssignment.FromString(after["client"][WEB].payload))["10.0.0.6"] == 3
@@ -526,14 +530,23 @@ def test_endpoint_only_push_reaches_every_locality_variant() -> None:
         assert after[name][WEB].version != before[name][WEB].version
         assert after[name][API] is before[name][API]  # unchanged clusters: the same Resource
         assert list(after[name]) == list(before[name])
-    assert new.cache[generator._EDS_KEY][API] is shared_before[API]
-    # Carried over, not rebuilt: the variants are in the new cache before anyone asks.
+    assert live.cache.peek(generator.EDS_KEY)[API] is shared_before[API]
+    # Kept entries give what a fresh build gives.
     fresh = context(*web(*clients, rule, pods=[*WEB_PODS, new_pod]))
     for name in ("client", "far"):
         assert (
             after[name][WEB].version
-            == generator.generate(fresh, proxy(name), types.ENDPOINT)[WEB].version
+            == generator.generate(fresh, proxy(name), type_urls.ENDPOINT)[WEB].version
         )
+
+
+def shared_map(ctx: PushContext) -> Any:
+    """The EDS map every proxy without a locality policy shares, as `generate` cached it."""
+    return generator.offline_generator(ctx).cache.peek(generator.EDS_KEY)
+
+
+def variants(ctx: PushContext) -> int:
+    return generator.offline_generator(ctx).cache.stats()["by_tag"].get(generator.EDS_VARIANT, 0)
 
 
 # --- parsing and validation ----------------------------------------------------------------------

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from istiolite import type_urls
 from istiolite.model.destinationrule import parse_destination_rule
 from istiolite.model.proxy import Proxy
 from istiolite.model.validation import ValidationError
 from istiolite.networking import generator
 from istiolite.push.context import PushContext
-from istiolite.xds import types
 from tests.support.objects import context, hostname, outbound_cluster, pod, service
 from tests.unit.networking.helpers import Cluster, clusters, sidecar
 
@@ -199,24 +199,28 @@ def test_cluster_results_shared_unless_a_selector_picks_the_proxy() -> None:
     canary2 = sidecar("other", "canary-2", ip="10.1.0.10", labels={**CANARY, "pod": "2"})
     assert ctx.workload_key("other", {"app": "client"}) is None
     assert ctx.workload_key("shop", CANARY) is None
-    shared = generator.generate(ctx, one, types.CLUSTER)
-    assert generator.generate(ctx, two, types.CLUSTER) is shared
-    picked = generator.generate(ctx, canary, types.CLUSTER)
+    shared = generator.generate(ctx, one, type_urls.CLUSTER)
+    assert generator.generate(ctx, two, type_urls.CLUSTER) is shared
+    picked = generator.generate(ctx, canary, type_urls.CLUSTER)
     assert picked is not shared
     # Proxies picked by the same selectors share one result.
-    assert generator.generate(ctx, canary2, types.CLUSTER) is picked
+    assert generator.generate(ctx, canary2, type_urls.CLUSTER) is picked
 
 
 def test_no_selector_keeps_one_view_for_all_namespaces() -> None:
     ctx = mesh(rule("a", subsets=[("v1", "v1")]), rule("b", subsets=[("v2", "v2")]))
     assert not ctx.namespace_scoped
     a, b = sidecar("other", labels={"app": "x"}), sidecar("third", labels={"app": "y"})
-    assert generator.generate(ctx, a, types.CLUSTER) is generator.generate(ctx, b, types.CLUSTER)
+    assert generator.generate(ctx, a, type_urls.CLUSTER) is generator.generate(
+        ctx, b, type_urls.CLUSTER
+    )
     # A selector rule keeps the rest shared too.
     ctx = mesh(rule("base", lb="RANDOM"), rule("canary", lb="ROUND_ROBIN", selector=CANARY))
     assert not ctx.namespace_scoped
     a, b = sidecar("other", labels=CANARY), sidecar("shop", labels={"app": "y"})
-    assert generator.generate(ctx, a, types.CLUSTER) is generator.generate(ctx, b, types.CLUSTER)
+    assert generator.generate(ctx, a, type_urls.CLUSTER) is generator.generate(
+        ctx, b, type_urls.CLUSTER
+    )
     assert lb(ctx, a) == "RANDOM"
     assert lb(ctx, sidecar("shop", labels=CANARY)) == "ROUND_ROBIN"
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 
+from istiolite import type_urls
 from istiolite.model.proxy import Proxy
 from istiolite.model.visibility import EXPORT_TO_ANNOTATION
 from istiolite.networking import generator
 from istiolite.push.context import PushContext
-from istiolite.xds import types
 from tests.support.objects import (
     context,
     endpoint_slice,
@@ -180,7 +180,9 @@ def test_nothing_exported_restrictively_keeps_one_view_for_all_namespaces() -> N
     assert ctx.scope_key("team-a") is None
     assert ctx.services_for("team-a") is ctx.services
     # One CDS result shared by every namespace.
-    assert generator.generate(ctx, A, types.CLUSTER) is generator.generate(ctx, C, types.CLUSTER)
+    assert generator.generate(ctx, A, type_urls.CLUSTER) is generator.generate(
+        ctx, C, type_urls.CLUSTER
+    )
 
 
 def test_service_exported_to_dot_is_seen_only_in_its_namespace() -> None:

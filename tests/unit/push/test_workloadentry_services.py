@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from istiolite import type_urls
 from istiolite.model.kinds import parse_object
 from istiolite.model.validation import ValidationError
 from istiolite.model.workloadentry import HEALTH_CHECKS_ANNOTATION, WorkloadEntry
+from istiolite.networking.generator import generate
 from istiolite.push.context import Locality, PushContext
-from istiolite.server import Istiolite
 from tests.support.objects import (
     context,
     endpoint,
@@ -25,6 +26,7 @@ from tests.support.objects import (
     service,
     service_port,
 )
+from tests.support.pushes import push_for, sidecar_proxy
 from tests.unit.networking.helpers import endpoint_addresses, load_assignments, sidecar
 
 Raw = dict[str, Any]
@@ -359,10 +361,9 @@ def test_endpoint_ports_must_be_ports_of_the_entry() -> None:
 
 
 def _push_kind(before: list[Raw], after: list[Raw]) -> frozenset[str] | None:
-    old, new = parse(*before), parse(*after)
-    keys = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
-    ctx = PushContext(new, domain="cluster.local", version="v")
-    return Istiolite._endpoint_only(keys, old, new, ctx)
+    """The EDS clusters an endpoint-only push sends; None: a full push."""
+    request = push_for(before, after)
+    return None if request.full else request.eds_clusters
 
 
 def test_workload_entry_change_of_a_kubernetes_service_is_eds_only() -> None:
@@ -388,17 +389,57 @@ def test_workload_entry_of_a_static_service_entry_is_eds_only() -> None:
     )
 
 
+TCP_PORT = [{"number": 5432, "name": "tcp-db", "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize(
+    "selecting",
+    [
+        service_entry("dns", resolution="DNS", workloadSelector={"labels": {"app": "web"}}),
+        service_entry(
+            "none", resolution="NONE", ports=TCP_PORT, workloadSelector={"labels": {"app": "web"}}
+        ),
+    ],
+    ids=["dns-entry", "none-entry-tcp"],
+)
+def test_entries_that_shape_clusters_or_listeners_need_a_full_push(selecting: Raw) -> None:
+    # A TCP port of an entry with resolution NONE gets a listener per endpoint; DNS clusters
+    # carry their endpoints.
+    assert _push_kind([selecting], [selecting, workload_entry("vm", "10.1.0.1")]) is None
+
+
+def test_endpoints_of_a_headless_tcp_service_need_a_full_push() -> None:
+    # Clients dial pod IPs directly: a listener per endpoint catches them.
+    web = service("web", cluster_ip="None", ports=[service_port("tcp-db", 5432)])
+
+    def endpoints(*ips: str) -> Raw:
+        return endpoint_slice(
+            "web", endpoints=[endpoint(ip) for ip in ips], ports=[("tcp-db", 5432)]
+        )
+
+    assert (
+        _push_kind([web, endpoints("10.0.0.1")], [web, endpoints("10.0.0.1", "10.0.0.2")]) is None
+    )
+
+
 @pytest.mark.parametrize(
     "selecting",
     [
         service("web", cluster_ip="None"),
-        service_entry("dns", resolution="DNS", workloadSelector={"labels": {"app": "web"}}),
         service_entry("none", resolution="NONE", workloadSelector={"labels": {"app": "web"}}),
     ],
-    ids=["headless", "dns-entry", "none-entry"],
+    ids=["headless-http", "none-entry-http"],
 )
-def test_entries_that_shape_clusters_or_listeners_need_a_full_push(selecting: Raw) -> None:
-    assert _push_kind([selecting], [selecting, workload_entry("vm", "10.1.0.1")]) is None
+def test_entries_of_http_passthrough_services_change_no_config(selecting: Raw) -> None:
+    # HTTP ports listen on 0.0.0.0:<port> and pass through to the original destination: no
+    # generated resource reads the endpoints, so none is rebuilt and nothing is pushed in full.
+    before, after = [selecting], [selecting, workload_entry("vm", "10.1.0.1")]
+    assert _push_kind(before, after) is not None
+    proxy = sidecar_proxy()
+    for type_url in type_urls.PUSH_ORDER:
+        old = generate(context(*before), proxy, type_url)
+        new = generate(context(*after), proxy, type_url)
+        assert {n: r.version for n, r in old.items()} == {n: r.version for n, r in new.items()}
 
 
 def test_entry_change_beside_another_kind_is_a_full_push() -> None:
@@ -407,9 +448,18 @@ def test_entry_change_beside_another_kind_is_a_full_push() -> None:
     assert _push_kind(before, after) is None
 
 
-def test_entry_nobody_selects_pushes_nothing() -> None:
+def test_entry_nobody_selects_is_endpoint_only_and_changes_no_assignment() -> None:
+    # The services of its namespace that take WorkloadEntries recompute their endpoints (and
+    # find them unchanged, so no proxy is sent anything); nothing else is rebuilt.
     base = web_with_pod()
-    assert _push_kind(base, [*base, workload_entry("vm", "10.1.0.1", {"app": "x"})]) == frozenset()
+    after = [*base, workload_entry("vm", "10.1.0.1", {"app": "x"})]
+    assert _push_kind(base, after) == frozenset({outbound_cluster("web", 80)})
+    proxy = sidecar_proxy()
+    before_eds = generate(context(*base), proxy, type_urls.ENDPOINT)
+    after_eds = generate(context(*after), proxy, type_urls.ENDPOINT)
+    assert {n: r.version for n, r in before_eds.items()} == {
+        n: r.version for n, r in after_eds.items()
+    }
 
 
 def test_service_accounts_join_entry_sans_and_endpoint_identities() -> None:

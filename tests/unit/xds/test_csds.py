@@ -10,8 +10,8 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.status.v3 import csds_pb2
 from envoy.type.matcher.v3 import node_pb2, string_pb2, value_pb2
 
+from istiolite import type_urls
 from istiolite.networking.resource import Resource, to_resource
-from istiolite.xds import types
 from istiolite.xds.csds import (
     MatcherError,
     node_matches,
@@ -126,11 +126,11 @@ def test_request_matchers_are_or_and_none_is_everything() -> None:
 
 def cluster(name: str, timeout: int = 1) -> Resource:
     msg = cluster_pb2.Cluster(name=name, connect_timeout={"seconds": timeout})
-    return to_resource(name, types.CLUSTER, msg)
+    return to_resource(name, type_urls.CLUSTER, msg)
 
 
 def state_with(sent: dict[str, Resource], **fields: Any) -> TypeState:
-    state = TypeState(types.CLUSTER, wildcard=True, nonce_sent="n-1", version_sent="v1")
+    state = TypeState(type_urls.CLUSTER, wildcard=True, nonce_sent="n-1", version_sent="v1")
     state.sent = {n: r.version for n, r in sent.items()}
     state.sent_at = 10.0
     for key, val in fields.items():
@@ -180,7 +180,7 @@ def test_body_comes_from_what_was_sent_when_the_config_moved_on() -> None:
 
 
 def test_nothing_sent_yet() -> None:
-    state = TypeState(types.ENDPOINT, names=frozenset({"x", "y"}))
+    state = TypeState(type_urls.ENDPOINT, names=frozenset({"x", "y"}))
     configs = type_configs(state, {"x": cluster("x")})
     assert statuses(configs) == {
         "x": (REQUESTED, csds_pb2.NOT_SENT),

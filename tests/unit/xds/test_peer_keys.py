@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from istiolite import type_urls
 from istiolite.networking import generator
-from istiolite.xds import types
 from istiolite.xds.ads import _without_secrets, may_receive_keys
 from tests.support.certs import CertificateAuthority, tls_secret
 from tests.support.objects import context, service
@@ -76,7 +76,7 @@ def test_a_peer_without_keys_gets_everything_but_secrets() -> None:
     )
     proxy = router("istio-system")
     public = _without_secrets(generator.generate)
-    assert set(generator.generate(ctx, proxy, types.SECRET)) == {"kubernetes://cert"}
-    assert public(ctx, proxy, types.SECRET) == {}
-    for type_url in (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE):
+    assert set(generator.generate(ctx, proxy, type_urls.SECRET)) == {"kubernetes://cert"}
+    assert public(ctx, proxy, type_urls.SECRET) == {}
+    for type_url in (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.ROUTE):
         assert public(ctx, proxy, type_url) == generator.generate(ctx, proxy, type_url)

@@ -1,0 +1,219 @@
+"""The cache of generated resources (and of the derived values they are built from), shared by
+every proxy and kept across pushes. Each entry declares what it depends on, as istiod's xDS cache
+entries declare DependentConfigs: after a change exactly the dependent entries are dropped, and
+what was dropped says what the push must send (only EDS entries: an endpoint-only push).
+
+Entries are valid for the context the cache was last advanced to. A context the cache was not
+advanced to (a test, `istiolite render`) starts it over: nothing cached is known to hold for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from istiolite.push.dependencies import ANY, Dep, record_all, recording
+
+T = TypeVar("T")
+
+# Kinds read through whole-registry indexes: a change of any of them may change any result built
+# from those indexes (which services exist and what they are called, routes, policies, scoping).
+STRUCTURAL: frozenset[str] = frozenset(
+    {
+        "Service",
+        "ServiceEntry",
+        "VirtualService",
+        "DestinationRule",
+        "Sidecar",
+        "Gateway",
+        "Namespace",
+    }
+)
+# What an endpoint assignment reads besides its endpoints: the service and its subsets.
+ENDPOINT_KINDS: frozenset[str] = frozenset({"Service", "ServiceEntry", "DestinationRule"})
+# Past this many entries the cache starts over (with a full push): a bound whatever the churn.
+MAX_ENTRIES = 250_000
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    value: Any
+    type_url: str | None  # the xDS type of a generated resource map or resource; None: derived
+    name: str | None  # the one resource this entry is (an EDS cluster), else None
+    kinds: frozenset[str]
+    deps: frozenset[Dep]
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """What a change dropped: per xDS type, how many entries; and the EDS clusters by name.
+    `everything`: the cache started over, so any type may have changed."""
+
+    dropped: Counter[str]
+    eds_clusters: frozenset[str]
+    everything: bool = False
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(self.dropped)
+
+
+class ResourceCache:
+    def __init__(self, *, max_entries: int = MAX_ENTRIES) -> None:
+        self._entries: dict[Hashable, Entry] = {}
+        self._by_kind: dict[str, set[Hashable]] = {}
+        self._by_dep: dict[Dep, set[Hashable]] = {}
+        self._context: object | None = None
+        self._max_entries = max_entries
+        self._overflowed = False
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._entries
+
+    def peek(self, key: Hashable) -> Any:
+        """An entry's value without building it (None when absent); for tests and debugging."""
+        entry = self._entries.get(key)
+        return entry.value if entry is not None else None
+
+    def use(self, context: object) -> None:
+        """Make the cache serve `context`: kept if it is the one advanced to, else emptied."""
+        if context is not self._context:
+            self.clear()
+            self._context = context
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_kind.clear()
+        self._by_dep.clear()
+
+    def get(
+        self,
+        key: Hashable,
+        build: Callable[[], T],
+        *,
+        kinds: frozenset[str] = STRUCTURAL,
+        type_url: str | None = None,
+        name: str | None = None,
+    ) -> T:
+        """The value for `key`, built (and its reads recorded) when absent. `kinds`: the config
+        kinds it reads as a whole; single objects it reads are recorded by the readers."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self.hits += 1
+            record_all(entry.kinds, entry.deps)  # the enclosing build depends on it too
+            value: T = entry.value
+            return value
+        self.misses += 1
+        with recording() as reads:
+            reads.kinds.update(kinds)
+            value = build()
+        self._store(
+            key, Entry(value, type_url, name, frozenset(reads.kinds), frozenset(reads.deps))
+        )
+        return value
+
+    def _store(self, key: Hashable, entry: Entry) -> None:
+        if len(self._entries) >= self._max_entries:
+            self.clear()
+            self._overflowed = True
+        self._entries[key] = entry
+        for kind in entry.kinds:
+            self._by_kind.setdefault(kind, set()).add(key)
+        for dep in entry.deps:
+            self._by_dep.setdefault(dep, set()).add(key)
+
+    def _drop(self, key: Hashable) -> Entry | None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        for kind in entry.kinds:
+            keys = self._by_kind.get(kind)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_kind[kind]
+        for dep in entry.deps:
+            keys = self._by_dep.get(dep)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_dep[dep]
+        return entry
+
+    def dependents(self, changed: Iterable[Dep]) -> set[Hashable]:
+        """The keys of every entry that depends on one of `changed` (concrete objects)."""
+        found: set[Hashable] = set()
+        for dep in changed:
+            found |= self._by_kind.get(dep.kind, set())
+            for pattern in (dep, Dep(dep.kind, dep.namespace, ANY), Dep(dep.kind, ANY, ANY)):
+                found |= self._by_dep.get(pattern, set())
+        return found
+
+    @contextlib.contextmanager
+    def serving(self, context: object) -> Iterator[None]:
+        """Generation for `context`: `memoized` calls inside use this cache."""
+        self.use(context)
+        token = _active.set(self)
+        try:
+            yield
+        finally:
+            _active.reset(token)
+
+    def advance(self, old: object, new: object, changed: Iterable[Dep]) -> Invalidation:
+        """Move from context `old` to `new`, which differs from it by `changed`: drop what
+        depends on that, keep the rest. If the cache did not serve `old`, it starts over."""
+        if self._context is not old or self._overflowed:
+            everything = self._overflowed or self._context is not None
+            self._overflowed = False
+            self.clear()
+            self._context = new
+            return Invalidation(Counter(), frozenset(), everything=everything)
+        dropped: Counter[str] = Counter()
+        clusters: set[str] = set()
+        for key in self.dependents(changed):
+            entry = self._drop(key)
+            if entry is None or entry.type_url is None:
+                continue
+            dropped[entry.type_url] += 1
+            if entry.name is not None:
+                clusters.add(entry.name)
+        self._context = new
+        return Invalidation(dropped, frozenset(clusters))
+
+    def stats(self) -> dict[str, Any]:
+        """Entries per tag (the first element of tuple keys), and hit counts."""
+        tags = Counter(
+            str(key[0]) if isinstance(key, tuple) and key else "other" for key in self._entries
+        )
+        return {
+            "entries": len(self._entries),
+            "by_tag": dict(sorted(tags.items())),
+            "hits": self.hits,
+            "misses": self.misses,
+        }
+
+
+_active: ContextVar[ResourceCache | None] = ContextVar("istiolite_cache", default=None)
+
+
+def active_cache() -> ResourceCache | None:
+    """The cache of the generation in progress, if any."""
+    return _active.get()
+
+
+def memoized(key: Hashable, build: Callable[[], T], *, kinds: frozenset[str] = STRUCTURAL) -> T:
+    """A derived value shared by the proxies a generator serves (see ResourceCache.serving);
+    outside a generator, simply built."""
+    cache = _active.get()
+    if cache is None:
+        return build()
+    return cache.get(key, build, kinds=kinds)
