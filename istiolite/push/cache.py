@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from istiolite.push.dependencies import ANY, Dep, record_all, recording
+from istiolite.push.dependencies import ANY, Dep, record_child, recording
 
 T = TypeVar("T")
 
@@ -46,6 +46,7 @@ class Entry:
     name: str | None  # the one resource this entry is (an EDS cluster), else None
     kinds: frozenset[str]
     deps: frozenset[Dep]
+    children: frozenset[Hashable]  # cached results it was built from
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ class ResourceCache:
         self._entries: dict[Hashable, Entry] = {}
         self._by_kind: dict[str, set[Hashable]] = {}
         self._by_dep: dict[Dep, set[Hashable]] = {}
+        # child key -> the entries built from it (dropped with it)
+        self._parents: dict[Hashable, set[Hashable]] = {}
         self._context: object | None = None
         self._max_entries = max_entries
         self._overflowed = False
@@ -94,6 +97,7 @@ class ResourceCache:
         self._entries.clear()
         self._by_kind.clear()
         self._by_dep.clear()
+        self._parents.clear()
 
     def get(
         self,
@@ -106,18 +110,27 @@ class ResourceCache:
     ) -> T:
         """The value for `key`, built (and its reads recorded) when absent. `kinds`: the config
         kinds it reads as a whole; single objects it reads are recorded by the readers."""
+        record_child(key)  # the enclosing build (if any) depends on this entry
         entry = self._entries.get(key)
         if entry is not None:
             self.hits += 1
-            record_all(entry.kinds, entry.deps)  # the enclosing build depends on it too
             value: T = entry.value
             return value
         self.misses += 1
         with recording() as reads:
             reads.kinds.update(kinds)
             value = build()
+        reads.children.discard(key)
         self._store(
-            key, Entry(value, type_url, name, frozenset(reads.kinds), frozenset(reads.deps))
+            key,
+            Entry(
+                value,
+                type_url,
+                name,
+                frozenset(reads.kinds),
+                frozenset(reads.deps),
+                frozenset(reads.children),
+            ),
         )
         return value
 
@@ -130,6 +143,8 @@ class ResourceCache:
             self._by_kind.setdefault(kind, set()).add(key)
         for dep in entry.deps:
             self._by_dep.setdefault(dep, set()).add(key)
+        for child in entry.children:
+            self._parents.setdefault(child, set()).add(key)
 
     def _drop(self, key: Hashable) -> Entry | None:
         entry = self._entries.pop(key, None)
@@ -147,6 +162,12 @@ class ResourceCache:
                 keys.discard(key)
                 if not keys:
                     del self._by_dep[dep]
+        for child in entry.children:
+            parents = self._parents.get(child)
+            if parents is not None:
+                parents.discard(key)
+                if not parents:
+                    del self._parents[child]
         return entry
 
     def dependents(self, changed: Iterable[Dep]) -> set[Hashable]:
@@ -179,9 +200,14 @@ class ResourceCache:
             return Invalidation(Counter(), frozenset(), everything=everything)
         dropped: Counter[str] = Counter()
         clusters: set[str] = set()
-        for key in self.dependents(changed):
+        stale = self.dependents(changed)
+        while stale:
+            key = stale.pop()
             entry = self._drop(key)
-            if entry is None or entry.type_url is None:
+            if entry is None:
+                continue
+            stale |= self._parents.pop(key, set())  # built from it: stale too
+            if entry.type_url is None:
                 continue
             dropped[entry.type_url] += 1
             if entry.name is not None:

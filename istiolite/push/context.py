@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,6 +189,60 @@ class PushContext:
             for ref in vs.gateways:
                 if ref != "mesh":
                     self.gateway_virtual_services[self.gateway_ref(ref, vs.namespace)].append(vs)
+
+    def derive(
+        self,
+        objects: Mapping[ObjectKey, Any],
+        changed: Iterable[ObjectKey],
+        old: Mapping[ObjectKey, Any],
+        *,
+        version: str,
+    ) -> PushContext:
+        """The context of `objects`, which differ from this context's snapshot `old` by the
+        keys `changed`. When only per-object kinds changed (Pods, Nodes, Secrets,
+        EndpointSlices), the registry's indexes are this context's and only those objects are
+        re-indexed: the cost follows the change, not the mesh. Otherwise a full build."""
+        changed = set(changed)
+        if any(key.kind not in _PER_OBJECT_KINDS for key in changed):
+            return PushContext(objects, domain=self.domain, version=version)
+        new = object.__new__(PushContext)
+        new.__dict__.update(self.__dict__)
+        new.version = version
+        # Views built on first use start empty (they are cheap, and read nothing that changed).
+        new._scoped_views = {}
+        new._dr_memo = {}
+        new._pods, new._nodes, new._secrets = (
+            dict(self._pods),
+            dict(self._nodes),
+            dict(self._secrets),
+        )
+        slices = dict(self._slices)
+        for key in changed:
+            before, after = old.get(key), objects.get(key)
+            match key.kind:
+                case "Pod":
+                    _put(new._pods, (key.namespace, key.name), after)
+                case "Node":
+                    _put(new._nodes, key.name, after)
+                case "Secret":
+                    _put(new._secrets, (key.namespace, key.name), after)
+                case "EndpointSlice":
+                    for group in {(o.namespace, o.service_name) for o in (before, after) if o}:
+                        members = [s for s in slices.get(group, ()) if s.meta.name != key.name]
+                        if after is not None and (after.namespace, after.service_name) == group:
+                            members.append(after)
+                        if members:
+                            slices[group] = sorted(members, key=lambda s: s.meta.name)
+                        else:
+                            slices.pop(group, None)
+        new._slices = slices
+        unapplied = [(k, f) for k, f in self._unapplied_fields if k not in changed]
+        for key in changed:
+            fields = getattr(getattr(objects.get(key), "meta", None), "unapplied", ())
+            if fields:
+                unapplied.append((key, fields))
+        new._unapplied_fields = unapplied
+        return new
 
     def hostname(self, service: Service) -> str:
         return service.hostname(self.domain)
@@ -798,6 +852,18 @@ class PushContext:
             for s in self._selecting_by_namespace.get(namespace, ())
             if all(labels.get(k) == v for k, v in s.selector.items())
         ]
+
+
+# Kinds indexed object by object (no registry-wide index reads them): a change of only these
+# re-indexes just the changed objects (PushContext.derive).
+_PER_OBJECT_KINDS = frozenset({"Pod", "Node", "Secret", "EndpointSlice"})
+
+
+def _put(index: dict[Any, Any], key: Any, obj: Any) -> None:
+    if obj is None:
+        index.pop(key, None)
+    else:
+        index[key] = obj
 
 
 def _workload_endpoint(workload: WorkloadEntry, address: str, port: int) -> ServiceEndpoint:

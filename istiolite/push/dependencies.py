@@ -12,7 +12,7 @@ by the cache entry instead (see cache.STRUCTURAL).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,14 +36,12 @@ class Dep:
 
 @dataclass(slots=True)
 class Recorded:
-    """What one build read: whole kinds, and single objects."""
+    """What one build read: whole kinds, single objects, and other cached results (by key:
+    when one of those is dropped, so is this)."""
 
     kinds: set[str] = field(default_factory=set)
     deps: set[Dep] = field(default_factory=set)
-
-    def add(self, kinds: Iterable[str], deps: Iterable[Dep]) -> None:
-        self.kinds.update(kinds)
-        self.deps.update(deps)
+    children: set[Hashable] = field(default_factory=set)
 
 
 _current: ContextVar[Recorded | None] = ContextVar("istiolite_recording", default=None)
@@ -56,25 +54,22 @@ def record(dep: Dep) -> None:
         found.deps.add(dep)
 
 
-def record_all(kinds: Iterable[str], deps: Iterable[Dep]) -> None:
-    """Note a nested result's dependencies in the enclosing build (if any)."""
+def record_child(key: Hashable) -> None:
+    """Note that the build in progress (if any) used the cached result `key`."""
     found = _current.get()
     if found is not None:
-        found.add(kinds, deps)
+        found.children.add(key)
 
 
 @contextlib.contextmanager
 def recording() -> Iterator[Recorded]:
-    """Collect what the code inside reads; nested recordings also report to the outer one."""
-    outer = _current.get()
+    """Collect what the code inside reads (a nested recording collects its own)."""
     mine = Recorded()
     token = _current.set(mine)
     try:
         yield mine
     finally:
         _current.reset(token)
-        if outer is not None:
-            outer.add(mine.kinds, mine.deps)
 
 
 def changed_deps(

@@ -62,9 +62,12 @@ class Pusher:
         self.status: dict[str, Any] = {}
         self.warnings: list[ConfigWarning] = []
 
-    def _build(self, snapshot: Mapping[ObjectKey, Any]) -> PushContext:
+    def _version(self) -> str:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return PushContext(snapshot, domain=self._domain, version=f"{stamp}/{next(self._versions)}")
+        return f"{stamp}/{next(self._versions)}"
+
+    def _build(self, snapshot: Mapping[ObjectKey, Any]) -> PushContext:
+        return PushContext(snapshot, domain=self._domain, version=self._version())
 
     def start(self) -> PushContext:
         """The startup push: everything the store holds now."""
@@ -94,7 +97,7 @@ class Pusher:
         started = time.perf_counter()
         old_ctx, old_snapshot = self.context, self._snapshot
         snapshot = self._store.snapshot()
-        ctx = self._build(snapshot)
+        ctx = old_ctx.derive(snapshot, keys, old_snapshot, version=self._version())
         invalidation = self._cache.advance(old_ctx, ctx, changed_deps(keys, old_snapshot, snapshot))
         request = decide(keys, invalidation, started=first_seen)
         build_seconds = time.perf_counter() - started
