@@ -15,8 +15,7 @@ from envoy.service.discovery.v3 import ads_pb2
 from envoy.service.status.v3 import csds_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from istiolite import __version__
-from istiolite.debug import metrics
+from istiolite import __version__, metrics
 from istiolite.debug.http import HttpServer, Response
 from istiolite.debug.pages import debug_routes
 from istiolite.logs import get_logger

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
-from istiolite.debug import metrics
+from istiolite import metrics
 from istiolite.server import Istiolite
 from istiolite.settings import Settings
 from istiolite.xds import types
