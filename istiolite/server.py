@@ -7,7 +7,7 @@ import contextlib
 import datetime
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -16,8 +16,9 @@ from envoy.service.status.v3 import csds_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from istiolite import __version__, metrics
-from istiolite.debug.http import HttpServer, Response
 from istiolite.debug.pages import debug_routes
+from istiolite.debug.status import SourcesState
+from istiolite.http_server import HttpServer, Request, Response
 from istiolite.logs import get_logger
 from istiolite.model.meta import ObjectKey
 from istiolite.model.store import ChangeSet, ConfigStore
@@ -29,7 +30,7 @@ from istiolite.push.request import PushRequest
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.xds import reflection
-from istiolite.xds.ads import AdsService
+from istiolite.xds.ads import AdsService, Connection
 from istiolite.xds.csds import CsdsService
 
 log = get_logger("server")
@@ -190,7 +191,7 @@ class Istiolite:
         self._health = health_servicer
         return server
 
-    def _ready(self) -> Response:
+    def _ready(self, _request: Request) -> Response:
         if self.files.loaded:
             return Response(200, "ok\n")
         return Response(503, "config not loaded\n")
@@ -218,18 +219,17 @@ class Istiolite:
             raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
         await server.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        version = _version_page
         http = HttpServer(
-            {
-                "/ready": self._ready,
-                "/version": lambda: Response(200, __version__ + "\n"),
-                **debug_routes(self),
-            }
+            {"/ready": self._ready, "/version": version, **debug_routes(DebugStatusView(self))},
+            name="http",
         )
         monitoring = HttpServer(
             {
-                "/version": lambda: Response(200, __version__ + "\n"),
-                "/metrics": lambda: Response(200, *metrics.exposition()),
-            }
+                "/version": version,
+                "/metrics": lambda _request: Response(200, *metrics.exposition()),
+            },
+            name="monitoring",
         )
         await http.start(*split_host_port(self.settings.http_addr))
         await monitoring.start(*split_host_port(self.settings.monitoring_addr))
@@ -259,3 +259,34 @@ class Istiolite:
             await http.stop()
             await monitoring.stop()
             await server.stop(grace=1.0)
+
+
+def _version_page(_request: Request) -> Response:
+    return Response(200, __version__ + "\n")
+
+
+class DebugStatusView:
+    """The server's side of the debug pages' DebugStatus: reads its components, changes nothing."""
+
+    def __init__(self, app: Istiolite) -> None:
+        self._app = app
+
+    def push_context(self) -> PushContext:
+        return self._app.ads.context  # type: ignore[no-any-return]
+
+    def connections(self) -> Sequence[Connection]:
+        return list(self._app.ads.connections.values())
+
+    def push_status(self) -> Mapping[str, Any]:
+        return self._app.push_status
+
+    def warnings(self) -> Sequence[ConfigWarning]:
+        return self._app.warnings
+
+    def sources(self) -> SourcesState:
+        store, files = self._app.store, self._app.files
+        return SourcesState(
+            loaded=files.loaded,
+            objects={key: store.owners(key) for key in store.snapshot()},
+            errors=files.errors,
+        )

@@ -16,7 +16,7 @@ from google.rpc import status_pb2
 
 from istiolite.networking.generator import generate
 from istiolite.push.context import PushContext
-from istiolite.server import Istiolite
+from istiolite.server import DebugStatusView, Istiolite
 from istiolite.settings import Settings
 from istiolite.xds import types
 from istiolite.xds.ads import Connection
@@ -80,6 +80,11 @@ def make_app(tmp_path: Path) -> Istiolite:
     app.files.load_all()
     app.ads.update(PushContext(app.store.snapshot(), domain="cluster.local", version="test-1"))
     return app
+
+
+def status(app: Istiolite) -> DebugStatusView:
+    """What the debug pages read of this app (the server's own adapter)."""
+    return DebugStatusView(app)
 
 
 @dataclass
