@@ -274,6 +274,7 @@ class HttpServer:
             max_line_size=limits.max_header_bytes,
             max_field_size=limits.max_header_bytes,
             shutdown_timeout=1.0,
+            lingering_time=limits.read_timeout,  # draining an unread body before closing
         )
         await runner.setup()
         site = _GuardedSite(
