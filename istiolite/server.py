@@ -219,14 +219,17 @@ class Istiolite:
             raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
         await server.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        version = _version_page
         http = HttpServer(
-            {"/ready": self._ready, "/version": version, **debug_routes(DebugStatusView(self))},
+            {
+                "/ready": self._ready,
+                "/version": _version_page,
+                **debug_routes(DebugStatusView(self)),
+            },
             name="http",
         )
         monitoring = HttpServer(
             {
-                "/version": version,
+                "/version": _version_page,
                 "/metrics": lambda _request: Response(200, *metrics.exposition()),
             },
             name="monitoring",

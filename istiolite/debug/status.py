@@ -1,7 +1,7 @@
 """What the debug pages may read: a narrow, read-only view of the running control plane.
 
-The server implements it with a small adapter (istiolite/server_status.py); tests may pass any
-object of this shape. The pages never see the server object itself.
+The server implements it with a small adapter (DebugStatusView in istiolite/server.py); tests
+may pass any object of this shape. The pages never see the server object itself.
 """
 
 from __future__ import annotations
