@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -12,13 +13,15 @@ from envoy.service.discovery.v3 import ads_pb2
 from envoy.service.status.v3 import csds_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from istiolite import __version__
-from istiolite.debug import metrics
-from istiolite.debug.http import HttpServer, Response
+from istiolite import __version__, metrics
 from istiolite.debug.pages import debug_routes
+from istiolite.debug.status import SourcesState
+from istiolite.http_server import HttpServer, Request, Response
 from istiolite.logs import get_logger
+from istiolite.model.proxy import Proxy
 from istiolite.model.store import ChangeSet, ConfigStore
 from istiolite.networking.generator import ConfigGenerator
+from istiolite.networking.resource import Resource
 from istiolite.push.cache import ResourceCache
 from istiolite.push.context import ConfigWarning, PushContext
 from istiolite.push.debounce import Debouncer
@@ -26,7 +29,7 @@ from istiolite.push.pusher import Pusher
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.xds import reflection
-from istiolite.xds.ads import AdsService
+from istiolite.xds.ads import AdsService, Connection
 from istiolite.xds.csds import CsdsService
 
 log = get_logger("server")
@@ -51,9 +54,10 @@ class Istiolite:
         self.store = ConfigStore()
         self.files = FileSource(settings.config_dirs, self.store)
         self.cache = ResourceCache()
+        self.generator = ConfigGenerator(self.cache)
         self.ads = AdsService(
             PushContext({}, domain=settings.domain, version="empty"),
-            generator=ConfigGenerator(self.cache),
+            generator=self.generator,
             push_concurrency=settings.push_concurrency,
         )
         self.pusher = Pusher(
@@ -83,7 +87,7 @@ class Istiolite:
         server = grpc.aio.server(options=GRPC_OPTIONS)
         self.ads.register(server)
         csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
-            CsdsService(self.ads), server
+            CsdsService(self.ads, generator=self.generator), server
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -97,7 +101,7 @@ class Istiolite:
         self._health = health_servicer
         return server
 
-    def _ready(self) -> Response:
+    def _ready(self, _request: Request) -> Response:
         if self.files.loaded:
             return Response(200, "ok\n")
         return Response(503, "config not loaded\n")
@@ -117,15 +121,17 @@ class Istiolite:
         http = HttpServer(
             {
                 "/ready": self._ready,
-                "/version": lambda: Response(200, __version__ + "\n"),
-                **debug_routes(self),
-            }
+                "/version": _version_page,
+                **debug_routes(DebugStatusView(self)),
+            },
+            name="http",
         )
         monitoring = HttpServer(
             {
-                "/version": lambda: Response(200, __version__ + "\n"),
-                "/metrics": lambda: Response(200, *metrics.exposition()),
-            }
+                "/version": _version_page,
+                "/metrics": lambda _request: Response(200, *metrics.exposition()),
+            },
+            name="monitoring",
         )
         await http.start(*split_host_port(self.settings.http_addr))
         await monitoring.start(*split_host_port(self.settings.monitoring_addr))
@@ -155,3 +161,37 @@ class Istiolite:
             await http.stop()
             await monitoring.stop()
             await server.stop(grace=1.0)
+
+
+def _version_page(_request: Request) -> Response:
+    return Response(200, __version__ + "\n")
+
+
+class DebugStatusView:
+    """The server's side of the debug pages' DebugStatus: reads its components, changes nothing."""
+
+    def __init__(self, app: Istiolite) -> None:
+        self._app = app
+
+    def push_context(self) -> PushContext:
+        return self._app.ads.context  # type: ignore[no-any-return]
+
+    def connections(self) -> Sequence[Connection]:
+        return list(self._app.ads.connections.values())
+
+    def push_status(self) -> Mapping[str, Any]:
+        return self._app.push_status
+
+    def warnings(self) -> Sequence[ConfigWarning]:
+        return self._app.warnings
+
+    def generate(self, proxy: Proxy, type_url: str) -> Mapping[str, Resource]:
+        return self._app.generator(self._app.ads.context, proxy, type_url)
+
+    def sources(self) -> SourcesState:
+        store, files = self._app.store, self._app.files
+        return SourcesState(
+            loaded=files.loaded,
+            objects={key: store.owners(key) for key in store.snapshot()},
+            errors=files.errors,
+        )

@@ -1,9 +1,12 @@
 """Debug pages on the HTTP port (/debug/*): read-only JSON views of istiolite's state.
 
-Each page is a pure function of the state it reads (`syncz(app)`, `registryz(ctx)`, ...) plus a
-thin handler that serializes it. They run on the event loop, so they see a consistent state and
-never block on I/O. The JSON shapes are a public contract (README, "Seeing what every proxy has"):
-`istiolite proxy-status` and `istiolite proxy-config` read them.
+Each page is a pure function of the state it reads (`syncz(status)`, `registryz(ctx)`, ...) plus
+a thin handler that serializes it. Pages read a narrow `DebugStatus` (istiolite/debug/status.py),
+never the server object. What they read they gather on the event loop, so they see a consistent
+state; the costly half, turning protos and big structures into JSON, runs in a worker thread (one
+page at a time, see `Renderer`), so a megabyte config dump does not stall pushes. The JSON shapes
+are a public contract (README, "Seeing what every proxy has"): `istiolite proxy-status` and
+`istiolite proxy-config` read them.
 
 Private key material never leaves through these pages: secrets are rendered with every key,
 password and generic secret replaced by "[redacted]", as Envoy's own /config_dump does, and any
@@ -12,12 +15,13 @@ such field inlined elsewhere (a TLS context in a listener or cluster) is scrubbe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from envoy.admin.v3 import config_dump_pb2
@@ -26,15 +30,16 @@ from google.protobuf import any_pb2, json_format
 
 from istiolite import type_urls
 from istiolite.debug.config_dump import config_dump
-from istiolite.debug.http import Handler, Response
-from istiolite.networking.generator import generate
+from istiolite.debug.status import DebugStatus
+from istiolite.http_server import Handler, Request, Response
 from istiolite.networking.resource import Resource
 from istiolite.xds.protocol import SyncStatus, TypeState
 
 if TYPE_CHECKING:
     from istiolite.push.context import PushContext
-    from istiolite.server import Istiolite
     from istiolite.xds.ads import Connection
+
+T = TypeVar("T")
 
 JSON = "application/json"
 
@@ -107,12 +112,12 @@ def _type_status(state: TypeState, wall: WallClock) -> dict[str, Any]:
     }
 
 
-def syncz(app: Istiolite) -> list[dict[str, Any]]:
+def syncz(status: DebugStatus) -> list[dict[str, Any]]:
     """Per connected proxy (streams that have sent their node), per subscribed type."""
     wall = WallClock()
     istiod = instance_name()
     out = []
-    for conn in app.ads.connections.values():
+    for conn in status.connections():
         proxy = conn.proxy
         if proxy is None:
             continue
@@ -145,13 +150,13 @@ class AmbiguousProxy(LookupError):
     pass
 
 
-def find_connection(app: Istiolite, wanted: str) -> Connection | None:
+def find_connection(status: DebugStatus, wanted: str) -> Connection | None:
     """The stream of the proxy named by a full node id, `<pod>.<namespace>` or a lone pod name
     (when only one proxy has it). With several streams of one proxy, the newest wins."""
     exact: list[Connection] = []
     by_name: list[Connection] = []
     by_pod: list[Connection] = []
-    for conn in app.ads.connections.values():
+    for conn in status.connections():
         proxy = conn.proxy
         if proxy is None:
             continue
@@ -235,20 +240,34 @@ def secrets_dump(resources: Mapping[str, Resource]) -> config_dump_pb2.SecretsCo
     return dump
 
 
-def proxy_config_dump(ctx: PushContext, conn: Connection) -> config_dump_pb2.ConfigDump:
+def proxy_resources(status: DebugStatus, conn: Connection) -> dict[str, dict[str, Resource]]:
     """What istiolite would send this proxy now: for each type it subscribes to, the resources
-    its subscription covers (so EDS lists exactly the clusters it asked endpoints for)."""
+    its subscription covers (so EDS lists exactly the clusters it asked endpoints for). Reads the
+    stream's live state: call it on the event loop. Cheap: references to the push's resources,
+    from the live resource cache."""
     proxy = conn.proxy
     assert proxy is not None
     by_type: dict[str, dict[str, Resource]] = {}
     for type_url, state in conn.stream.types.items():
-        resources = generate(ctx, proxy, type_url)
+        resources = status.generate(proxy, type_url)
         by_type[type_url] = {n: resources[n] for n in state.visible(resources)}
+    return by_type
+
+
+def resources_config_dump(
+    by_type: Mapping[str, Mapping[str, Resource]],
+) -> config_dump_pb2.ConfigDump:
+    """The ConfigDump of `proxy_resources`; touches only immutable resources, so any thread."""
+    by_type = dict(by_type)
     secrets = by_type.pop(type_urls.SECRET, {})
     dump = config_dump(by_type)
     if secrets:
         dump.configs.add().Pack(secrets_dump(secrets))
     return dump
+
+
+def proxy_config_dump(status: DebugStatus, conn: Connection) -> config_dump_pb2.ConfigDump:
+    return resources_config_dump(proxy_resources(status, conn))
 
 
 def _default(value: Any) -> Any:
@@ -263,17 +282,31 @@ def _json_response(status: int, body: Any) -> Response:
     return Response(status, text + b"\n", JSON)
 
 
-def config_dump_page(app: Istiolite, query: Mapping[str, list[str]]) -> Response:
-    wanted = (query.get("proxyID") or [""])[0].strip()
+class Renderer:
+    """Runs the costly, pure half of a page (protos and big structures to JSON) in a worker
+    thread, one page at a time: the event loop stays free for pushes, and a burst of dumps waits
+    here instead of several threads contending with the loop for the GIL."""
+
+    def __init__(self) -> None:
+        self._slot = asyncio.Semaphore(1)
+
+    async def __call__(self, work: Callable[[], T]) -> T:
+        async with self._slot:
+            return await asyncio.to_thread(work)
+
+
+async def config_dump_page(status: DebugStatus, request: Request, render: Renderer) -> Response:
+    wanted = request.arg("proxyID")
     if not wanted:
         return _json_response(400, {"error": "give the proxy: ?proxyID=<node id or pod.namespace>"})
     try:
-        conn = find_connection(app, wanted)
+        conn = find_connection(status, wanted)
     except AmbiguousProxy as err:
         return _json_response(400, {"error": str(err)})
     if conn is None:
         return _json_response(404, {"error": f"proxy {wanted!r} is not connected"})
-    return config_dump_response(proxy_config_dump(app.ads.context, conn))
+    by_type = proxy_resources(status, conn)  # on the loop: the live stream state
+    return await render(lambda: config_dump_response(resources_config_dump(by_type)))
 
 
 def config_dump_response(dump: config_dump_pb2.ConfigDump) -> Response:
@@ -335,12 +368,12 @@ def registryz(ctx: PushContext) -> list[dict[str, Any]]:
 # -- /debug/configz ----------------------------------------------------------------------------
 
 
-def configz(app: Istiolite) -> dict[str, Any]:
+def configz(status: DebugStatus) -> dict[str, Any]:
     """Objects in the store (all valid: invalid ones are rejected) and the current problems."""
     objects = []
-    snapshot = app.store.snapshot()
-    for key in sorted(snapshot, key=lambda k: (k.kind, k.namespace, k.name)):
-        sources = app.store.owners(key)
+    state = status.sources()
+    for key in sorted(state.objects, key=lambda k: (k.kind, k.namespace, k.name)):
+        sources = list(state.objects[key])
         objects.append(
             {
                 "kind": key.kind,
@@ -351,33 +384,50 @@ def configz(app: Istiolite) -> dict[str, Any]:
                 "sources": sources,
             }
         )
-    errors = app.files.errors
     # Loaded, but referring to something missing (e.g. a subset no DestinationRule defines) or
     # setting something istiolite accepts but does not apply yet.
     warnings = [
-        {"object": w.object, "field": w.field, "message": w.message}
-        for w in getattr(app, "warnings", [])
+        {"object": w.object, "field": w.field, "message": w.message} for w in status.warnings()
     ]
-    return {"loaded": app.files.loaded, "objects": objects, "errors": errors, "warnings": warnings}
+    return {
+        "loaded": state.loaded,
+        "objects": objects,
+        "errors": list(state.errors),
+        "warnings": warnings,
+    }
 
 
 # -- /debug/push_status ------------------------------------------------------------------------
 
 
-def push_status(app: Istiolite) -> dict[str, Any]:
-    status = dict(getattr(app, "push_status", None) or {})
-    status.setdefault("version", app.ads.context.version)
-    connections = list(app.ads.connections.values())
-    status["connected_proxies"] = sum(1 for c in connections if c.proxy is not None)
-    status["connections"] = len(connections)
-    return status
+def push_status(status: DebugStatus) -> dict[str, Any]:
+    out = dict(status.push_status())
+    out.setdefault("version", status.push_context().version)
+    connections = status.connections()
+    out["connected_proxies"] = sum(1 for c in connections if c.proxy is not None)
+    out["connections"] = len(connections)
+    return out
 
 
-def debug_routes(app: Istiolite) -> dict[str, Handler]:
+def debug_routes(status: DebugStatus, render: Renderer | None = None) -> dict[str, Handler]:
+    """GET handlers by path. Each gathers its data on the loop and encodes it in `render`'s
+    thread (the dicts gathered are fresh copies: nothing the loop changes meanwhile)."""
+    render = render or Renderer()
+
+    def page(gather: Callable[[], Any]) -> Handler:
+        async def handler(_request: Request) -> Response:
+            body = gather()
+            return await render(lambda: _json_response(200, body))
+
+        return handler
+
+    async def dump(request: Request) -> Response:
+        return await config_dump_page(status, request, render)
+
     return {
-        "/debug/syncz": lambda: _json_response(200, syncz(app)),
-        "/debug/config_dump": lambda query: config_dump_page(app, query),
-        "/debug/registryz": lambda: _json_response(200, registryz(app.ads.context)),
-        "/debug/configz": lambda: _json_response(200, configz(app)),
-        "/debug/push_status": lambda: _json_response(200, push_status(app)),
+        "/debug/syncz": page(lambda: syncz(status)),
+        "/debug/config_dump": dump,
+        "/debug/registryz": page(lambda: registryz(status.push_context())),
+        "/debug/configz": page(lambda: configz(status)),
+        "/debug/push_status": page(lambda: push_status(status)),
     }

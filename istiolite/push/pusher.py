@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from istiolite import type_urls
-from istiolite.debug import metrics
+from istiolite import metrics, type_urls
 from istiolite.logs import get_logger
 from istiolite.model.meta import ObjectKey
 from istiolite.model.store import ChangeSet, ConfigStore

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import watchfiles
 
-from istiolite.debug import metrics
+from istiolite import metrics
 from istiolite.logs import get_logger
 from istiolite.model.kinds import UnknownKind, parse_object
 from istiolite.model.meta import ObjectKey, describe_raw

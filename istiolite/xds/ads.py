@@ -14,8 +14,7 @@ from typing import Any
 import grpc
 from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc, discovery_pb2
 
-from istiolite import type_urls
-from istiolite.debug import metrics
+from istiolite import metrics, type_urls
 from istiolite.logs import get_logger
 from istiolite.model.proxy import Proxy
 from istiolite.networking.generator import generate

@@ -15,8 +15,7 @@ import pytest
 import yaml
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
-from istiolite import type_urls
-from istiolite.debug import metrics
+from istiolite import metrics, type_urls
 from istiolite.server import Istiolite
 from istiolite.settings import Settings
 from tests.protocol.harness import XdsClient, make_node, resources, types_of

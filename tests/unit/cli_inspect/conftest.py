@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from istiolite.debug.http import HttpServer
 from istiolite.debug.pages import debug_routes
+from istiolite.http_server import HttpServer
 from istiolite.server import Istiolite
 from tests.unit.debug import state
 
@@ -23,7 +23,7 @@ class Served:
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     app = state.make_app(tmp_path)
-    server = HttpServer(debug_routes(app))
+    server = HttpServer(debug_routes(state.status(app)))
     await server.start("127.0.0.1", 0)
     try:
         yield Served(app, f"http://127.0.0.1:{server.port}")

@@ -25,7 +25,9 @@ from tests.unit.debug.state import DETAILS, NODE_ID, REVIEWS
 
 
 def _dump(served: Served) -> dict[str, Any]:
-    response = pages.config_dump_page(served.app, {"proxyID": [NODE_ID]})
+    conn = pages.find_connection(state.status(served.app), NODE_ID)
+    assert conn is not None
+    response = pages.config_dump_response(pages.proxy_config_dump(state.status(served.app), conn))
     return json.loads(response.body)
 
 

@@ -16,8 +16,7 @@ from google.rpc import status_pb2
 
 from istiolite import type_urls
 from istiolite.networking.generator import generate
-from istiolite.push.context import PushContext
-from istiolite.server import Istiolite
+from istiolite.server import DebugStatusView, Istiolite
 from istiolite.settings import Settings
 from istiolite.xds.ads import Connection
 from istiolite.xds.protocol import DeltaStream, SotwStream, TypeState
@@ -78,8 +77,13 @@ def make_app(tmp_path: Path) -> Istiolite:
     write_config(config)
     app = Istiolite(Settings(config_dirs=[config]))
     app.files.load_all()
-    app.ads.update(PushContext(app.store.snapshot(), domain="cluster.local", version="test-1"))
+    app.pusher.start()
     return app
+
+
+def status(app: Istiolite) -> DebugStatusView:
+    """What the debug pages read of this app (the server's own adapter)."""
+    return DebugStatusView(app)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import urllib.request
 from pathlib import Path
@@ -19,7 +20,7 @@ from google.protobuf import any_pb2, json_format
 
 from istiolite import type_urls
 from istiolite.debug import pages
-from istiolite.debug.http import HttpServer
+from istiolite.http_server import HttpServer, Request, Response
 from istiolite.networking.generator import generate
 from istiolite.networking.resource import to_resource
 from istiolite.push.context import PushContext
@@ -35,9 +36,16 @@ def app(tmp_path: Path) -> Istiolite:
     return s.make_app(tmp_path)
 
 
+def _call(app: Istiolite, path: str, query: dict[str, list[str]] | None = None) -> Response:
+    """A page's handler run as the HTTP server runs it (no socket)."""
+    handler = pages.debug_routes(s.status(app))[path]
+    result = handler(Request(path, query or {}))
+    assert inspect.isawaitable(result)
+    return asyncio.run(result)  # type: ignore[arg-type]
+
+
 def _get(app: Istiolite, path: str, query: dict[str, list[str]] | None = None) -> Any:
-    handler = pages.debug_routes(app)[path]
-    response = handler(query or {}) if path == "/debug/config_dump" else handler()
+    response = _call(app, path, query)
     assert response.status == 200, response.body
     assert response.content_type == "application/json"
     return json.loads(response.body)
@@ -90,7 +98,7 @@ def test_syncz_shows_each_proxy_and_type(app: Istiolite) -> None:
 
 
 def _proxy(app: Istiolite) -> Any:
-    conn = pages.find_connection(app, NODE_ID)
+    conn = pages.find_connection(s.status(app), NODE_ID)
     assert conn is not None
     return conn.proxy
 
@@ -195,16 +203,15 @@ def test_config_dump_finds_a_proxy_by_pod_and_namespace(app: Istiolite) -> None:
 
 def test_config_dump_errors(app: Istiolite) -> None:
     s.synced(app)
-    handler = pages.debug_routes(app)["/debug/config_dump"]
-    missing = handler({})
+    missing = _call(app, "/debug/config_dump")
     assert missing.status == 400
     assert "proxyID" in json.loads(missing.body)["error"]
-    unknown = handler({"proxyID": ["nobody.default"]})
+    unknown = _call(app, "/debug/config_dump", {"proxyID": ["nobody.default"]})
     assert unknown.status == 404
     assert "nobody.default" in json.loads(unknown.body)["error"]
     # Two proxies with the same pod name in different namespaces: the bare name is ambiguous.
     s.synced(app, "sidecar~10.0.0.3~app-1.shop~shop.svc.cluster.local")
-    ambiguous = handler({"proxyID": ["app-1"]})
+    ambiguous = _call(app, "/debug/config_dump", {"proxyID": ["app-1"]})
     assert ambiguous.status == 400
     assert "several" in json.loads(ambiguous.body)["error"]
 
@@ -213,7 +220,7 @@ def test_the_newest_stream_of_a_proxy_wins(app: Istiolite) -> None:
     s.synced(app)
     newer = s.connect(app)
     newer.subscribe(CDS)
-    conn = pages.find_connection(app, "app-1.default")
+    conn = pages.find_connection(s.status(app), "app-1.default")
     assert conn is newer.conn
 
 
@@ -304,7 +311,7 @@ def test_key_material_inlined_anywhere_is_scrubbed() -> None:
 
 
 def test_config_dump_page_output_never_carries_a_key(app: Istiolite) -> None:
-    dump = pages.proxy_config_dump(app.ads.context, s.synced(app).conn)
+    dump = pages.proxy_config_dump(s.status(app), s.synced(app).conn)
     tls = tls_pb2.UpstreamTlsContext(
         common_tls_context=tls_pb2.CommonTlsContext(
             tls_certificates=[
@@ -413,7 +420,7 @@ def test_push_status_counts_connected_proxies(app: Istiolite) -> None:
     body = _get(app, "/debug/push_status")
     assert body["connected_proxies"] == 1
     assert body["connections"] == 2
-    for key, value in (getattr(app, "push_status", None) or {}).items():
+    for key, value in s.status(app).push_status().items():
         if key not in ("connected_proxies", "connections"):
             assert body[key] == json.loads(json.dumps(value, default=str))
     assert body["version"]
@@ -424,7 +431,7 @@ def test_push_status_counts_connected_proxies(app: Istiolite) -> None:
 
 async def test_pages_are_served_over_http(app: Istiolite) -> None:
     s.synced(app)
-    server = HttpServer(pages.debug_routes(app))
+    server = HttpServer(pages.debug_routes(s.status(app)))
     await server.start("127.0.0.1", 0)
     base = f"http://127.0.0.1:{server.port}"
 

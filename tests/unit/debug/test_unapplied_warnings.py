@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from istiolite.debug import pages
 from istiolite.model.kinds import parse_object
-from istiolite.server import Istiolite
+from istiolite.server import DebugStatusView, Istiolite
 from istiolite.settings import Settings
 
 ROUTES = """\
@@ -55,7 +55,7 @@ def test_logged_once_when_new_and_listed_in_configz(tmp_path: Path) -> None:
     with capture_logs() as logs:  # the next build: nothing new
         app.pusher.start()
     assert logged(logs) == []
-    assert pages.configz(app)["warnings"] == [RETRIES_WARNING]
+    assert pages.configz(DebugStatusView(app))["warnings"] == [RETRIES_WARNING]
 
 
 async def test_a_workload_entry_only_push_reports_its_fields(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ async def test_a_workload_entry_only_push_reports_its_fields(tmp_path: Path) -> 
     assert logged(logs) == [
         ("config setting not applied", "WorkloadEntry shop/vm-1", "spec.network")
     ]
-    assert [w["object"] for w in pages.configz(app)["warnings"]] == [
+    assert [w["object"] for w in pages.configz(DebugStatusView(app))["warnings"]] == [
         "VirtualService shop/reviews",
         "WorkloadEntry shop/vm-1",
     ]
