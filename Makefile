@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format venv clean bench system-deps
+.PHONY: demo test lint imports format venv clean bench system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check istiolite tests bench
 	$(BIN)/ruff format --check istiolite tests bench
 
+# The layers of ARCHITECTURE.md: an import that points up fails the build.
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
 format: $(STAMP)
 	$(BIN)/ruff format istiolite tests bench
 	$(BIN)/ruff check --fix istiolite tests bench
@@ -36,7 +40,7 @@ system-deps:
 	    || { apt-get update -q >/dev/null && apt-get install -y -q iproute2 iptables util-linux >/dev/null; }; \
 	fi
 
-test: $(STAMP) lint system-deps
+test: $(STAMP) lint imports system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
