@@ -116,3 +116,12 @@ INVALID_CONFIG = CounterVec(
     "Config files or objects rejected (does not parse, invalid object, duplicate), by reason.",
     ("reason",),
 )
+CACHE_ENTRIES = Gauge(
+    "istiolite_resource_cache_entries",
+    "Generated resources and derived values kept across pushes (istiod: xds cache size).",
+)
+CACHE_DROPPED = CounterVec(
+    "istiolite_resource_cache_dropped",
+    "Cached generated resources a config change made stale, by xDS type.",
+    ("type",),
+)

@@ -103,6 +103,9 @@ class Pusher:
         metrics.CONTEXT_INIT.observe(build_seconds)
         for kind in kinds:
             metrics.PUSH_TRIGGERS.inc(kind)
+        for type_url, count in invalidation.dropped.items():
+            metrics.CACHE_DROPPED.inc(type_urls.short_name(type_url).lower(), amount=count)
+        metrics.CACHE_ENTRIES.set(len(self._cache))
         self.context, self._snapshot = ctx, snapshot
         if set(kinds) - _NO_WARNING_KINDS:
             self._update_warnings()

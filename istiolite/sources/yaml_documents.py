@@ -18,7 +18,8 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # libyaml's composer recurses in C with no depth limit: a few tens of thousands of nested
 # collections overflow the stack and kill the process, so deeper input is refused beforehand.
-MAX_DEPTH = 1000
+# Below PyYAML's own limit (1,000 since 6.0.4), so the message is ours whichever PyYAML runs.
+MAX_DEPTH = 500
 
 # What YAML refuses to read (PyYAML's Reader.NON_PRINTABLE), to point at the offending character.
 _NON_PRINTABLE = re.compile(
