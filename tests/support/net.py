@@ -21,6 +21,16 @@ def loopback_ip() -> str:
     return f"127.{_base}.{n // 250}.{n % 250 + 2}"
 
 
+def loopback_block(size: int) -> list[str]:
+    """`size` consecutive loopback addresses of this process's slice (for a program that takes
+    the first and counts on from it)."""
+    while (n := next(_hosts)) % 250 + size > 250:
+        pass
+    for _ in range(size - 1):
+        next(_hosts)
+    return [f"127.{_base}.{n // 250}.{n % 250 + 2 + i}" for i in range(size)]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
