@@ -246,13 +246,13 @@ def _run(args: argparse.Namespace, layout: Layout, cleanup: contextlib.ExitStack
         return 0 if sidecar_ok and gateway_ok else 1
 
     shown = "examples/demo" if mesh == EXAMPLE else str(mesh)
-    edit = shown if mesh == EXAMPLE else f"{mesh} (a copy of examples/demo)"
+    copy = "" if mesh == EXAMPLE else f"{shown} is a copy of examples/demo on the ports chosen.\n"
     svc, gw, gws = layout.service_port, layout.gateway_http_port, layout.gateway_https_port
     print(
         f"""
 istiolite is serving the example mesh in {mesh} to a real Envoy.
 
-  curl -H 'Host: hello.demo' http://127.0.0.1:{svc}/     # hello-1 or hello-2 (LEAST_REQUEST)
+  curl -H 'Host: hello.demo' http://127.0.0.1:{svc}/     # hello-1 or hello-2, at random
   curl -H 'Host: world.demo' http://127.0.0.1:{svc}/     # world-1
   curl -H 'Host: hello.example.com' http://127.0.0.1:{gw}/  # via the gateway
   curl --cacert {ca_file} --resolve hello.example.com:{gws}:127.0.0.1 \\
@@ -262,7 +262,7 @@ istiolite is serving the example mesh in {mesh} to a real Envoy.
   .venv/bin/istiolite render --config-dir {shown} --node-id {NODE_ID} \\
       --meta INTERCEPTION_MODE=NONE                  # the same, computed offline
 
-Edit a file in {edit} (e.g. remove an endpoint) and Envoy follows within a second.
+{copy}Edit a file in {shown} (e.g. remove an endpoint) and Envoy follows within a second.
 CA certificate: {ca_file}
 Logs: {workdir} (removed when the demo stops, as is the gateway's private key).
 {READY}
