@@ -18,7 +18,7 @@ import pytest
 
 from istiolite.demo.__main__ import READY
 from istiolite.demo.layout import OPTIONS
-from tests.support.net import free_port, loopback_block
+from tests.support.net import free_port, free_ports, loopback_block
 
 
 def demo_argv(workdir: Path, *extra: str) -> list[str]:
@@ -26,9 +26,10 @@ def demo_argv(workdir: Path, *extra: str) -> list[str]:
     base = loopback_block(3)[0]
     argv = [sys.executable, "-m", "istiolite.demo", "--workdir", str(workdir), *extra]
     argv += ["--upstream-base", base, "--upstream-port", str(free_port(base))]
-    for name, opt in OPTIONS.items():
-        if name not in ("upstream_base", "upstream_port") and opt.flag not in extra:
-            argv += [opt.flag, str(free_port())]
+    flags = [o.flag for n, o in OPTIONS.items() if n not in ("upstream_base", "upstream_port")]
+    flags = [flag for flag in flags if flag not in extra]
+    for flag, port in zip(flags, free_ports(len(flags)), strict=True):
+        argv += [flag, str(port)]
     return argv
 
 
