@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import json
@@ -21,10 +22,30 @@ def loopback_ip() -> str:
     return f"127.{_base}.{n // 250}.{n % 250 + 2}"
 
 
+def loopback_block(size: int) -> list[str]:
+    """`size` consecutive loopback addresses of this process's slice (for a program that takes
+    the first and counts on from it)."""
+    while (n := next(_hosts)) % 250 + size > 250:
+        pass
+    for _ in range(size - 1):
+        next(_hosts)
+    return [f"127.{_base}.{n // 250}.{n % 250 + 2 + i}" for i in range(size)]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` different free ports (each socket stays bound until all are chosen, so the kernel
+    cannot hand out one twice)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 @dataclass(frozen=True)
