@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format venv clean bench system-deps
+.PHONY: demo test lint typecheck format venv clean bench system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check istiolite tests bench
 	$(BIN)/ruff format --check istiolite tests bench
 
+# Static types (config: [tool.mypy] in pyproject.toml).
+typecheck: $(STAMP)
+	$(BIN)/mypy istiolite
+
 format: $(STAMP)
 	$(BIN)/ruff format istiolite tests bench
 	$(BIN)/ruff check --fix istiolite tests bench
@@ -36,7 +40,7 @@ system-deps:
 	    || { apt-get update -q >/dev/null && apt-get install -y -q iproute2 iptables util-linux >/dev/null; }; \
 	fi
 
-test: $(STAMP) lint system-deps
+test: $(STAMP) lint typecheck system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -44,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.scale
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
