@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 LOCK_VENV := build/lock-venv
 
-.PHONY: demo test lint imports format venv clean bench system-deps lock
+.PHONY: demo test lint typecheck imports format venv clean bench system-deps lock
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ lint: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
+# Static types (config: [tool.mypy] in pyproject.toml).
+typecheck: $(STAMP)
+	$(BIN)/mypy istiolite
+
 format: $(STAMP)
 	$(BIN)/ruff format istiolite tests bench
 	$(BIN)/ruff check --fix istiolite tests bench
@@ -61,7 +65,7 @@ system-deps:
 	    || { apt-get update -q >/dev/null && apt-get install -y -q iproute2 iptables util-linux >/dev/null; }; \
 	fi
 
-test: $(STAMP) lint imports system-deps
+test: $(STAMP) lint typecheck imports system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -69,4 +73,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.scale
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

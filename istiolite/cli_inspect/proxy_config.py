@@ -13,7 +13,7 @@ import datetime
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -126,12 +126,12 @@ def chain_destination(chain: dict[str, Any]) -> str:
         kind = config.get("@type", "")
         if kind.startswith(HCM):
             if "rds" in config:
-                return "Route: " + config["rds"].get("route_config_name", "")
+                return cast(str, "Route: " + config["rds"].get("route_config_name", ""))
             inline = config.get("route_config", {})
-            return "Inline Route: " + inline.get("name", "")
+            return cast(str, "Inline Route: " + inline.get("name", ""))
         if kind == TCP_PROXY:
             if "cluster" in config:
-                return "Cluster: " + config["cluster"]
+                return cast(str, "Cluster: " + config["cluster"])
             weighted = config.get("weighted_clusters", {}).get("clusters", [])
             return "Clusters: " + ",".join(c.get("name", "") for c in weighted)
     return "Non-HTTP/Non-TCP"
@@ -167,13 +167,13 @@ def domains_summary(domains: list[str]) -> str:
 
 def route_match(match: dict[str, Any]) -> str:
     if "prefix" in match:
-        return match["prefix"] + "*"  # "/" → "/*", as istioctl shows a prefix
+        return cast(str, match["prefix"] + "*")  # "/" → "/*", as istioctl shows a prefix
     if "path" in match:
-        return match["path"]
+        return cast(str, match["path"])
     if "safe_regex" in match:
-        return match["safe_regex"].get("regex", "")
+        return cast(str, match["safe_regex"].get("regex", ""))
     if "path_separated_prefix" in match:
-        return match["path_separated_prefix"] + "/*"
+        return cast(str, match["path_separated_prefix"] + "/*")
     if "connect_matcher" in match:
         return "CONNECT"
     return "*"

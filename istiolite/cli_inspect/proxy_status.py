@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _word(entry: dict[str, Any], short: str) -> str:
-    state = entry.get("types", {}).get(short)
+    state: dict[str, str] | None = entry.get("types", {}).get(short)
     if state is None:
         return IGNORED
     return WORDS.get(state.get("status", ""), state.get("status", "?"))

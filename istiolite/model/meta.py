@@ -71,7 +71,8 @@ def describe_raw(raw: Any) -> str:
     if not isinstance(raw, dict):
         return "<not a mapping>"
     kind = raw.get("kind") or "<no kind>"
-    meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    metadata = raw.get("metadata")
+    meta = metadata if isinstance(metadata, dict) else {}
     name = meta.get("name") or "<no name>"
     namespace = meta.get("namespace")
     return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"

@@ -442,8 +442,8 @@ def parse_sidecar(raw: dict[str, Any]) -> Sidecar:
     seen_sockets: set[str] = set()
     for i, item in enumerate(raw_egress):
         where = f"spec.egress[{i}]"
-        listener = _egress(item, where)
-        if listener.port is None:
+        egress_listener = _egress(item, where)
+        if egress_listener.port is None:
             # At most one catch-all listener, and it comes last: its hosts apply to every port
             # the listeners before it do not claim.
             if any(e.port is None for e in egress):
@@ -454,15 +454,15 @@ def parse_sidecar(raw: dict[str, Any]) -> Sidecar:
                 raise ValidationError(
                     f"{where}.port", "the egress listener without a port must be the last one"
                 )
-        elif listener.port.number == 0:
-            if listener.bind in seen_sockets:
+        elif egress_listener.port.number == 0:
+            if egress_listener.bind in seen_sockets:
                 raise ValidationError(
                     f"{where}.bind", "unix domain socket values for listeners must be unique"
                 )
-            seen_sockets.add(listener.bind)
+            seen_sockets.add(egress_listener.bind)
         else:
-            _claim_port(seen_ports, listener.port.number, f"{where}.port.number", "egress")
-        egress.append(listener)
+            _claim_port(seen_ports, egress_listener.port.number, f"{where}.port.number", "egress")
+        egress.append(egress_listener)
 
     policy = require_mapping(spec.get("outboundTrafficPolicy"), "spec.outboundTrafficPolicy")
     _known(policy, "spec.outboundTrafficPolicy", {"mode", "egressProxy"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeAlias
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import address_pb2, protocol_pb2
@@ -30,7 +31,7 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 _UNLIMITED = 4294967295
 _HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
-Cluster = cluster_pb2.Cluster
+Cluster: TypeAlias = cluster_pb2.Cluster
 
 
 def _default_circuit_breakers() -> circuit_breaker_pb2.CircuitBreakers:
@@ -105,7 +106,10 @@ def outbound_cluster(
         cluster.dns_lookup_family = Cluster.V4_ONLY
         cluster.lb_policy = Cluster.LEAST_REQUEST
         endpoints = ctx.endpoints(service, port) or []
-        targets = [(e.address, e.port) for e in endpoints] or [(service.host, port.target_port)]
+        # a ServiceEntry's targetPort is a number (default: port), never a container port name
+        targets = [(e.address, e.port) for e in endpoints] or [
+            (service.host, int(port.target_port))
+        ]
         if cluster.type == Cluster.LOGICAL_DNS:
             targets = targets[:1]  # Envoy allows one address; istiod takes the first
         cluster.load_assignment.CopyFrom(

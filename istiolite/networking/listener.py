@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
@@ -55,7 +56,7 @@ from istiolite.networking.typed import bool_value, socket_address, uint32
 from istiolite.networking.workload import LOOPBACK_IP, WILDCARD_IP, InboundPort, inbound_ports
 from istiolite.push.context import PushContext
 
-Listener = listener_pb2.Listener
+Listener: TypeAlias = listener_pb2.Listener
 PASSTHROUGH_FILTER_CHAIN = "PassthroughFilterChain"
 
 __all__ = ["LOOPBACK_IP", "WILDCARD_IP", "Listener", "sidecar_listeners"]
@@ -435,7 +436,7 @@ def sidecar_listeners(
         listeners.append(virtual_inbound(inbound))
     # A name can come up twice only if an ingress bind equals an egress bind and port: the
     # first (outbound) stays, as Envoy would refuse the pair.
-    unique = {}
+    unique: dict[str, Listener] = {}
     for listener in listeners:
         unique.setdefault(listener.name, listener)
     return [unique[n] for n in sorted(unique)]

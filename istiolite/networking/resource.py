@@ -22,14 +22,15 @@ class Resource:
     @cached_property
     def sotw_entry(self) -> bytes:
         """This resource as one `resources` entry of a DiscoveryResponse."""
-        return discovery_pb2.DiscoveryResponse(
+        response: message.Message = discovery_pb2.DiscoveryResponse(
             resources=[any_pb2.Any(type_url=self.type_url, value=self.payload)]
-        ).SerializeToString()
+        )
+        return response.SerializeToString()
 
     @cached_property
     def delta_entry(self) -> bytes:
         """This resource as one `resources` entry of a DeltaDiscoveryResponse."""
-        return discovery_pb2.DeltaDiscoveryResponse(
+        response: message.Message = discovery_pb2.DeltaDiscoveryResponse(
             resources=[
                 discovery_pb2.Resource(
                     name=self.name,
@@ -37,7 +38,8 @@ class Resource:
                     resource=any_pb2.Any(type_url=self.type_url, value=self.payload),
                 )
             ]
-        ).SerializeToString()
+        )
+        return response.SerializeToString()
 
 
 def to_resource(name: str, type_url: str, msg: message.Message) -> Resource:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -20,7 +21,7 @@ from istiolite.networking.traffic_policy import route_hash_policies
 from istiolite.networking.typed import duration
 from istiolite.push.context import PushContext
 
-RouteConfiguration = route_pb2.RouteConfiguration
+RouteConfiguration: TypeAlias = route_pb2.RouteConfiguration
 
 
 def route_to_cluster(cluster: str) -> rc.Route:

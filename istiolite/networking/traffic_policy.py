@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
@@ -41,9 +42,9 @@ from istiolite.networking.tls_context import (
 from istiolite.networking.typed import duration, pack, uint32
 from istiolite.push.context import PushContext
 
-Cluster = cluster_pb2.Cluster
-HashPolicy = route_components_pb2.RouteAction.HashPolicy
-HttpProtocolOptions = http_protocol_options_pb2.HttpProtocolOptions
+Cluster: TypeAlias = cluster_pb2.Cluster
+HashPolicy: TypeAlias = route_components_pb2.RouteAction.HashPolicy
+HttpProtocolOptions: TypeAlias = http_protocol_options_pb2.HttpProtocolOptions
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 _SIMPLE = {
@@ -399,7 +400,7 @@ def _is_http2(cluster: Cluster) -> bool:
     if HTTP_OPTIONS_KEY not in cluster.typed_extension_protocol_options:
         return False
     options = _http_options(cluster)
-    return options.explicit_http_config.HasField("http2_protocol_options")
+    return bool(options.explicit_http_config.HasField("http2_protocol_options"))
 
 
 # --- routes -------------------------------------------------------------------------------------

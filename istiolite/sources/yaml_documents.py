@@ -147,9 +147,12 @@ def _check_depth(text: str) -> None:
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    mark = event.start_mark
+                    mark = event.start_mark  # the parser always sets it; the stubs allow None
+                    line, column = (
+                        (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+                    )
                     raise ManifestSyntaxError(
-                        f"nested more than {MAX_DEPTH} levels deep", mark.line + 1, mark.column + 1
+                        f"nested more than {MAX_DEPTH} levels deep", line, column
                     )
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1

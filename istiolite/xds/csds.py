@@ -24,7 +24,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from envoy.admin.v3 import config_dump_shared_pb2
@@ -43,10 +43,10 @@ if TYPE_CHECKING:
     from istiolite.model.proxy import Proxy
     from istiolite.xds.ads import AdsService, Connection
 
-ClientStatusRequest = csds_pb2.ClientStatusRequest
-ClientStatusResponse = csds_pb2.ClientStatusResponse
-ClientConfig = csds_pb2.ClientConfig
-GenericXdsConfig = csds_pb2.ClientConfig.GenericXdsConfig
+ClientStatusRequest: TypeAlias = csds_pb2.ClientStatusRequest
+ClientStatusResponse: TypeAlias = csds_pb2.ClientStatusResponse
+ClientConfig: TypeAlias = csds_pb2.ClientConfig
+GenericXdsConfig: TypeAlias = csds_pb2.ClientConfig.GenericXdsConfig
 
 SYNCED = csds_pb2.SYNCED
 STALE = csds_pb2.STALE
@@ -125,8 +125,8 @@ def value_matches(matcher: value_pb2.ValueMatcher, value: Any) -> bool:
             return False
         double = matcher.double_match
         if double.WhichOneof("match_pattern") == "exact":
-            return float(value) == double.exact
-        return double.range.start <= value < double.range.end
+            return bool(float(value) == double.exact)
+        return bool(double.range.start <= value < double.range.end)
     if kind == "list_match":
         return isinstance(value, list) and any(
             value_matches(matcher.list_match.one_of, item) for item in value
@@ -283,7 +283,8 @@ def client_config(
     return config
 
 
-class CsdsService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
+# The generated servicer base is Any to mypy: xds-protos ships no stubs.
+class CsdsService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  # type: ignore[misc]
     SERVICE_NAME = csds_pb2.DESCRIPTOR.services_by_name["ClientStatusDiscoveryService"].full_name
 
     def __init__(self, ads: AdsService, *, generator: Generate = generate) -> None:
@@ -317,7 +318,9 @@ class CsdsService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
         return response
 
     async def FetchClientStatus(
-        self, request: ClientStatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ClientStatusRequest,
+        context: grpc.aio.ServicerContext[ClientStatusRequest, ClientStatusResponse],
     ) -> ClientStatusResponse:
         try:
             return await self.status(request)
@@ -328,7 +331,7 @@ class CsdsService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
     async def StreamClientStatus(
         self,
         request_iterator: AsyncIterator[ClientStatusRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[ClientStatusRequest, ClientStatusResponse],
     ) -> AsyncIterator[ClientStatusResponse]:
         async for request in request_iterator:
             try:
