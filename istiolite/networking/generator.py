@@ -1,4 +1,5 @@
-"""Per-type generation for one proxy, with the work shared by many proxies cached per push."""
+"""Per-type generation for one proxy. Work shared by proxies of the same shape is kept in the
+ResourceCache (push/cache.py) across pushes, until something it was built from changes."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from istiolite.networking.resource import Resource, to_resource
 from istiolite.networking.route import outbound_route_configs
 from istiolite.networking.sidecar_scope import egress_services, inbound_cluster_for
 from istiolite.networking.workload import inbound_ports
+from istiolite.networking.workload import proxy_labels as _labels
 from istiolite.push.cache import (
     ENDPOINT_KINDS,
     STRUCTURAL,
@@ -57,12 +59,6 @@ def _resources(
 ) -> Resources:
     """A generated resource map shared by the proxies whose shape is `key`."""
     return _cache().get(key, build, kinds=kinds, type_url=type_url)
-
-
-def _labels(ctx: PushContext, proxy: Proxy) -> dict[str, str]:
-    """The proxy's labels: from its metadata, else from its Pod."""
-    pod = ctx.pod(proxy.namespace, proxy.pod_name)
-    return proxy.labels or (pod.meta.labels if pod else {})
 
 
 def _scope(ctx: PushContext, proxy: Proxy) -> tuple[Sidecar | None, Hashable]:
@@ -261,8 +257,7 @@ class ConfigGenerator:
         generator = _GENERATORS.get(type_url)
         if generator is None:
             return {}
-        with self.cache.serving(ctx):
-            return generator(ctx, proxy)
+        return self.cache.serve(ctx, lambda: generator(ctx, proxy))
 
 
 def _cache() -> ResourceCache:

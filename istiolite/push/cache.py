@@ -9,14 +9,13 @@ advanced to (a test, `istiolite render`) starts it over: nothing cached is known
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from istiolite.push.dependencies import ANY, Dep, record_child, recording
+from istiolite.push.dependencies import ANY, Dep, Recorded, current_recording, record_child
 
 T = TypeVar("T")
 
@@ -37,6 +36,7 @@ STRUCTURAL: frozenset[str] = frozenset(
 ENDPOINT_KINDS: frozenset[str] = frozenset({"Service", "ServiceEntry", "DestinationRule"})
 # Past this many entries the cache starts over (with a full push): a bound whatever the churn.
 MAX_ENTRIES = 250_000
+_NONE: frozenset[Any] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +44,9 @@ class Entry:
     value: Any
     type_url: str | None  # the xDS type of a generated resource map or resource; None: derived
     name: str | None  # the one resource this entry is (an EDS cluster), else None
-    kinds: frozenset[str]
-    deps: frozenset[Dep]
-    children: frozenset[Hashable]  # cached results it was built from
+    kinds: frozenset[str]  # one of a few shared sets (STRUCTURAL, ENDPOINT_KINDS, ...)
+    deps: Collection[Dep]
+    children: Collection[Hashable]  # cached results it was built from
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,8 @@ class Invalidation:
 class ResourceCache:
     def __init__(self, *, max_entries: int = MAX_ENTRIES) -> None:
         self._entries: dict[Hashable, Entry] = {}
-        self._by_kind: dict[str, set[Hashable]] = {}
+        # Entries by the set of kinds they declared: few distinct sets, so one index entry each.
+        self._by_kinds: dict[frozenset[str], set[Hashable]] = {}
         self._by_dep: dict[Dep, set[Hashable]] = {}
         # child key -> the entries built from it (dropped with it)
         self._parents: dict[Hashable, set[Hashable]] = {}
@@ -95,7 +96,7 @@ class ResourceCache:
 
     def clear(self) -> None:
         self._entries.clear()
-        self._by_kind.clear()
+        self._by_kinds.clear()
         self._by_dep.clear()
         self._parents.clear()
 
@@ -117,9 +118,12 @@ class ResourceCache:
             value: T = entry.value
             return value
         self.misses += 1
-        with recording() as reads:
-            reads.kinds.update(kinds)
+        reads = Recorded()
+        token = current_recording.set(reads)
+        try:
             value = build()
+        finally:
+            current_recording.reset(token)
         reads.children.discard(key)
         self._store(
             key,
@@ -127,9 +131,9 @@ class ResourceCache:
                 value,
                 type_url,
                 name,
-                frozenset(reads.kinds),
-                frozenset(reads.deps),
-                frozenset(reads.children),
+                kinds,
+                reads.deps or _NONE,  # never changed again: no copy
+                reads.children or _NONE,
             ),
         )
         return value
@@ -139,8 +143,7 @@ class ResourceCache:
             self.clear()
             self._overflowed = True
         self._entries[key] = entry
-        for kind in entry.kinds:
-            self._by_kind.setdefault(kind, set()).add(key)
+        self._by_kinds.setdefault(entry.kinds, set()).add(key)
         for dep in entry.deps:
             self._by_dep.setdefault(dep, set()).add(key)
         for child in entry.children:
@@ -150,12 +153,11 @@ class ResourceCache:
         entry = self._entries.pop(key, None)
         if entry is None:
             return None
-        for kind in entry.kinds:
-            keys = self._by_kind.get(kind)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_kind[kind]
+        keys = self._by_kinds.get(entry.kinds)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_kinds[entry.kinds]
         for dep in entry.deps:
             keys = self._by_dep.get(dep)
             if keys is not None:
@@ -173,19 +175,22 @@ class ResourceCache:
     def dependents(self, changed: Iterable[Dep]) -> set[Hashable]:
         """The keys of every entry that depends on one of `changed` (concrete objects)."""
         found: set[Hashable] = set()
+        changed = list(changed)
+        kinds = {dep.kind for dep in changed}
+        for declared, keys in self._by_kinds.items():
+            if not kinds.isdisjoint(declared):
+                found |= keys
         for dep in changed:
-            found |= self._by_kind.get(dep.kind, set())
             for pattern in (dep, Dep(dep.kind, dep.namespace, ANY), Dep(dep.kind, ANY, ANY)):
                 found |= self._by_dep.get(pattern, set())
         return found
 
-    @contextlib.contextmanager
-    def serving(self, context: object) -> Iterator[None]:
-        """Generation for `context`: `memoized` calls inside use this cache."""
+    def serve(self, context: object, generate: Callable[[], T]) -> T:
+        """`generate()` for `context`, with `memoized` calls inside using this cache."""
         self.use(context)
         token = _active.set(self)
         try:
-            yield
+            return generate()
         finally:
             _active.reset(token)
 

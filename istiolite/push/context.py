@@ -21,7 +21,7 @@ from istiolite.model.virtualservice_delegate import merge_delegates
 from istiolite.model.visibility import NONE, PRIVATE, exported_to, is_public
 from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
 from istiolite.model.workloadentry import WorkloadEntry
-from istiolite.push.dependencies import ANY, SERVICE_ENDPOINTS, Dep, record
+from istiolite.push.dependencies import ANY, SERVICE_ENDPOINTS, record
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,20 +250,20 @@ class PushContext:
     # --- objects whose reads are recorded (push.dependencies) ----------------------------------
 
     def pod(self, namespace: str, name: str) -> Pod | None:
-        record(Dep("Pod", namespace, name))
+        record("Pod", namespace, name)
         return self._pods.get((namespace, name))
 
     def node(self, name: str) -> Node | None:
-        record(Dep("Node", "", name))
+        record("Node", "", name)
         return self._nodes.get(name)
 
     def secret(self, namespace: str, name: str) -> Secret | None:
-        record(Dep("Secret", namespace, name))
+        record("Secret", namespace, name)
         return self._secrets.get((namespace, name))
 
     def secrets_in(self, namespace: str) -> list[tuple[str, Secret]]:
         """(name, Secret) of a namespace, by name."""
-        record(Dep("Secret", namespace, ANY))
+        record("Secret", namespace, ANY)
         return sorted((n, s) for (ns, n), s in self._secrets.items() if ns == namespace)
 
     # --- exportTo (istiod's serviceIndex, virtualServiceIndex, destinationRuleIndex) ---------
@@ -521,7 +521,7 @@ class PushContext:
     def _gateway_namespaces(self, gateway: Gateway) -> tuple[list[str], bool]:
         """Where the proxies of a Gateway run, hence where its credential Secrets must be: the
         namespaces of the Pods its selector picks; without Pods, its own namespace, guessed."""
-        record(Dep("Pod", ANY, ANY))
+        record("Pod", ANY, ANY)
         found = {ns for (ns, _), pod in self._pods.items() if gateway.selects(pod.meta.labels)}
         return (sorted(found), False) if found else ([gateway.namespace], True)
 
@@ -699,7 +699,7 @@ class PushContext:
         if service.host in self._entry_endpoints:
             return self._entry_workloads(self._entry_endpoints[service.host], port, labels)
         result: dict[tuple[str, int], ServiceEndpoint] = {}
-        record(Dep(SERVICE_ENDPOINTS, service.namespace, service.name))
+        record(SERVICE_ENDPOINTS, service.namespace, service.name)
         for eps in self._slices.get((service.namespace, service.name), ()):
             if eps.address_type == "FQDN":
                 continue  # as istiod: EDS carries IPs only
@@ -736,7 +736,7 @@ class PushContext:
     def workload_entries_in(self, namespace: str) -> list[WorkloadEntry]:
         """The healthy WorkloadEntries of a namespace, by name (istiod drops an entry whose
         health checks have not passed as if it were deleted)."""
-        record(Dep("WorkloadEntry", namespace, ANY))
+        record("WorkloadEntry", namespace, ANY)
         return self._memo(
             "workload-entries",
             namespace,

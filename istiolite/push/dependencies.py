@@ -3,16 +3,16 @@ building it (recorded as they are read, so a dependency cannot be forgotten by h
 
 A `Dep` names the config that, when changed, makes a result stale: one object (kind, namespace,
 name), every object of a kind in a namespace (name `ANY`), or the endpoints of a Service (kind
-`SERVICE_ENDPOINTS`: its EndpointSlices, whatever their own names). Builds run inside `recording()`;
-the PushContext's readers of Pods, Nodes, Secrets, WorkloadEntries and EndpointSlices call
-`record()`. Kinds read through whole-registry indexes (Services, VirtualServices, ...) are declared
-by the cache entry instead (see cache.STRUCTURAL).
+`SERVICE_ENDPOINTS`: its EndpointSlices, whatever their own names). ResourceCache.get sets
+`current_recording` while it builds an entry; the PushContext's readers of Pods, Nodes,
+Secrets, WorkloadEntries and EndpointSlices call `record()`. Kinds read through whole-registry
+indexes (Services, VirtualServices, ...) are declared by the cache entry instead (see
+cache.STRUCTURAL).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,40 +36,29 @@ class Dep:
 
 @dataclass(slots=True)
 class Recorded:
-    """What one build read: whole kinds, single objects, and other cached results (by key:
-    when one of those is dropped, so is this)."""
+    """What one build read: single objects, and other cached results (by key: when one of
+    those is dropped, so is this). Whole kinds are declared by the cache entry."""
 
-    kinds: set[str] = field(default_factory=set)
     deps: set[Dep] = field(default_factory=set)
     children: set[Hashable] = field(default_factory=set)
 
 
-_current: ContextVar[Recorded | None] = ContextVar("istiolite_recording", default=None)
+# The recording of the build in progress (set by ResourceCache.get).
+current_recording: ContextVar[Recorded | None] = ContextVar("istiolite_recording", default=None)
 
 
-def record(dep: Dep) -> None:
-    """Note that the build in progress (if any) read `dep`."""
-    found = _current.get()
+def record(kind: str, namespace: str = ANY, name: str = ANY) -> None:
+    """Note that the build in progress (if any) read this object (ANY: every such object)."""
+    found = current_recording.get()
     if found is not None:
-        found.deps.add(dep)
+        found.deps.add(Dep(kind, namespace, name))
 
 
 def record_child(key: Hashable) -> None:
     """Note that the build in progress (if any) used the cached result `key`."""
-    found = _current.get()
+    found = current_recording.get()
     if found is not None:
         found.children.add(key)
-
-
-@contextlib.contextmanager
-def recording() -> Iterator[Recorded]:
-    """Collect what the code inside reads (a nested recording collects its own)."""
-    mine = Recorded()
-    token = _current.set(mine)
-    try:
-        yield mine
-    finally:
-        _current.reset(token)
 
 
 def changed_deps(
