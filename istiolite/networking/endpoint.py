@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -27,7 +28,7 @@ from istiolite.networking.typed import socket_address, uint32
 from istiolite.push.cache import ENDPOINT_KINDS, memoized
 from istiolite.push.context import Locality, PushContext, ServiceEndpoint
 
-ClusterLoadAssignment = endpoint_pb2.ClusterLoadAssignment
+ClusterLoadAssignment: TypeAlias = endpoint_pb2.ClusterLoadAssignment
 
 # Istio's locality override label: "region.zone.subzone" (Kubernetes label values have no "/").
 LOCALITY_LABEL = "istio-locality"

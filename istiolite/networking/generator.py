@@ -192,9 +192,9 @@ def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:
             lambda: _serialize(type_urls.LISTENER, gateway_listeners(ctx, key[0], dict(key[1]))),
         )
     sidecar, scope = _scope(ctx, proxy)
-    key = ("lds", proxy.interception_mode, proxy.namespace, scope, inbound_ports(ctx, proxy))
+    shape = ("lds", proxy.interception_mode, proxy.namespace, scope, inbound_ports(ctx, proxy))
     return _resources(
-        key,
+        shape,
         type_urls.LISTENER,
         lambda: _serialize(
             type_urls.LISTENER,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from istiolite.model.destinationrule import DestinationRule, Subset
 from istiolite.model.endpointslice import EndpointSlice
@@ -22,6 +22,8 @@ from istiolite.model.visibility import NONE, PRIVATE, exported_to, is_public
 from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
 from istiolite.model.workloadentry import WorkloadEntry
 from istiolite.push.dependencies import ANY, SERVICE_ENDPOINTS, record
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,7 @@ class PushContext:
                 by_namespace[service.namespace].append(service)
         self._selecting_by_namespace = dict(by_namespace)
         # Per-namespace views (exportTo), built on first use.
-        self._scoped_views: dict[tuple[str, str | None], Any] = {}
+        self._scoped_views: dict[tuple[str, Hashable], Any] = {}
         self._dr_memo: dict[tuple[str, str | None, Hashable], DestinationRule | None] = {}
         self._sidecars = sorted(sidecars, key=lambda c: (c.namespace, c.meta.name))
         # As istiod (initVirtualServices, mergeVirtualServicesIfNeeded), once per push: the
@@ -273,9 +275,9 @@ class PushContext:
         namespace when `namespace_scoped`, else nothing (one result for all)."""
         return namespace if self.namespace_scoped else None
 
-    def _memo(self, kind: str, namespace: Hashable, build: Any) -> Any:
+    def _memo(self, kind: str, namespace: Hashable, build: Callable[[], T]) -> T:
         key = (kind, namespace)
-        found = self._scoped_views.get(key)
+        found: T | None = self._scoped_views.get(key)
         if found is None:
             found = self._scoped_views[key] = build()
         return found
@@ -593,12 +595,12 @@ class PushContext:
                     continue
                 namespaces, guessed = self._gateway_namespaces(gateway)
                 for namespace in namespaces:
-                    for problem in self.credential_problems(namespace, tls, guessed=guessed):
+                    for reason in self.credential_problems(namespace, tls, guessed=guessed):
                         out.append(
                             ConfigWarning(
                                 f"Gateway {gateway.key}",
                                 f"spec.servers[{server.index}].tls.credentialName",
-                                f"{problem}; the gateway proxies there leave this server out",
+                                f"{reason}; the gateway proxies there leave this server out",
                             )
                         )
         # And settings that are valid but not translated yet: those unapplied only for some

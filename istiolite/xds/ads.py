@@ -80,7 +80,7 @@ def _wire(response: bytes) -> bytes:
     return response
 
 
-class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     """Owns the current config snapshot and every live connection."""
 
     def __init__(
@@ -125,17 +125,21 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     # Coroutine handlers that write, not async generators: grpc.aio keeps the last message an
     # async generator yielded alive until the next one, which is ~1 MB per idle proxy.
     async def StreamAggregatedResources(
-        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, bytes]
     ) -> None:
         await self._serve(request_iterator, context, delta=False)
 
     async def DeltaAggregatedResources(
-        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, bytes]
     ) -> None:
         await self._serve(request_iterator, context, delta=True)
 
     async def _serve(
-        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, *, delta: bool
+        self,
+        requests: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext[Any, bytes],
+        *,
+        delta: bool,
     ) -> None:
         stream_cls = DeltaStream if delta else SotwStream
         peer = context.peer()
@@ -149,6 +153,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.connections[conn.id] = conn
         reader = asyncio.create_task(_read(requests, conn.queue))
         client_version: str | None = None
+        response: WireResponse | None = None  # released between items (see below)
         try:
             while True:
                 item = await conn.queue.get()

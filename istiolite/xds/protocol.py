@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -26,10 +26,10 @@ from istiolite.model.validation import ValidationError
 from istiolite.networking.resource import Resource
 from istiolite.push.request import PushRequest
 
-DiscoveryRequest = discovery_pb2.DiscoveryRequest
-DiscoveryResponse = discovery_pb2.DiscoveryResponse
-DeltaDiscoveryRequest = discovery_pb2.DeltaDiscoveryRequest
-DeltaDiscoveryResponse = discovery_pb2.DeltaDiscoveryResponse
+DiscoveryRequest: TypeAlias = discovery_pb2.DiscoveryRequest
+DiscoveryResponse: TypeAlias = discovery_pb2.DiscoveryResponse
+DeltaDiscoveryRequest: TypeAlias = discovery_pb2.DeltaDiscoveryRequest
+DeltaDiscoveryResponse: TypeAlias = discovery_pb2.DeltaDiscoveryResponse
 
 Resources = Mapping[str, Resource]
 Ctx = TypeVar("Ctx")
@@ -261,6 +261,14 @@ class XdsStream(Generic[Ctx]):
             state.acked_nonce = state.nonce_sent
             state.acked_at = self._clock()
             state.nack = None
+
+    def on_request(self, request: Any, ctx: Any) -> list[WireResponse]:
+        """A request from the client: what to send in answer (maybe nothing)."""
+        raise NotImplementedError
+
+    def on_push(self, ctx: Any, request: PushRequest | None = None) -> list[WireResponse]:
+        """The config changed to `ctx`: what to send (changes, then removals)."""
+        raise NotImplementedError
 
     def _resources(self, ctx: Any, type_url: str) -> Resources:
         assert self.proxy is not None
