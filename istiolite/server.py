@@ -140,8 +140,9 @@ class Istiolite:
             "serving",
             version=__version__,
             grpc=f"{host}:{self.grpc_port}",
-            http=self.settings.http_addr,
-            monitoring=self.settings.monitoring_addr,
+            # The bound ports (a port 0 in the settings is chosen by the kernel).
+            http=f"{split_host_port(self.settings.http_addr)[0]}:{self.http_port}",
+            monitoring=f"{split_host_port(self.settings.monitoring_addr)[0]}:{self.monitoring_port}",
             config_dirs=[str(d) for d in self.settings.config_dirs],
             services=len(self.ads.context.services),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -13,8 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.support.net import free_port
 from tests.support.wait import wait_for
+
+_envoy_ids = itertools.count(1)
 
 
 def envoy_binary() -> str:
@@ -70,21 +72,33 @@ class Process:
 
 class IstioliteProcess(Process):
     def __init__(self, config_dirs: list[Path], workdir: Path, *extra: str) -> None:
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.monitoring_port = free_port()
+        self.grpc_port = self.http_port = self.monitoring_port = 0
         argv = [sys.executable, "-m", "istiolite.cli", "serve"]
         for d in config_dirs:
             argv += ["--config-dir", str(d)]
+        # Port 0: the kernel picks free ports and istiolite logs them (no race with other
+        # programs between choosing a port and binding it).
         argv += [
-            "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
-            "--http-addr", f"127.0.0.1:{self.http_port}",
-            "--monitoring-addr", f"127.0.0.1:{self.monitoring_port}",
+            "--grpc-addr", "127.0.0.1:0",
+            "--http-addr", "127.0.0.1:0",
+            "--monitoring-addr", "127.0.0.1:0",
             "--debounce-after", "0.05",
             *extra,
         ]  # fmt: skip
         super().__init__(argv, workdir / "istiolite.log")
+        wait_for(self._serving, timeout=30, what="istiolite serving")
         wait_for(self._ready, timeout=30, what="istiolite /ready")
+
+    def _serving(self) -> bool:
+        if not self.alive():
+            raise AssertionError(f"istiolite exited:\n{self.log()}")
+        for event in self.log_events():
+            if event.get("event") == "serving":
+                self.grpc_port = int(str(event["grpc"]).rpartition(":")[2])
+                self.http_port = int(str(event["http"]).rpartition(":")[2])
+                self.monitoring_port = int(str(event["monitoring"]).rpartition(":")[2])
+                return True
+        return False
 
     @property
     def xds_address(self) -> str:
@@ -116,13 +130,16 @@ class EnvoyProcess(Process):
         meta: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
     ) -> None:
-        self.admin_port = free_port()
-        bootstrap = workdir / f"envoy-{self.admin_port}.json"
+        self.admin_port = 0
+        name = f"envoy-{next(_envoy_ids)}"
+        bootstrap = workdir / f"{name}.json"
+        # Admin on port 0: Envoy writes the address it bound to --admin-address-path.
+        self._admin_address_file = workdir / f"{name}.admin"
         argv = [
             sys.executable, "-m", "istiolite.cli", "bootstrap",
             "--node-id", node_id,
             "--xds-address", xds_address,
-            "--admin-address", f"127.0.0.1:{self.admin_port}",
+            "--admin-address", "127.0.0.1:0",
             "-o", str(bootstrap),
         ]  # fmt: skip
         if delta:
@@ -136,14 +153,23 @@ class EnvoyProcess(Process):
             [
                 envoy_binary(), "-c", str(bootstrap), "--use-dynamic-base-id",
                 "-l", "warning", "--drain-time-s", "1",
+                "--admin-address-path", str(self._admin_address_file),
             ],
-            workdir / f"envoy-{self.admin_port}.log",
+            workdir / f"{name}.log",
         )  # fmt: skip
         wait_for(self._live, timeout=30, what="envoy admin")
 
     def _live(self) -> bool:
         if not self.alive():
             raise AssertionError(f"envoy exited:\n{self.log()}")
+        if not self.admin_port:
+            try:
+                written = self._admin_address_file.read_text().strip()
+            except FileNotFoundError:
+                return False
+            if not written:
+                return False
+            self.admin_port = int(written.rpartition(":")[2])
         return http_get(self.admin("/ready"), timeout=1)[0] == 200
 
     def admin(self, path: str) -> str:
