@@ -146,6 +146,7 @@ async def test_endpoint_only_pushes_keep_the_cache_and_memory_flat(mesh: Mesh) -
             gc.collect()
             measured[push] = (len(mesh.cache), len(mesh.ads.memo), _rss_kib())
     (cache_50, memo_50, rss_50), (cache_300, memo_300, rss_300) = measured[50], measured[300]
+    print(f"after 50 / 300 pushes (cache entries, memo entries, RSS KiB): {measured}")
     assert cache_300 == cache_50, "the resource cache grows with endpoint-only pushes"
     assert memo_300 == memo_50, "the per-push comparison memo outlives its push"
     # Before the cache was dependency-keyed, each push here kept ~73 KiB (~18 MiB over these
