@@ -25,7 +25,7 @@ from istiolite.model.workload import REGION_LABEL, SUBZONE_LABEL, ZONE_LABEL
 from istiolite.networking.names import Direction, cluster_name
 from istiolite.networking.traffic_policy import LocalityPolicy, locality_policy, policy_for
 from istiolite.networking.typed import socket_address, uint32
-from istiolite.push.cache import ENDPOINT_KINDS, memoized
+from istiolite.push.cache import memoized
 from istiolite.push.context import Locality, PushContext, ServiceEndpoint
 
 ClusterLoadAssignment: TypeAlias = endpoint_pb2.ClusterLoadAssignment
@@ -371,11 +371,7 @@ def eds_clusters(ctx: PushContext, service: Service) -> list[EdsCluster]:
     """(cluster name, port, subset labels) of every EDS cluster of a service: one per port, and
     one per port and DestinationRule subset (not headless, not ExternalName). They depend on
     Services and DestinationRules only, so an endpoint change keeps them."""
-    return memoized(
-        ("eds-clusters", ctx.hostname(service)),
-        lambda: _eds_clusters(ctx, service),
-        kinds=ENDPOINT_KINDS,
-    )
+    return memoized(("eds-clusters", ctx.hostname(service)), lambda: _eds_clusters(ctx, service))
 
 
 def _eds_clusters(ctx: PushContext, service: Service) -> list[EdsCluster]:

@@ -28,7 +28,7 @@ from istiolite.networking.listener import sidecar_listeners
 from istiolite.networking.resource import Resource, to_resource
 from istiolite.networking.route import outbound_route_configs
 from istiolite.networking.sidecar_scope import egress_services, inbound_cluster_for
-from istiolite.networking.workload import inbound_ports
+from istiolite.networking.workload import inbound_ports, sidecar_of
 from istiolite.networking.workload import proxy_labels as _labels
 from istiolite.push.cache import (
     ENDPOINT_KINDS,
@@ -63,14 +63,9 @@ def _resources(
 
 def _scope(ctx: PushContext, proxy: Proxy) -> tuple[Sidecar | None, Hashable]:
     """The Sidecar resource that scopes this proxy (None: the whole mesh), and a cache key."""
-    labels = _labels(ctx, proxy)
-
-    def build() -> tuple[Sidecar | None, Hashable]:
-        sidecar = ctx.sidecar_for(proxy.namespace, labels)
-        # A root-namespace Sidecar reads `.` as the proxy's namespace: scoped per namespace.
-        return sidecar, (sidecar.namespace, sidecar.meta.name, proxy.namespace) if sidecar else None
-
-    return memoized(("sidecar-of", proxy.namespace, frozenset(labels.items())), build)
+    sidecar = sidecar_of(ctx, proxy)
+    # A root-namespace Sidecar reads `.` as the proxy's namespace: scoped per namespace.
+    return sidecar, (sidecar.namespace, sidecar.meta.name, proxy.namespace) if sidecar else None
 
 
 def _registry_only(sidecar: Sidecar | None) -> bool:

@@ -80,12 +80,11 @@ def inbound_ports(ctx: PushContext, proxy: Proxy) -> tuple[InboundPort, ...]:
     services: list[Service] = memoized(
         ("inbound-services", *shape), lambda: ctx.services_selecting(proxy.namespace, labels)
     )
-    named = any(isinstance(p.target_port, str) for s in services for p in s.ports)
-    # The Pod is read inside the build, so that a change of it drops this entry.
-    return memoized(
-        ("inbound-ports", *shape, proxy.pod_name if named else ""),
-        lambda: _resolve(services, ctx.pod(proxy.namespace, proxy.pod_name) if named else None),
-    )
+    if any(isinstance(p.target_port, str) for s in services for p in s.ports):
+        # A named targetPort is the Pod's: resolved for this proxy (a change of its Pod is a
+        # full push for it).
+        return _resolve(services, ctx.pod(proxy.namespace, proxy.pod_name))
+    return memoized(("inbound-ports", *shape), lambda: _resolve(services, None))
 
 
 def _resolve(services: list[Service], pod: Pod | None) -> tuple[InboundPort, ...]:

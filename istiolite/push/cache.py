@@ -37,6 +37,7 @@ ENDPOINT_KINDS: frozenset[str] = frozenset({"Service", "ServiceEntry", "Destinat
 # Past this many entries the cache starts over (with a full push): a bound whatever the churn.
 MAX_ENTRIES = 250_000
 _NONE: frozenset[Any] = frozenset()
+_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,8 @@ class ResourceCache:
         self._by_dep: dict[Dep, set[Hashable]] = {}
         # child key -> the entries built from it (dropped with it)
         self._parents: dict[Hashable, set[Hashable]] = {}
+        # Values derived from the registry-wide indexes only (see `view`).
+        self._views: dict[Hashable, Any] = {}
         self._context: object | None = None
         self._max_entries = max_entries
         self._overflowed = False
@@ -99,6 +102,7 @@ class ResourceCache:
         self._by_kinds.clear()
         self._by_dep.clear()
         self._parents.clear()
+        self._views.clear()
 
     def get(
         self,
@@ -136,6 +140,31 @@ class ResourceCache:
                 reads.children or _NONE,
             ),
         )
+        return value
+
+    def view(self, key: Hashable, build: Callable[[], T]) -> T:
+        """A value derived from the registry-wide indexes only (STRUCTURAL kinds: which Sidecar
+        applies, which services a namespace sees, which clusters a service has): kept until one
+        of those kinds changes. Cheaper than an entry (no dependencies to record), so it suits
+        the many per-proxy-shape values; the entries built from it declare those kinds
+        themselves. Reading a single object (a Pod, a Secret, endpoints) in `build` is a bug."""
+        found = self._views.get(key, _MISSING)
+        if found is not _MISSING:
+            value: T = found
+            return value
+        reads = Recorded()
+        token = current_recording.set(reads)
+        try:
+            value = build()
+        finally:
+            current_recording.reset(token)
+        if reads.deps or reads.children:
+            raise AssertionError(
+                f"view {key!r} read per-object config: {sorted(map(str, reads.deps))}"
+            )
+        if len(self._views) >= self._max_entries:
+            self._views.clear()  # only costs rebuilding them
+        self._views[key] = value
         return value
 
     def _store(self, key: Hashable, entry: Entry) -> None:
@@ -203,6 +232,9 @@ class ResourceCache:
             self.clear()
             self._context = new
             return Invalidation(Counter(), frozenset(), everything=everything)
+        changed = list(changed)
+        if any(dep.kind in STRUCTURAL for dep in changed):
+            self._views.clear()
         dropped: Counter[str] = Counter()
         clusters: set[str] = set()
         stale = self.dependents(changed)
@@ -227,6 +259,7 @@ class ResourceCache:
         )
         return {
             "entries": len(self._entries),
+            "views": len(self._views),
             "by_tag": dict(sorted(tags.items())),
             "hits": self.hits,
             "misses": self.misses,
@@ -241,10 +274,10 @@ def active_cache() -> ResourceCache | None:
     return _active.get()
 
 
-def memoized(key: Hashable, build: Callable[[], T], *, kinds: frozenset[str] = STRUCTURAL) -> T:
-    """A derived value shared by the proxies a generator serves (see ResourceCache.serving);
-    outside a generator, simply built."""
+def memoized(key: Hashable, build: Callable[[], T]) -> T:
+    """A value derived from the registry-wide indexes, shared by the proxies a generator serves
+    (ResourceCache.view); outside a generator, simply built."""
     cache = _active.get()
     if cache is None:
         return build()
-    return cache.get(key, build, kinds=kinds)
+    return cache.view(key, build)
