@@ -122,12 +122,7 @@ class ResourceCache:
             value: T = entry.value
             return value
         self.misses += 1
-        reads = Recorded()
-        token = current_recording.set(reads)
-        try:
-            value = build()
-        finally:
-            current_recording.reset(token)
+        value, reads = _recorded(build)
         reads.children.discard(key)
         self._store(
             key,
@@ -152,12 +147,7 @@ class ResourceCache:
         if found is not _MISSING:
             value: T = found
             return value
-        reads = Recorded()
-        token = current_recording.set(reads)
-        try:
-            value = build()
-        finally:
-            current_recording.reset(token)
+        value, reads = _recorded(build)
         if reads.deps or reads.children:
             raise AssertionError(
                 f"view {key!r} read per-object config: {sorted(map(str, reads.deps))}"
@@ -281,3 +271,13 @@ def memoized(key: Hashable, build: Callable[[], T]) -> T:
     if cache is None:
         return build()
     return cache.view(key, build)
+
+
+def _recorded(build: Callable[[], T]) -> tuple[T, Recorded]:
+    """`build()` and what it read (its own recording, not the enclosing build's)."""
+    reads = Recorded()
+    token = current_recording.set(reads)
+    try:
+        return build(), reads
+    finally:
+        current_recording.reset(token)
