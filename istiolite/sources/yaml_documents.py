@@ -38,6 +38,9 @@ _SATURATE = 1 << 62  # expanded sizes stop growing here: past any limit, and che
 
 # JSON read by the fallback: strings are skipped whole, brackets and digit runs looked at.
 _JSON_TOKEN = re.compile(rf'"(?:[^"\\]|\\.)*"|[\[{{]|[\]}}]|\d{{{MAX_INT_DIGITS + 1},}}')
+# An anchor (`&name`) where YAML allows one; also found in some quoted text, which only costs
+# the alias check.
+_ANCHOR = re.compile(r"(?:^|[\s\[{,])&[^\s\[\]{},]")
 _FIELD_PART = re.compile(r"([^.\[\]]+)|\[([^\]]*)\]")
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -135,6 +138,7 @@ def read_objects(text: str, *, json_fallback: bool = False) -> list[RawObject]:
 
 def _load_documents(text: str) -> list[tuple[Any, _Annotated | None]]:
     _check_depth(text)
+    may_alias = _ANCHOR.search(text) is not None  # no anchor, no alias: nothing to expand
     loader = _Loader(text)
     documents: list[tuple[Any, _Annotated | None]] = []
     node: yaml.Node | None = None
@@ -143,7 +147,8 @@ def _load_documents(text: str) -> list[tuple[Any, _Annotated | None]]:
             node = loader.get_node()
             # Before construction: constructing flattens `<<` merges into the node, which would
             # make legitimate overrides look like repeated keys.
-            _check_aliases(node)
+            if may_alias:
+                _check_aliases(node)
             duplicates = _duplicate_keys(node)
             data = loader.construct_document(node)
             documents.append((data, _Annotated(node, duplicates)))
@@ -224,8 +229,11 @@ def _json_error(text: str, pos: int, message: str) -> ManifestSyntaxError:
 def _check_aliases(root: yaml.Node) -> None:
     """Refuse a document whose aliases expand it by more than MAX_ALIAS_NODES nodes, or that
     contains itself; computed on the composed nodes, so nothing is expanded to find out."""
-    sizes: dict[int, int] = {}  # expanded size of each node finished, saturating
+    # Only collections are tracked: a scalar counts 1 wherever it appears (an aliased scalar
+    # adds one node per reference, which the file size already bounds).
+    sizes: dict[int, int] = {}  # expanded size of each collection finished, saturating
     open_nodes: set[int] = set()  # on the current path: meeting one again is a cycle
+    written = 0  # nodes as written: each collection once, with its scalar children
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
@@ -233,26 +241,29 @@ def _check_aliases(root: yaml.Node) -> None:
         children = _children(node)
         if children_done:
             open_nodes.discard(key)
-            sizes[key] = min(_SATURATE, 1 + sum(sizes[id(c)] for c in children))
+            sizes[key] = min(_SATURATE, 1 + sum(sizes.get(id(c), 1) for c in children))
             continue
         if key in sizes:
             continue
         open_nodes.add(key)
+        written += 1
         stack.append((node, True))
         for child in children:
-            if id(child) in open_nodes:
+            if isinstance(child, yaml.ScalarNode):
+                written += 1
+            elif id(child) in open_nodes:
                 anchor = child.start_mark.line + 1
                 raise _alias_error(
                     root, f"contains itself (an alias of the anchor at line {anchor})"
                 )
-            if id(child) not in sizes:
+            elif id(child) not in sizes:
                 stack.append((child, False))
-    added = sizes[id(root)] - len(sizes)
-    if added > MAX_ALIAS_NODES:
-        expanded = "more than 10^18" if sizes[id(root)] >= _SATURATE else f"{sizes[id(root)]:,}"
+    expanded = sizes.get(id(root), 1)
+    if expanded - written > MAX_ALIAS_NODES:
+        shown = "more than 10^18" if expanded >= _SATURATE else f"{expanded:,}"
         raise _alias_error(
             root,
-            f"aliases expand it to {expanded} nodes from {len(sizes):,} written "
+            f"aliases expand it to {shown} nodes from {written:,} written "
             f"(they may add at most {MAX_ALIAS_NODES:,})",
         )
 
