@@ -848,3 +848,16 @@ def test_moderate_alias_use_loads(tmp_path: Path) -> None:
 
     assert source.errors == []
     assert store.snapshot()[NS].meta.labels["k74"] == "v74"
+
+
+def test_merge_keys_still_load(tmp_path: Path) -> None:
+    text = (
+        NAMESPACE.replace("metadata:\n", "defaults: &d {app: web, tier: front}\nmetadata:\n")
+        + "  labels:\n    <<: *d\n    tier: back\n"
+    )
+    (tmp_path / "merge.yaml").write_text(text)
+
+    source, store = load(tmp_path)
+
+    assert source.errors == []
+    assert store.snapshot()[NS].meta.labels == {"app": "web", "tier": "back"}
