@@ -29,9 +29,10 @@ from istiolite.sources.yaml_documents import ManifestSyntaxError, RawObject, rea
 log = get_logger("sources.files")
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
-# Far above any real manifest (the API server caps an object at ~1.5 MiB); a stray dump or
-# device file named *.yaml must not eat the process's memory.
-MAX_FILE_BYTES = 16 * 1024 * 1024
+# Room for a couple of objects at the API server's own cap (~1.5 MiB each) or a `kind: List` of
+# thousands of small ones; a stray dump named *.yaml must not eat the process's memory or
+# stall a reload (parsing runs at a few MB/s).
+MAX_FILE_BYTES = 4 * 1024 * 1024
 # Batch the bursts of one save (write, rename, chmod) but still propagate within a second.
 DEBOUNCE_MS = 50
 STEP_MS = 10
@@ -42,6 +43,8 @@ _PARSE_ERROR = "config file does not parse"
 _INVALID_OBJECT = "invalid object rejected"
 _DUPLICATE_OBJECT = "duplicate object in file"
 _UNREADABLE = "config file unreadable"
+_TOO_LARGE = "config file too large"
+_FILE_EVENTS = (_PARSE_ERROR, _UNREADABLE, _TOO_LARGE)  # about the file, not one object
 
 
 @dataclass(slots=True)
@@ -67,7 +70,7 @@ class _Problem:
 
     def emit(self) -> None:
         fields: dict[str, Any] = {"file": self.file, "line": self.line}
-        if self.event == _PARSE_ERROR or self.event == _UNREADABLE:
+        if self.event in _FILE_EVENTS:
             fields["error"] = self.message
         else:
             fields.update(object=self.object, field=self.field_path, message=self.message)
@@ -285,7 +288,7 @@ class FileSource:
             # Known files no longer found are read too: reading them reports them gone.
             prefix = top.rstrip(os.sep) + os.sep
             wanted.update(k for k in known if k.startswith(prefix))
-        scan.results = [_read_file(path, digests.get(path)) for path in sorted(wanted)]
+        scan.results = [_read_file_safely(path, digests.get(path)) for path in sorted(wanted)]
         return scan
 
     # -- store side (event loop) ----------------------------------------------------------
@@ -376,6 +379,16 @@ def _walk(top: str, warnings: list[tuple[str, dict[str, Any]]]) -> Iterator[str]
                 yield os.path.join(dirpath, name)
 
 
+def _read_file_safely(path: str, previous_digest: bytes | None) -> _FileResult:
+    """_read_file, with any failure it did not foresee turned into this file's error: one file
+    must never stop the load or the watcher (which would then miss every later edit)."""
+    try:
+        return _read_file(path, previous_digest)
+    except Exception as exc:
+        # No digest: the next event for this file reads it again.
+        return _FileResult(path, "failed", problems=[_unexpected(path, "read", exc)])
+
+
 def _read_file(path: str, previous_digest: bytes | None) -> _FileResult:
     def failed(event: str, message: str, line: int | None = None, **details: Any) -> _FileResult:
         return _FileResult(
@@ -400,13 +413,23 @@ def _read_file(path: str, previous_digest: bytes | None) -> _FileResult:
     except OSError as exc:
         return failed(_UNREADABLE, exc.strerror or str(exc))
     if len(data) > MAX_FILE_BYTES:
-        return failed(_UNREADABLE, f"larger than {MAX_FILE_BYTES} bytes")
+        limit = f"{MAX_FILE_BYTES // (1024 * 1024)} MiB"
+        return failed(_TOO_LARGE, f"larger than {limit}; split it into several files")
     digest = hashlib.sha256(data).digest()
     if digest == previous_digest:
         return _FileResult(path, "unchanged")
-    result = _parse_file(path, data)
+    try:
+        result = _parse_file(path, data)
+    except Exception as exc:  # a parser bug costs this file, with its content remembered as bad
+        result = _FileResult(path, "failed", problems=[_unexpected(path, "parsed", exc)])
     result.digest = digest
     return result
+
+
+def _unexpected(path: str, what: str, exc: Exception) -> _Problem:
+    log.debug(f"config file could not be {what}", file=path, exc_info=True)  # the traceback
+    message = f"could not be {what}: {type(exc).__name__}: {str(exc)[:200]}"
+    return _Problem(_PARSE_ERROR, path, None, message=message)
 
 
 def _parse_file(path: str, data: bytes) -> _FileResult:

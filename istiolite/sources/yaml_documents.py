@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 # libyaml is ~7x faster; the pure-Python loader gives the same results.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # libyaml's composer recurses in C with no depth limit: a few tens of thousands of nested
 # collections overflow the stack and kill the process, so deeper input is refused beforehand.
@@ -25,8 +25,43 @@ MAX_DEPTH = 500
 _NON_PRINTABLE = re.compile(
     "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
 )
+# Aliases let a few KB of YAML stand for a tree of billions of nodes ("billion laughs"); PyYAML
+# shares the aliased objects, but everything downstream (validation, generation, the xDS
+# message) expands them. A document's aliases may add at most this many nodes, counting an
+# aliased subtree again at every reference; `<<: *defaults`-style sharing stays far below it.
+MAX_ALIAS_NODES = 100_000
+# No Kubernetes or Istio field holds more than an int64 (19 digits); Python refuses to convert
+# decimal text past 4,300 digits (sys.int_max_str_digits, which the environment can lift), and
+# converting is quadratic in the length. Longer integers are refused with their position.
+MAX_INT_DIGITS = 4300
+_SATURATE = 1 << 62  # expanded sizes stop growing here: past any limit, and cheap to add
+
+# JSON read by the fallback: strings are skipped whole, brackets and digit runs looked at.
+_JSON_TOKEN = re.compile(rf'"(?:[^"\\]|\\.)*"|[\[{{]|[\]}}]|\d{{{MAX_INT_DIGITS + 1},}}')
+# An anchor (`&name`) where YAML allows one; also found in some quoted text, which only costs
+# the alias check.
+_ANCHOR = re.compile(r"(?:^|[\s\[{,])&[^\s\[\]{},]")
 _FIELD_PART = re.compile(r"([^.\[\]]+)|\[([^\]]*)\]")
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]  # the base is chosen at run time
+    """The safe loader, refusing integers longer than MAX_INT_DIGITS where they are written."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        digits = sum(c.isdigit() for c in node.value)
+        if digits > MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, _too_many_digits(digits), node.start_mark
+            )
+        return cast(int, super().construct_yaml_int(node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def _too_many_digits(digits: int) -> str:
+    return f"integer of {digits} digits is too long (at most {MAX_INT_DIGITS})"
 
 
 class ManifestSyntaxError(ValueError):
@@ -87,10 +122,13 @@ def read_objects(text: str, *, json_fallback: bool = False) -> list[RawObject]:
     except ManifestSyntaxError:
         if not json_fallback:
             raise
+        _check_json(text)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ManifestSyntaxError(exc.msg, exc.lineno, exc.colno) from None
+        except (ValueError, RecursionError) as exc:  # _check_json should have caught these
+            raise ManifestSyntaxError(f"not valid JSON: {str(exc)[:200]}") from None
         documents = [(data, None)]
     objects: list[RawObject] = []
     for data, annotated in documents:
@@ -100,6 +138,7 @@ def read_objects(text: str, *, json_fallback: bool = False) -> list[RawObject]:
 
 def _load_documents(text: str) -> list[tuple[Any, _Annotated | None]]:
     _check_depth(text)
+    may_alias = _ANCHOR.search(text) is not None  # no anchor, no alias: nothing to expand
     loader = _Loader(text)
     documents: list[tuple[Any, _Annotated | None]] = []
     node: yaml.Node | None = None
@@ -108,9 +147,13 @@ def _load_documents(text: str) -> list[tuple[Any, _Annotated | None]]:
             node = loader.get_node()
             # Before construction: constructing flattens `<<` merges into the node, which would
             # make legitimate overrides look like repeated keys.
+            if may_alias:
+                _check_aliases(node)
             duplicates = _duplicate_keys(node)
             data = loader.construct_document(node)
             documents.append((data, _Annotated(node, duplicates)))
+    except ManifestSyntaxError:
+        raise  # ours, already placed (a ValueError: the tagged-value clause must not take it)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = str(exc.problem or exc.context or exc)
@@ -158,6 +201,83 @@ def _check_depth(text: str) -> None:
                 depth -= 1
     except yaml.YAMLError:
         return  # a syntax error: composing reports it with its position
+
+
+def _check_json(text: str) -> None:
+    """The YAML reader's depth and integer limits, applied to JSON the YAML reader refused."""
+    if sum(text.count(c) for c in "[{") <= MAX_DEPTH and len(text) <= MAX_INT_DIGITS:
+        return
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        first = token.group()[0]
+        if first in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _json_error(text, token.start(), f"nested more than {MAX_DEPTH} levels deep")
+        elif first in "]}":
+            depth -= 1
+        elif first != '"':
+            digits = token.end() - token.start()
+            raise _json_error(text, token.start(), _too_many_digits(digits))
+
+
+def _json_error(text: str, pos: int, message: str) -> ManifestSyntaxError:
+    line = text.count("\n", 0, pos) + 1
+    return ManifestSyntaxError(message, line, pos - (text.rfind("\n", 0, pos) + 1) + 1)
+
+
+def _check_aliases(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it by more than MAX_ALIAS_NODES nodes, or that
+    contains itself; computed on the composed nodes, so nothing is expanded to find out."""
+    # Only collections are tracked: a scalar counts 1 wherever it appears (an aliased scalar
+    # adds one node per reference, which the file size already bounds).
+    sizes: dict[int, int] = {}  # expanded size of each collection finished, saturating
+    open_nodes: set[int] = set()  # on the current path: meeting one again is a cycle
+    written = 0  # nodes as written: each collection once, with its scalar children
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = min(_SATURATE, 1 + sum(sizes.get(id(c), 1) for c in children))
+            continue
+        if key in sizes:
+            continue
+        open_nodes.add(key)
+        written += 1
+        stack.append((node, True))
+        for child in children:
+            if isinstance(child, yaml.ScalarNode):
+                written += 1
+            elif id(child) in open_nodes:
+                anchor = child.start_mark.line + 1
+                raise _alias_error(
+                    root, f"contains itself (an alias of the anchor at line {anchor})"
+                )
+            elif id(child) not in sizes:
+                stack.append((child, False))
+    expanded = sizes.get(id(root), 1)
+    if expanded - written > MAX_ALIAS_NODES:
+        shown = "more than 10^18" if expanded >= _SATURATE else f"{expanded:,}"
+        raise _alias_error(
+            root,
+            f"aliases expand it to {shown} nodes from {written:,} written "
+            f"(they may add at most {MAX_ALIAS_NODES:,})",
+        )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _alias_error(root: yaml.Node, message: str) -> ManifestSyntaxError:
+    return ManifestSyntaxError(f"document {message}", root.start_mark.line + 1)
 
 
 def _reader_error(text: str, exc: yaml.YAMLError) -> ManifestSyntaxError:

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import resource
 import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from structlog.testing import capture_logs
 
+from istiolite import metrics
 from istiolite.model.endpointslice import EndpointSlice
 from istiolite.model.meta import ObjectKey
 from istiolite.model.service import Service
 from istiolite.model.store import ConfigStore
+from istiolite.sources import files
 from istiolite.sources.files import FileSource
 
 T = TypeVar("T")
@@ -644,3 +650,214 @@ async def test_cancelling_run_stops_the_watcher(tmp_path: Path) -> None:
         if not task.done():
             task.cancel()
     assert task.cancelled()
+
+
+# -- hostile files: each one's failure is its own ------------------------------------------------
+
+DEEP_JSON = "[" * 10_000 + "]" * 10_000
+BIG_INT = "9" * 5_000
+
+
+def json_service(port: str, *, indent: str = "  ") -> str:
+    """SERVICE as JSON with `port` written verbatim; tab indentation is JSON that YAML refuses."""
+    return (
+        (
+            '{\n{i}"apiVersion": "v1", "kind": "Service",\n'
+            '{i}"metadata": {"name": "web", "namespace": "shop"},\n'
+            '{i}"spec": {"ports": [{"name": "http", "port": PORT}]}\n}\n'
+        )
+        .replace("{i}", indent)
+        .replace("PORT", port)
+    )
+
+
+def rejects(reason: str) -> float:
+    return metrics.INVALID_CONFIG.value(reason)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line", "message"),
+    [
+        ("deep.json", DEEP_JSON, 1, "nested more than 500 levels deep"),
+        ("deep-tabs.json", json_service(DEEP_JSON, indent="\t"), 4, "nested more than 500"),
+        ("bigint.json", json_service(BIG_INT), 4, "integer of 5000 digits is too long"),
+        ("bigint-tabs.json", json_service(BIG_INT, indent="\t"), 4, "integer of 5000 digits"),
+        ("bigint.yaml", SERVICE.replace("port: 80", f"port: {BIG_INT}"), 11, "5000 digits"),
+    ],
+)
+def test_bad_number_or_nesting_is_named_and_other_files_load(
+    tmp_path: Path, name: str, content: str, line: int, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    (tmp_path / "ns.yaml").write_text(NAMESPACE)
+    (tmp_path / "pod.json").write_text(json.dumps(yaml.safe_load(POD)))
+    before = rejects("config file does not parse")
+
+    with capture_logs() as logs:
+        source, store = load(tmp_path)
+
+    assert keys(store) == {NS, POD_KEY}
+    (error,) = source.errors
+    assert error["file"] == str(path)
+    assert error["line"] == line
+    assert message in error["message"]
+    (entry,) = logged(logs, "config file does not parse")
+    assert entry["file"] == str(path) and message in entry["error"]
+    assert rejects("config file does not parse") == before + 1
+
+
+async def test_bad_json_file_does_not_stop_the_watcher(tmp_path: Path, watched: Any) -> None:
+    good = tmp_path / "svc.yaml"
+    good.write_text(service("web", 80))
+    w = await watched()
+
+    with capture_logs() as logs:
+        (tmp_path / "deep.json").write_text(DEEP_JSON)
+        await eventually(lambda: w.source.errors, "the bad file to be reported")
+        (tmp_path / "bigint.json").write_text(json_service(BIG_INT))
+        await eventually(lambda: len(w.source.errors) == 2, "the second bad file")
+        good.write_text(service("web", 8080))
+        await eventually(lambda: w.store.snapshot()[SVC].ports[0].port == 8080, "the edit")
+
+    assert [e["file"] for e in w.source.errors] == [
+        str(tmp_path / "bigint.json"),
+        str(tmp_path / "deep.json"),
+    ]
+    assert not logged(logs, "config directory watcher failed; restarting")
+
+
+async def test_unexpected_parser_failure_costs_only_that_file(
+    tmp_path: Path, watched: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = files.read_objects
+
+    def flaky(text: str, *, json_fallback: bool = False) -> Any:
+        if "boom" in text:
+            raise RuntimeError("parser bug")
+        return real(text, json_fallback=json_fallback)
+
+    monkeypatch.setattr(files, "read_objects", flaky)
+    (tmp_path / "boom.yaml").write_text(NAMESPACE + "  labels: {boom: x}\n")
+    good = tmp_path / "svc.yaml"
+    good.write_text(service("web", 80))
+
+    w = await watched()
+
+    assert w.keys() == {SVC}
+    (error,) = w.source.errors
+    assert error["file"] == str(tmp_path / "boom.yaml")
+    assert error["message"] == "could not be parsed: RuntimeError: parser bug"
+    good.write_text(service("web", 8080))
+    await eventually(lambda: w.store.snapshot()[SVC].ports[0].port == 8080, "the edit")
+
+
+def test_file_over_the_size_limit_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text(NAMESPACE + "#" * files.MAX_FILE_BYTES)
+    (tmp_path / "svc.yaml").write_text(SERVICE)
+    before = rejects("config file too large")
+
+    source, store = load(tmp_path)
+
+    assert keys(store) == {SVC}
+    (error,) = source.errors
+    assert error["file"] == str(path)
+    assert error["message"] == "larger than 4 MiB; split it into several files"
+    assert rejects("config file too large") == before + 1
+
+
+def billion_laughs() -> str:
+    lines = ['  a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"  {name}: &{name} [{', '.join([f'*{previous}'] * 10)}]")
+    return "\n".join(lines) + "\n"
+
+
+def route_bomb(width: int) -> str:
+    """A valid-looking VirtualService: `width` routes of `width` matches of 20 headers each."""
+    headers = ", ".join(f"x-h{i}: {{exact: v{i}}}" for i in range(20))
+    matches = ", ".join(["&m {headers: {" + headers + "}}"] + ["*m"] * (width - 1))
+    return (
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: bomb, namespace: shop}\nspec:\n  hosts: [web]\n  http:\n"
+        f"  - &r {{match: [{matches}], route: [{{destination: {{host: web}}}}]}}\n"
+        + "".join("  - *r\n" for _ in range(width - 1))
+    )
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        NAMESPACE.replace("metadata:", "lol:\n" + billion_laughs() + "metadata:"),
+        route_bomb(100),
+    ],
+    ids=["billion-laughs", "virtualservice"],
+)
+def test_alias_bomb_is_refused_before_it_expands(tmp_path: Path, bomb: str) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(documents(SERVICE, bomb))
+    (tmp_path / "ns.yaml").write_text(NAMESPACE)
+    assert len(bomb) < 4_000
+    peak = peak_rss_bytes()
+
+    started = time.monotonic()
+    source, store = load(tmp_path)
+    elapsed = time.monotonic() - started
+
+    assert keys(store) == {NS}  # the whole bomb file is refused, its other document too
+    (error,) = source.errors
+    assert error["file"] == str(path)
+    assert error["line"] == line_of(documents(SERVICE, bomb), "apiVersion", 2)
+    assert "aliases expand it to" in error["message"]
+    assert "(they may add at most 100,000)" in error["message"]
+    assert elapsed < 1.0
+    assert peak_rss_bytes() - peak < 50 * 1024 * 1024
+
+
+def test_recursive_alias_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "loop.yaml"
+    text = NAMESPACE + "  labels: &l {a: *l}\n"
+    path.write_text(text)
+
+    source, store = load(tmp_path)
+
+    assert keys(store) == set()
+    (error,) = source.errors
+    assert error["line"] == 1
+    anchor = line_of(text, "&l")
+    assert error["message"] == f"document contains itself (an alias of the anchor at line {anchor})"
+
+
+def test_moderate_alias_use_loads(tmp_path: Path) -> None:
+    # 500 references to a 151-node mapping: 75,500 nodes added, under the limit.
+    labels = ", ".join(f"k{i}: v{i}" for i in range(75))
+    text = (
+        NAMESPACE
+        + f"  labels: &c {{{labels}}}\n"
+        + "references:\n"
+        + "".join("- *c\n" for _ in range(499))
+    )
+    (tmp_path / "aliases.yaml").write_text(text)
+
+    source, store = load(tmp_path)
+
+    assert source.errors == []
+    assert store.snapshot()[NS].meta.labels["k74"] == "v74"
+
+
+def test_merge_keys_still_load(tmp_path: Path) -> None:
+    text = (
+        NAMESPACE.replace("metadata:\n", "defaults: &d {app: web, tier: front}\nmetadata:\n")
+        + "  labels:\n    <<: *d\n    tier: back\n"
+    )
+    (tmp_path / "merge.yaml").write_text(text)
+
+    source, store = load(tmp_path)
+
+    assert source.errors == []
+    assert store.snapshot()[NS].meta.labels == {"app": "web", "tier": "back"}
