@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from istiolite.model.meta import ObjectMeta, parse_meta
+from istiolite.model.regex import regex_error
 from istiolite.model.validation import (
     ValidationError,
     optional_bool,
@@ -253,10 +254,9 @@ def _string_match(raw: Any, where: str, *, allow_empty: bool = False) -> StringM
     kind = kinds[0]
     value = require_str(m[kind], f"{where}.{kind}")
     if kind == "regex":
-        try:
-            re.compile(value)
-        except re.error as err:
-            raise ValidationError(f"{where}.regex", f"invalid regular expression: {err}") from None
+        reason = regex_error(value)
+        if reason is not None:
+            raise ValidationError(f"{where}.regex", f"invalid regular expression: {reason}")
     return StringMatch(kind, value)
 
 
@@ -504,12 +504,12 @@ def _http_route(raw: Any, where: str, namespace: str = "", in_delegate: bool = F
             pattern = require_str(
                 rx.get("match"), f"{where}.rewrite.uriRegexRewrite.match", required=True
             )
-            try:
-                re.compile(pattern)
-            except re.error as err:
+            reason = regex_error(pattern)
+            if reason is not None:
                 raise ValidationError(
-                    f"{where}.rewrite.uriRegexRewrite.match", f"invalid regular expression: {err}"
-                ) from None
+                    f"{where}.rewrite.uriRegexRewrite.match",
+                    f"invalid regular expression: {reason}",
+                )
             regex = (pattern, require_str(rx.get("rewrite"), f"{where}.rewrite.uriRegexRewrite"))
         rewrite = Rewrite(
             uri=require_str(rw.get("uri"), f"{where}.rewrite.uri"),

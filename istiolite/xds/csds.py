@@ -21,7 +21,6 @@ A NACK is per response, not per resource: every resource of the rejected type sh
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -35,6 +34,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf import struct_pb2 as pb_struct
 
 from istiolite import type_urls
+from istiolite.model.regex import compile_re2
 from istiolite.networking.generator import generate
 from istiolite.networking.resource import Resource
 from istiolite.xds.protocol import SyncStatus, TypeState
@@ -60,6 +60,10 @@ DOES_NOT_EXIST = config_dump_shared_pb2.DOES_NOT_EXIST
 Generate = Callable[[Any, "Proxy", str], Mapping[str, Resource]]
 
 
+# Bounds the work one request can ask for (each matcher is evaluated against every proxy).
+MAX_NODE_MATCHERS = 64
+
+
 class MatcherError(ValueError):
     """A node matcher istiolite cannot evaluate (bad regex, custom matcher...)."""
 
@@ -70,11 +74,14 @@ class MatcherError(ValueError):
 def string_matches(matcher: string_pb2.StringMatcher, value: str) -> bool:
     kind = matcher.WhichOneof("match_pattern")
     if kind == "safe_regex":
+        # RE2, as Envoy: linear time, so a hostile pattern cannot pin the event loop.
         try:
-            flags = re.IGNORECASE if matcher.ignore_case else 0
-            return re.fullmatch(matcher.safe_regex.regex, value, flags) is not None
-        except re.error as err:
-            raise MatcherError(f"invalid regex {matcher.safe_regex.regex!r}: {err}") from None
+            compiled = compile_re2(matcher.safe_regex.regex, ignore_case=matcher.ignore_case)
+        except ValueError as err:
+            raise MatcherError(
+                f"invalid safe_regex {matcher.safe_regex.regex[:100]!r}: {err}"
+            ) from None
+        return compiled.fullmatch(value) is not None
     if kind is None:
         raise MatcherError("a StringMatcher needs one of exact, prefix, suffix, contains, regex")
     if kind == "custom":
@@ -149,6 +156,9 @@ def request_matches(
     """No matchers: every node. Several: any of them (CSDS: OR semantics)."""
     if not request.node_matchers:
         return True
+    count = len(request.node_matchers)
+    if count > MAX_NODE_MATCHERS:
+        raise MatcherError(f"node_matchers has {count} entries, over the limit {MAX_NODE_MATCHERS}")
     return any(node_matches(m, node_id, metadata) for m in request.node_matchers)
 
 

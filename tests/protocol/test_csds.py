@@ -7,6 +7,8 @@ At the end, a real Envoy against `istiolite serve`.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -532,3 +534,48 @@ def test_real_envoy_that_accepted_everything_is_synced(
     assert "error_state" not in str(dump)
     status, _ = http_get(envoy.admin("/ready"))
     assert status == 200
+
+
+async def test_redos_regex_answers_fast_and_the_loop_keeps_running(env: Env) -> None:
+    # `(.|.)*X` backtracks 2^n steps in Python `re` on a 50-character node id that has no X;
+    # RE2 answers in linear time.
+    await two_proxies(env)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    started = time.monotonic()
+    try:
+        response = await env.fetch(
+            node_pb2.NodeMatcher(node_id={"safe_regex": {"regex": "(.|.)*X"}})
+        )
+    finally:
+        task.cancel()
+    elapsed = time.monotonic() - started
+    assert list(response.config) == []
+    assert elapsed < 1.0, elapsed
+    assert ticks >= 1 or elapsed < 0.02
+
+
+async def test_lookahead_is_invalid_argument_naming_re2(env: Env) -> None:
+    await two_proxies(env)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await env.fetch(node_pb2.NodeMatcher(node_id={"safe_regex": {"regex": "(?=a)a"}}))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "safe_regex" in (caught.value.details() or "") and "RE2" in (
+        caught.value.details() or ""
+    )
+
+
+async def test_too_many_node_matchers_is_invalid_argument(env: Env) -> None:
+    await two_proxies(env)
+    many = [node_pb2.NodeMatcher(node_id={"exact": str(i)}) for i in range(65)]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await env.fetch(*many)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "node_matchers" in (caught.value.details() or "")
