@@ -21,13 +21,17 @@ inherit: a port-level `tls` replaces the whole `tls`, and a port entry without o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from istiolite.model.meta import ObjectMeta, parse_meta
+from istiolite.model.validation import UINT32_MAX as UINT32_MAX  # re-exported
 from istiolite.model.validation import (
     ValidationError,
+    check_header_text,
+    clip,
     optional_bool,
     require_list,
     require_mapping,
@@ -38,7 +42,10 @@ from istiolite.model.validation import (
 from istiolite.model.virtualservice import parse_duration, validate_host
 from istiolite.model.visibility import parse_export_to
 
-UINT32_MAX = 4294967295
+# Envoy's bounds: ring_hash minimum_ring_size (lte 8M, its maximum_ring_size default) and maglev
+# table_size (lte 5000011, and prime).
+MAX_RING_SIZE = 8_388_608
+MAX_MAGLEV_TABLE = 5_000_011
 _INT32_MAX = 2147483647
 SIMPLE_LB = frozenset(
     {"UNSPECIFIED", "LEAST_CONN", "LEAST_REQUEST", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN"}
@@ -413,13 +420,21 @@ def _int(value: Any, where: str, *, maximum: int = _INT32_MAX, minimum: int = 0)
     return value
 
 
-def _duration(value: Any, where: str) -> float | None:
+def _duration(value: Any, where: str, *, max_seconds: int | None = None) -> float | None:
     if value is None:
         return None
     seconds = parse_duration(value, where)
     if seconds < 0.001:
         raise ValidationError(where, f"must be at least 1ms, got {value!r}")
+    if max_seconds is not None and seconds > max_seconds:
+        raise ValidationError(where, f"must be at most {max_seconds}s, got {clip(value)!r}")
     return seconds
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2 or n % 2 == 0:
+        return n == 2
+    return all(n % d for d in range(3, math.isqrt(n) + 1, 2))
 
 
 def _traffic_policy(raw: Any, where: str) -> TrafficPolicy | None:
@@ -723,7 +738,7 @@ def _consistent_hash(raw: Any, where: str) -> ConsistentHash | None:
         )
     use_source_ip = optional_bool(m.get("useSourceIp"), f"{where}.useSourceIp") or False
     algorithm, min_ring, table = "ring_hash", 0, 0
-    legacy = _int(m.get("minimumRingSize"), f"{where}.minimumRingSize", maximum=2**63 - 1)
+    legacy = _int(m.get("minimumRingSize"), f"{where}.minimumRingSize", maximum=MAX_RING_SIZE)
     if "ringHash" in m:
         rw = f"{where}.ringHash"
         r = require_mapping(m["ringHash"], rw)
@@ -732,17 +747,23 @@ def _consistent_hash(raw: Any, where: str) -> ConsistentHash | None:
             raise ValidationError(
                 f"{where}.minimumRingSize", "is deprecated; use ringHash.minimumRingSize alone"
             )
-        min_ring = _int(r.get("minimumRingSize"), f"{rw}.minimumRingSize", maximum=2**63 - 1) or 0
+        min_ring = (
+            _int(r.get("minimumRingSize"), f"{rw}.minimumRingSize", maximum=MAX_RING_SIZE) or 0
+        )
     elif "maglev" in m:
         mw = f"{where}.maglev"
         g = require_mapping(m["maglev"], mw)
         _known(g, mw, {"tableSize"})
         algorithm = "maglev"
-        table = _int(g.get("tableSize"), f"{mw}.tableSize", maximum=2**63 - 1) or 0
+        table = _int(g.get("tableSize"), f"{mw}.tableSize", maximum=MAX_MAGLEV_TABLE) or 0
+        if table and not _is_prime(table):
+            raise ValidationError(f"{mw}.tableSize", f"must be a prime number, got {table}")
     else:
         min_ring = legacy or 0
+    header = require_str(m.get("httpHeaderName"), f"{where}.httpHeaderName")
+    check_header_text(header, f"{where}.httpHeaderName", "header name")
     return ConsistentHash(
-        http_header_name=require_str(m.get("httpHeaderName"), f"{where}.httpHeaderName"),
+        http_header_name=header,
         http_cookie=cookie,
         use_source_ip=use_source_ip,
         http_query_parameter_name=require_str(
@@ -784,8 +805,9 @@ def _connection_pool(raw: Any, where: str) -> ConnectionPool | None:
             _known(k, kw, {"probes", "time", "interval"})
             keepalive = TcpKeepalive(
                 probes=_int(k.get("probes"), f"{kw}.probes", maximum=UINT32_MAX),
-                time=_duration(k.get("time"), f"{kw}.time"),
-                interval=_duration(k.get("interval"), f"{kw}.interval"),
+                # Envoy takes these in whole seconds, as uint32s.
+                time=_duration(k.get("time"), f"{kw}.time", max_seconds=UINT32_MAX),
+                interval=_duration(k.get("interval"), f"{kw}.interval", max_seconds=UINT32_MAX),
             )
         _duration(t.get("idleTimeout"), f"{tw}.idleTimeout")
         tcp = TcpSettings(

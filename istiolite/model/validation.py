@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -62,3 +63,53 @@ def optional_bool(value: Any, field: str) -> bool | None:
     if not isinstance(value, bool):
         raise ValidationError(field, f"must be true or false, got {value!r}")
     return value
+
+
+# Envoy's protos: uint32 fields (weights, retries, circuit-breaker thresholds …) and
+# google.protobuf.Duration, whose seconds may not pass 10,000 years.
+UINT32_MAX = 2**32 - 1
+MAX_DURATION_SECONDS = 315_576_000_000
+
+
+def require_uint32(value: Any, field: str, *, minimum: int = 0) -> int:
+    """An integer that fits the uint32 Envoy field it becomes (weights, attempts …)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"must be an integer, got {value!r}")
+    if not minimum <= value <= UINT32_MAX:
+        raise ValidationError(field, f"must be between {minimum} and {UINT32_MAX}, got {value}")
+    return value
+
+
+# istiod's header name rule for header operations (validHeaderRegex) …
+_HEADER_NAME = re.compile(r"^[-_A-Za-z0-9]+$")
+# … and what Envoy refuses anywhere a header name or value goes (its HTTP_HEADER_* rules).
+_HEADER_FORBIDDEN = re.compile(r"[\x00\r\n]")
+
+
+def check_header_operation_name(name: Any, field: str) -> str:
+    """A header to set, add or remove: Envoy rejects a whole RDS update that modifies a
+    pseudo-header (`:path`) or `host`, and any name with CR, LF or NUL; istiod allows only
+    letters, digits, '-' and '_'."""
+    text = require_str(name, field, required=True)
+    if text.startswith(":") or text.lower() == "host":
+        raise ValidationError(
+            field, f"header {clip(text)!r} cannot be modified (pseudo-headers and host are not)"
+        )
+    if not _HEADER_NAME.match(text):
+        raise ValidationError(
+            field,
+            f"header name {clip(text)!r} may hold only letters, digits, '-' and '_'",
+        )
+    return text
+
+
+def check_header_text(value: str, field: str, what: str = "header value") -> str:
+    """A string Envoy puts in a header (name or value): CR, LF and NUL make it NACK."""
+    if _HEADER_FORBIDDEN.search(value):
+        raise ValidationError(field, f"{what} must not contain CR, LF or NUL: {clip(value)!r}")
+    return value
+
+
+def clip(text: str, limit: int = 64) -> str:
+    """User text quoted in an error, cut short: errors are logged and shown on debug pages."""
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -14,7 +14,12 @@ from typing import Any
 from istiolite.model.meta import ObjectMeta, parse_meta
 from istiolite.model.regex import regex_error
 from istiolite.model.validation import (
+    MAX_DURATION_SECONDS,
+    UINT32_MAX,
     ValidationError,
+    check_header_operation_name,
+    check_header_text,
+    clip,
     optional_bool,
     require_list,
     require_mapping,
@@ -24,10 +29,16 @@ from istiolite.model.validation import (
 )
 from istiolite.model.visibility import parse_export_to
 
-_DURATION = re.compile(r"^(\d+(\.\d+)?)(h|m|s|ms|us|µs|ns)$")
+# ASCII digits only: `\d` would also take other scripts' digits, which float() reads.
+_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?)(h|m|s|ms|us|µs|ns)$")
 _UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _HOST_LABEL = re.compile(r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Istio's weight and attempts fields are int32; the weights of one route become Envoy's
+# weighted_clusters, whose sum must fit a uint32.
+_INT32_MAX = 2**31 - 1
+# Envoy's default max_direct_response_body_size_bytes, which istiolite does not raise.
+MAX_DIRECT_RESPONSE_BODY = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +236,15 @@ def parse_duration(value: Any, where: str) -> float:
         raise ValidationError(where, f"must be a duration like '1s' or '250ms', got {value!r}")
     found = _DURATION.match(value.strip())
     if not found:
-        raise ValidationError(where, f"{value!r} is not a duration like '1s' or '250ms'")
-    return float(found.group(1)) * _UNIT_SECONDS[found.group(3)]
+        raise ValidationError(where, f"{clip(value)!r} is not a duration like '1s' or '250ms'")
+    seconds = float(found.group(1)) * _UNIT_SECONDS[found.group(3)]
+    # google.protobuf.Duration holds at most 10,000 years; a longer one (or one whose digits
+    # make an infinite float) cannot be put in any Envoy config.
+    if not seconds <= MAX_DURATION_SECONDS:
+        raise ValidationError(
+            where, f"{clip(value)!r} is longer than the {MAX_DURATION_SECONDS}s a duration holds"
+        )
+    return seconds
 
 
 def validate_host(host: Any, where: str) -> str:
@@ -263,7 +281,9 @@ def _string_match(raw: Any, where: str, *, allow_empty: bool = False) -> StringM
 def _named_matches(raw: Any, where: str) -> tuple[tuple[str, StringMatch | None], ...]:
     out = []
     for name, value in require_mapping(raw, where).items():
-        out.append((str(name).lower(), _string_match(value, f"{where}.{name}", allow_empty=True)))
+        at = f"{where}.{name}"
+        check_header_text(require_str(name, at, required=True), at, "name")
+        out.append((str(name).lower(), _string_match(value, at, allow_empty=True)))
     return tuple(sorted(out, key=lambda item: item[0]))
 
 
@@ -295,12 +315,14 @@ def _header_ops(raw: Any, where: str) -> HeaderOperations:
     m = require_mapping(raw, where)
     remove = require_list(m.get("remove"), f"{where}.remove")
     for i, name in enumerate(remove):
-        require_str(name, f"{where}.remove[{i}]", required=True)
-    return HeaderOperations(
-        set=require_string_map(m.get("set"), f"{where}.set"),
-        add=require_string_map(m.get("add"), f"{where}.add"),
-        remove=tuple(remove),
-    )
+        check_header_operation_name(name, f"{where}.remove[{i}]")
+    ops = {}
+    for key in ("set", "add"):
+        ops[key] = require_string_map(m.get(key), f"{where}.{key}")
+        for name, value in ops[key].items():
+            check_header_operation_name(name, f"{where}.{key}.{name}")
+            check_header_text(value, f"{where}.{key}.{name}")
+    return HeaderOperations(set=ops["set"], add=ops["add"], remove=tuple(remove))
 
 
 def _headers(raw: Any, where: str) -> Headers | None:
@@ -353,6 +375,9 @@ def _fault(raw: Any, where: str) -> Fault | None:
             raise ValidationError(f"{where}.delay.fixedDelay", "is required")
         if d.get("fixedDelay") is not None:
             delay = parse_duration(d["fixedDelay"], f"{where}.delay.fixedDelay")
+            # Envoy's fixed_delay must be positive; istiod asks for at least 1ms.
+            if delay < 0.001:
+                raise ValidationError(f"{where}.delay.fixedDelay", "must be at least 1ms")
         delay_percent = _percent(
             d.get("percentage"), f"{where}.delay.percentage", legacy=d.get("percent")
         )
@@ -451,9 +476,7 @@ def _http_route(raw: Any, where: str, namespace: str = "", in_delegate: bool = F
     routes = []
     for i, item in enumerate(require_list(r.get("route"), f"{where}.route")):
         rd = require_mapping(item, f"{where}.route[{i}]")
-        weight = rd.get("weight", 0)
-        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise ValidationError(f"{where}.route[{i}].weight", f"must be >= 0, got {weight!r}")
+        weight = _int32(rd.get("weight", 0), f"{where}.route[{i}].weight")
         routes.append(
             RouteDestination(
                 destination=_destination(rd.get("destination"), f"{where}.route[{i}].destination"),
@@ -461,8 +484,7 @@ def _http_route(raw: Any, where: str, namespace: str = "", in_delegate: bool = F
                 headers=_headers(rd.get("headers"), f"{where}.route[{i}].headers"),
             )
         )
-    if len(routes) > 1 and sum(rd.weight for rd in routes) == 0:
-        raise ValidationError(f"{where}.route", "weights must add up to more than 0")
+    _check_weight_sum(routes, f"{where}.route")
     redirect = direct = None
     if r.get("redirect") is not None:
         rr = require_mapping(r["redirect"], f"{where}.redirect")
@@ -484,9 +506,14 @@ def _http_route(raw: Any, where: str, namespace: str = "", in_delegate: bool = F
                 f"{where}.directResponse.status", f"must be 200-599, got {status!r}"
             )
         body = require_mapping(dr.get("body"), f"{where}.directResponse.body")
-        direct = DirectResponse(
-            status=status, body=require_str(body.get("string"), f"{where}.directResponse.body")
-        )
+        text = require_str(body.get("string"), f"{where}.directResponse.body.string")
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_DIRECT_RESPONSE_BODY:
+            raise ValidationError(
+                f"{where}.directResponse.body.string",
+                f"is {size} bytes; Envoy takes at most {MAX_DIRECT_RESPONSE_BODY}",
+            )
+        direct = DirectResponse(status=status, body=text)
     actions = sum(x is not None and x != () for x in (tuple(routes) or None, redirect, direct))
     if actions != 1 and delegate is None:
         raise ValidationError(
@@ -519,9 +546,7 @@ def _http_route(raw: Any, where: str, namespace: str = "", in_delegate: bool = F
     retries = None
     if r.get("retries") is not None:
         rt = require_mapping(r["retries"], f"{where}.retries")
-        attempts = rt.get("attempts", 0)
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
-            raise ValidationError(f"{where}.retries.attempts", f"must be >= 0, got {attempts!r}")
+        attempts = _int32(rt.get("attempts", 0), f"{where}.retries.attempts")
         per_try = rt.get("perTryTimeout")
         retries = Retries(
             attempts=attempts,
@@ -604,16 +629,27 @@ def _l4_destinations(raw: Any, where: str) -> tuple[RouteDestination, ...]:
     routes = []
     for i, item in enumerate(require_list(raw, where)):
         rd = require_mapping(item, f"{where}[{i}]")
-        weight = rd.get("weight", 0)
-        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise ValidationError(f"{where}[{i}].weight", f"must be >= 0, got {weight!r}")
+        weight = _int32(rd.get("weight", 0), f"{where}[{i}].weight")
         destination = _destination(rd.get("destination"), f"{where}[{i}].destination")
         routes.append(RouteDestination(destination=destination, weight=weight))
     if not routes:
         raise ValidationError(where, "at least one destination is required")
-    if len(routes) > 1 and sum(rd.weight for rd in routes) == 0:
-        raise ValidationError(where, "weights must add up to more than 0")
+    _check_weight_sum(routes, where)
     return tuple(routes)
+
+
+def _int32(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT32_MAX:
+        raise ValidationError(where, f"must be an integer from 0 to {_INT32_MAX}, got {value!r}")
+    return value
+
+
+def _check_weight_sum(routes: list[RouteDestination], where: str) -> None:
+    total = sum(rd.weight for rd in routes)
+    if len(routes) > 1 and total == 0:
+        raise ValidationError(where, "weights must add up to more than 0")
+    if total > UINT32_MAX:
+        raise ValidationError(where, f"weights add up to {total}, more than {UINT32_MAX}")
 
 
 def parse_virtual_service(raw: dict[str, Any]) -> VirtualService:

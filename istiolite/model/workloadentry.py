@@ -19,6 +19,7 @@ from istiolite.model.validation import (
     require_port,
     require_str,
     require_string_map,
+    require_uint32,
 )
 
 UNIX_PREFIX = "unix://"
@@ -91,10 +92,8 @@ def parse_ports(raw: Any, where: str) -> dict[str, int]:
 
 def parse_weight(raw: Any, where: str) -> int:
     """A load-balancing weight: unset or 0 means 1, as istiod."""
-    weight = raw if raw is not None else 1
-    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-        raise ValidationError(where, f"must be a non-negative integer, got {weight!r}")
-    return weight or 1
+    # Envoy's load_balancing_weight is a uint32 (Istio's field too).
+    return require_uint32(raw if raw is not None else 1, where) or 1
 
 
 def _healthy(meta: ObjectMeta, raw: dict[str, Any]) -> bool:
