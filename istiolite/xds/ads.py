@@ -194,6 +194,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
         reader = asyncio.create_task(_read(requests, conn))
         client_version: str | None = None
         response: WireResponse | None = None  # released between items (see below)
+        stuck: SendTimeout | None = None
         try:
             while True:
                 item = await conn.queue.get()
@@ -250,7 +251,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
                 proxy=bounded(_proxy_id(conn)),
                 error=str(err),
             )
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
+            stuck = err
         except ProtocolError as err:
             log.warning(
                 "stream rejected", connection=conn.id, peer=conn.peer, error=bounded(str(err))
@@ -273,6 +274,10 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
                 metrics.xds_client_disconnected(client_version)
             if conn.proxy is not None:
                 log.info("proxy disconnected", proxy=bounded(conn.proxy.id), connection=conn.id)
+        if stuck is not None:
+            # Only now, with the stream's slot and bookkeeping let go: the status itself queues
+            # behind the data the peer does not take, so this may wait until the connection ends.
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(stuck))
 
     async def _write(
         self, context: grpc.aio.ServicerContext[Any, bytes], data: bytes, slot: _Slot
@@ -288,10 +293,11 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
                 slot.release()
             if not write.done():
                 await asyncio.wait((write,), timeout=self.send_timeout - waited)
-        finally:
-            if not write.done():
-                write.cancel()
-        if write.cancelled():
+        except BaseException:
+            write.cancel()
+            raise
+        if not write.done():
+            write.cancel()
             raise SendTimeout(
                 f"a {len(data)}-byte response was not taken within {self.send_timeout:g}s"
             )
