@@ -45,6 +45,8 @@ NODE_ID_MAX_BYTES = 1024
 NODE_METADATA_MAX_BYTES = 64 * 1024
 # NACK messages (Envoy's rejection reasons) are kept and logged cut to this many characters.
 NACK_MESSAGE_MAX = 1024
+# Type URLs one stream may subscribe to (Envoy uses a handful): each holds state on the server.
+TYPES_PER_STREAM_MAX = 100
 
 
 def bounded(value: str, limit: int = NACK_MESSAGE_MAX) -> str:
@@ -305,6 +307,13 @@ class XdsStream(Generic[Ctx]):
         """A request from the client: what to send in answer (maybe nothing)."""
         raise NotImplementedError
 
+    def _check_new_type(self, type_url: str) -> None:
+        if len(self.types) >= TYPES_PER_STREAM_MAX:
+            raise ProtocolError(
+                f"type URL {bounded(type_url, 200)!r} would be this stream's "
+                f"{len(self.types) + 1}th; the limit is {TYPES_PER_STREAM_MAX}"
+            )
+
     def on_push(self, ctx: Any, request: PushRequest | None = None) -> list[WireResponse]:
         """The config changed to `ctx`: what to send (changes, then removals)."""
         raise NotImplementedError
@@ -335,6 +344,8 @@ class SotwStream(XdsStream[Any]):
         type_url = request.type_url
         names = set(request.resource_names)
         state = self.types.get(type_url)
+        if state is None:
+            self._check_new_type(type_url)
         if state is None or not request.response_nonce:
             # A new subscription (or the client starting over): answer at once, even if unchanged.
             explicit = state.explicit if state is not None else False
@@ -496,6 +507,7 @@ class DeltaStream(XdsStream[Any]):
         state = self.types.get(type_url)
         first = state is None
         if state is None:
+            self._check_new_type(type_url)
             state = TypeState(type_url)
             # An empty first subscription to CDS/LDS is the legacy way of asking for everything.
             state.wildcard = not subscribe and type_url in type_urls.FULL_STATE_TYPES
