@@ -62,6 +62,20 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="proxies being pushed to at once (istiod's push throttle)",
     )
     p.add_argument(
+        "--xds-send-timeout",
+        type=float,
+        default=float(env_default("XDS_SEND_TIMEOUT", "5")),
+        metavar="SECONDS",
+        help="close an ADS stream whose peer does not take a response in this long",
+    )
+    p.add_argument(
+        "--grpc-max-recv-size",
+        type=int,
+        default=int(env_default("GRPC_MAX_RECV_SIZE", str(4 * 1024 * 1024))),
+        metavar="BYTES",
+        help="largest gRPC message accepted from a client (istiod: 4 MiB)",
+    )
+    p.add_argument(
         "--log-format", choices=("json", "console"), default=env_default("LOG_FORMAT", "json")
     )
     p.add_argument(
@@ -93,6 +107,8 @@ def _serve(args: argparse.Namespace) -> int:
         debounce_quiet=args.debounce_after,
         debounce_max=args.debounce_max,
         push_concurrency=max(1, args.push_concurrency),
+        xds_send_timeout=max(0.1, args.xds_send_timeout),
+        grpc_max_recv_size=max(1024, args.grpc_max_recv_size),
         log_format=args.log_format,
         log_level=args.log_level,
     )

@@ -6,6 +6,7 @@ adds, so counters are rendered here; gauges and histograms use prometheus_client
 
 from __future__ import annotations
 
+import re
 import threading
 
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, Histogram, generate_latest
@@ -61,6 +62,40 @@ def exposition() -> tuple[bytes, str]:
 XDS_CLIENTS = Gauge(
     "pilot_xds", "Number of endpoints connected to this pilot using XDS.", ["version"]
 )
+# ISTIO_VERSION comes from the client: only this many well-formed values get their own series.
+VERSION_LABELS_MAX = 20
+_VERSION = re.compile(r"\d+\.\d+(\.\d+)?([-.][\w.]+)?")
+_version_counts: dict[str, int] = {}
+
+
+def xds_client_connected(istio_version: str) -> str:
+    """Count a connected proxy; returns the label it was counted under (for the disconnect)."""
+    label = istio_version or "unknown"
+    if label != "unknown" and (
+        len(label) > 64
+        or not _VERSION.fullmatch(label)
+        or (label not in _version_counts and len(_version_counts) >= VERSION_LABELS_MAX)
+    ):
+        label = "other"
+    _version_counts[label] = _version_counts.get(label, 0) + 1
+    XDS_CLIENTS.labels(label).inc()
+    return label
+
+
+def xds_client_disconnected(label: str) -> None:
+    """Undo `xds_client_connected`; a version no proxy runs any more frees its series."""
+    left = _version_counts.get(label, 0) - 1
+    if left > 0:
+        _version_counts[label] = left
+        XDS_CLIENTS.labels(label).dec()
+        return
+    _version_counts.pop(label, None)
+    try:
+        XDS_CLIENTS.remove(label)
+    except KeyError:
+        pass
+
+
 PUSHES = CounterVec(
     "pilot_xds_pushes", "Pilot build and send errors for lds, rds, cds and eds.", ("type",)
 )
@@ -110,6 +145,11 @@ CONFIG_SIZE = Histogram(
 QUEUE_DEPTH = Gauge(
     "istiolite_push_queue_depth",
     "Proxies with a push pending (waiting for a push slot or sending).",
+)
+SEND_TIMEOUTS = CounterVec(
+    "istiolite_xds_send_timeouts",
+    "ADS streams closed because the peer did not take a response within the send timeout.",
+    (),
 )
 INVALID_CONFIG = CounterVec(
     "istiolite_config_rejects",

@@ -44,7 +44,8 @@ GRPC_OPTIONS = [
     ("grpc.max_connection_age_grace_ms", 10_000),
     ("grpc.so_reuseport", 0),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # istiod's default; --grpc-max-recv-size replaces it.
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
 ]
 
 
@@ -59,6 +60,7 @@ class Istiolite:
             PushContext({}, domain=settings.domain, version="empty"),
             generator=self.generator,
             push_concurrency=settings.push_concurrency,
+            send_timeout=settings.xds_send_timeout,
         )
         self.pusher = Pusher(
             self.store,
@@ -84,7 +86,9 @@ class Istiolite:
         self.pusher.push(batch)
 
     def _grpc_server(self) -> grpc.aio.Server:
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        options = [o for o in GRPC_OPTIONS if o[0] != "grpc.max_receive_message_length"]
+        options.append(("grpc.max_receive_message_length", self.settings.grpc_max_recv_size))
+        server = grpc.aio.server(options=options)
         self.ads.register(server)
         csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
             CsdsService(self.ads, generator=self.generator), server

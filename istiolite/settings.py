@@ -31,5 +31,7 @@ class Settings:
     debounce_quiet: float = 0.1
     debounce_max: float = 10.0
     push_concurrency: int = 100
+    xds_send_timeout: float = 5.0
+    grpc_max_recv_size: int = 4 * 1024 * 1024
     log_format: str = "json"
     log_level: str = "info"

@@ -27,6 +27,7 @@ from istiolite.xds.protocol import (
     SotwStream,
     WireResponse,
     XdsStream,
+    bounded,
 )
 
 log = get_logger("xds")
@@ -34,10 +35,19 @@ log = get_logger("xds")
 ADS_SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
 # istiod's default push throttle: at most this many proxies are being pushed to at once.
 DEFAULT_PUSH_CONCURRENCY = 100
+# istiod's PILOT_XDS_SEND_TIMEOUT: a write the peer has not taken in this long closes the stream.
+DEFAULT_SEND_TIMEOUT = 5.0
+# A push write not done after this long waits on the peer's flow control, not on this process:
+# its push slot goes to another stream meanwhile.
+SLOT_HOLD = 0.1
+# Requests read ahead of the stream's handler; when full, reading stops and HTTP/2 flow control
+# pushes back on the peer.
+INBOUND_LIMIT = 100
 
 _PUSH = object()  # queue marker: the config changed, diff and send
 _END = object()  # queue marker: the client closed its side
 _ids = itertools.count(1)
+_KNOWN_TYPES = frozenset({*type_urls.PUSH_ORDER, type_urls.NAME_TABLE, type_urls.PROXY_CONFIG})
 
 
 @dataclass(eq=False)
@@ -51,6 +61,15 @@ class Connection:
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     pending: PushRequest | None = None
     pending_since: float = 0.0
+    # Room for requests in `queue` (push and end markers need none: there is at most one each).
+    inbound_room: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(INBOUND_LIMIT)
+    )
+
+    @property
+    def inbound_depth(self) -> int:
+        """Requests read from the peer and not yet handled (at most INBOUND_LIMIT)."""
+        return INBOUND_LIMIT - self.inbound_room._value
 
     def request_push(self, request: PushRequest) -> None:
         # At most one pending push per proxy: later changes merge into it.
@@ -80,6 +99,25 @@ def _wire(response: bytes) -> bytes:
     return response
 
 
+class SendTimeout(Exception):
+    """The peer did not take a response within the send timeout (it does not read)."""
+
+
+class _Slot:
+    """A held push slot, released at most once: early if the write waits on the peer."""
+
+    __slots__ = ("_slots", "held")
+
+    def __init__(self, slots: asyncio.Semaphore | None) -> None:
+        self._slots = slots
+        self.held = slots is not None
+
+    def release(self) -> None:
+        if self.held and self._slots is not None:
+            self.held = False
+            self._slots.release()
+
+
 class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     """Owns the current config snapshot and every live connection."""
 
@@ -89,6 +127,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
         *,
         generator: Callable[..., Any] = generate,
         push_concurrency: int = DEFAULT_PUSH_CONCURRENCY,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ) -> None:
         self.context = context
         self.connections: dict[str, Connection] = {}
@@ -96,6 +135,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
         # Comparisons shared by the streams within one push; emptied when the context changes.
         self.memo = PushMemo()
         self._push_slots = asyncio.Semaphore(push_concurrency)
+        self.send_timeout = send_timeout
 
     def register(self, server: grpc.aio.Server) -> None:
         """Add ADS to a server; responses are pre-serialized bytes, so no serializer runs."""
@@ -151,9 +191,10 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
             stream=stream_cls(generator, on_nack=_record_nack, memo=self.memo),
         )
         self.connections[conn.id] = conn
-        reader = asyncio.create_task(_read(requests, conn.queue))
+        reader = asyncio.create_task(_read(requests, conn))
         client_version: str | None = None
         response: WireResponse | None = None  # released between items (see below)
+        stuck: SendTimeout | None = None
         try:
             while True:
                 item = await conn.queue.get()
@@ -162,15 +203,19 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
                 if isinstance(item, BaseException):
                     raise item
                 if item is _PUSH:
-                    async with self._push_slots:
+                    await self._push_slots.acquire()
+                    slot = _Slot(self._push_slots)
+                    try:
                         request = conn.take_push()
                         started = time.perf_counter()
                         responses = conn.stream.on_push(self.context, request)
                         for response in responses:
-                            await context.write(response.data)
+                            await self._write(context, response.data, slot)
                             _count(response, started)
-                        if responses and request.started:
-                            metrics.CONVERGENCE.observe(time.monotonic() - request.started)
+                    finally:
+                        slot.release()
+                    if responses and request.started:
+                        metrics.CONVERGENCE.observe(time.monotonic() - request.started)
                     _log_sent(conn, responses, "push")
                     # Idle streams must not keep their last (often megabyte-sized) responses.
                     responses = []
@@ -178,34 +223,47 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
                     # Let requests and other streams in between pushes of a storm.
                     await asyncio.sleep(0)
                     continue
+                conn.inbound_room.release()
                 started = time.perf_counter()
                 responses = conn.stream.on_request(item, self.context)
                 if client_version is None and conn.proxy is not None:
-                    client_version = conn.proxy.istio_version or "unknown"
-                    metrics.XDS_CLIENTS.labels(client_version).inc()
+                    client_version = metrics.xds_client_connected(conn.proxy.istio_version)
                     log.info(
                         "proxy connected",
-                        proxy=conn.proxy.id,
+                        proxy=bounded(conn.proxy.id),
                         connection=conn.id,
                         peer=conn.peer,
                         delta=delta,
                     )
-                if responses:
-                    # Initial answers are the biggest (a connect storm): bounded like pushes.
-                    async with self._push_slots:
-                        for response in responses:
-                            await context.write(response.data)
-                            _count(response, started)
+                # Answers to a request are outside the push throttle: they are what the proxy
+                # waits for, and a slot must never wait on a peer's reading.
+                for response in responses:
+                    await self._write(context, response.data, _Slot(None))
+                    _count(response, started)
                 _log_sent(conn, responses, "request")
                 responses, item, response = [], None, None
+        except SendTimeout as err:
+            metrics.SEND_TIMEOUTS.inc()
+            log.warning(
+                "stream closed: the peer does not read",
+                connection=conn.id,
+                peer=conn.peer,
+                proxy=bounded(_proxy_id(conn)),
+                error=str(err),
+            )
+            stuck = err
         except ProtocolError as err:
-            log.warning("stream rejected", connection=conn.id, peer=conn.peer, error=str(err))
+            log.warning(
+                "stream rejected", connection=conn.id, peer=conn.peer, error=bounded(str(err))
+            )
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as err:
             # A bug in translation: say so loudly, close this stream; the proxy reconnects.
-            log.exception("config generation failed", connection=conn.id, proxy=_proxy_id(conn))
+            log.exception(
+                "config generation failed", connection=conn.id, proxy=bounded(_proxy_id(conn))
+            )
             await context.abort(grpc.StatusCode.INTERNAL, f"config generation failed: {err}")
         finally:
             reader.cancel()
@@ -213,9 +271,37 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
             if conn.pending is not None:
                 metrics.QUEUE_DEPTH.dec()
             if client_version is not None:
-                metrics.XDS_CLIENTS.labels(client_version).dec()
+                metrics.xds_client_disconnected(client_version)
             if conn.proxy is not None:
-                log.info("proxy disconnected", proxy=conn.proxy.id, connection=conn.id)
+                log.info("proxy disconnected", proxy=bounded(conn.proxy.id), connection=conn.id)
+        if stuck is not None:
+            # Only now, with the stream's slot and bookkeeping let go: the status itself queues
+            # behind the data the peer does not take, so this may wait until the connection ends.
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(stuck))
+
+    async def _write(
+        self, context: grpc.aio.ServicerContext[Any, bytes], data: bytes, slot: _Slot
+    ) -> None:
+        """One write, within the send timeout; a push slot is let go once the write waits on
+        the peer's flow control rather than on this process."""
+        write = asyncio.ensure_future(context.write(data))
+        waited = 0.0
+        try:
+            if slot.held:
+                waited = min(SLOT_HOLD, self.send_timeout)
+                await asyncio.wait((write,), timeout=waited)
+                slot.release()
+            if not write.done():
+                await asyncio.wait((write,), timeout=self.send_timeout - waited)
+        except BaseException:
+            write.cancel()
+            raise
+        if not write.done():
+            write.cancel()
+            raise SendTimeout(
+                f"a {len(data)}-byte response was not taken within {self.send_timeout:g}s"
+            )
+        write.result()
 
 
 def may_receive_keys(peer: str) -> bool:
@@ -242,9 +328,17 @@ def _without_secrets(generate: Callable[..., Any]) -> Callable[..., Any]:
     return generate_public
 
 
-async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
+async def _read(requests: AsyncIterator[Any], conn: Connection) -> None:
+    queue = conn.queue
     try:
-        async for request in requests:
+        while True:
+            # No room: stop reading, so the peer's sends wait on HTTP/2 flow control instead
+            # of growing this process.
+            await conn.inbound_room.acquire()
+            try:
+                request = await anext(requests)
+            except StopAsyncIteration:
+                break
             queue.put_nowait(request)
         queue.put_nowait(_END)
     except asyncio.CancelledError:
@@ -254,6 +348,9 @@ async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None
 
 
 def _metric_type(type_url: str) -> str:
+    # Type URLs come from clients: unknown ones share one label value.
+    if type_url not in _KNOWN_TYPES:
+        return "other"
     return type_urls.short_name(type_url).lower()
 
 
@@ -270,7 +367,7 @@ def _log_sent(conn: Connection, responses: list[WireResponse], reason: str) -> N
             "sent",
             proxy=conn.proxy.id,
             reason=reason,
-            types=[type_urls.short_name(r.type_url) for r in responses],
+            types=[bounded(type_urls.short_name(r.type_url), 200) for r in responses],
             versions=[r.version for r in responses],
         )
 
@@ -283,9 +380,9 @@ def _record_nack(proxy: Proxy, type_url: str, nack: Nack) -> None:
     metrics.REJECTS.inc(_metric_type(type_url))
     log.warning(
         "config rejected by proxy",
-        proxy=proxy.id,
-        type=type_urls.short_name(type_url),
+        proxy=bounded(proxy.id),
+        type=bounded(type_urls.short_name(type_url), 200),
         version=nack.rejected_version,
         nonce=nack.nonce,
-        error=nack.message,
+        error=nack.message,  # already cut to NACK_MESSAGE_MAX
     )

@@ -7,10 +7,12 @@ I/O and reads time only through the injected clock, so the protocol tests drive 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import secrets
 import sys
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,6 +39,21 @@ Ctx = TypeVar("Ctx")
 Generate = Callable[[Any, Proxy, str], Resources]
 
 WILDCARD = "*"
+# Limits on what a client says about itself (istiod keeps node ids short too): checked before
+# anything is parsed or logged.
+NODE_ID_MAX_BYTES = 1024
+NODE_METADATA_MAX_BYTES = 64 * 1024
+# NACK messages (Envoy's rejection reasons) are kept and logged cut to this many characters.
+NACK_MESSAGE_MAX = 1024
+# Type URLs one stream may subscribe to (Envoy uses a handful): each holds state on the server.
+TYPES_PER_STREAM_MAX = 100
+
+
+def bounded(value: str, limit: int = NACK_MESSAGE_MAX) -> str:
+    """A client-supplied string fit for a log line or a status page: cut, saying how long it was."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}... ({len(value)} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,19 +197,32 @@ def _diff(
     return changed, removed
 
 
-_NAME_SETS: dict[frozenset[str], frozenset[str]] = {}
-_NAME_SETS_MAX = 256
+# hash -> the one live interned set with that hash, held weakly so that a set goes with its last
+# stream (a hash collision simply goes uninterned).
+_NAME_SETS: dict[int, weakref.ref[frozenset[str]]] = {}
+
+
+def _forget(key: int, ref: weakref.ref[frozenset[str]]) -> None:
+    if _NAME_SETS.get(key) is ref:
+        del _NAME_SETS[key]
 
 
 def _shared_names(names: frozenset[str]) -> frozenset[str]:
     """One frozenset object for identical subscriptions (most proxies subscribe alike)."""
-    found = _NAME_SETS.get(names)
-    if found is not None:
+    key = hash(names)
+    ref = _NAME_SETS.get(key)
+    found = ref() if ref is not None else None
+    if found is not None and found == names:
         return found
-    if len(_NAME_SETS) >= _NAME_SETS_MAX:
-        _NAME_SETS.pop(next(iter(_NAME_SETS)))  # oldest first
-    _NAME_SETS[names] = names
+    if found is not None:
+        return names  # a different set with the same hash: keep the first one interned
+    _NAME_SETS[key] = weakref.ref(names, functools.partial(_forget, key))
     return names
+
+
+def interned_name_sets() -> int:
+    """How many subscription name sets the intern table holds (for tests and debugging)."""
+    return sum(1 for ref in list(_NAME_SETS.values()) if ref() is not None)
 
 
 class XdsStream(Generic[Ctx]):
@@ -227,6 +257,17 @@ class XdsStream(Generic[Ctx]):
             return self.proxy
         if not has_node or not node.id:
             raise ProtocolError("the first request on a stream must carry node.id")
+        id_size = len(node.id.encode())
+        if id_size > NODE_ID_MAX_BYTES:
+            raise ProtocolError(
+                f"node.id is {id_size} bytes, over the limit of {NODE_ID_MAX_BYTES} bytes"
+            )
+        metadata_size = node.metadata.ByteSize()
+        if metadata_size > NODE_METADATA_MAX_BYTES:
+            raise ProtocolError(
+                f"node.metadata is {metadata_size} bytes serialized, over the limit of "
+                f"{NODE_METADATA_MAX_BYTES} bytes"
+            )
         metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
         try:
             proxy = parse_proxy(node.id, metadata)
@@ -250,7 +291,7 @@ class XdsStream(Generic[Ctx]):
             nack = Nack(
                 nonce=state.nonce_sent,
                 rejected_version=state.version_sent,
-                message=error.message,
+                message=bounded(error.message),
                 at=self._clock(),
             )
             state.nack = nack
@@ -265,6 +306,13 @@ class XdsStream(Generic[Ctx]):
     def on_request(self, request: Any, ctx: Any) -> list[WireResponse]:
         """A request from the client: what to send in answer (maybe nothing)."""
         raise NotImplementedError
+
+    def _check_new_type(self, type_url: str) -> None:
+        if len(self.types) >= TYPES_PER_STREAM_MAX:
+            raise ProtocolError(
+                f"type URL {bounded(type_url, 200)!r} would be this stream's "
+                f"{len(self.types) + 1}th; the limit is {TYPES_PER_STREAM_MAX}"
+            )
 
     def on_push(self, ctx: Any, request: PushRequest | None = None) -> list[WireResponse]:
         """The config changed to `ctx`: what to send (changes, then removals)."""
@@ -296,6 +344,8 @@ class SotwStream(XdsStream[Any]):
         type_url = request.type_url
         names = set(request.resource_names)
         state = self.types.get(type_url)
+        if state is None:
+            self._check_new_type(type_url)
         if state is None or not request.response_nonce:
             # A new subscription (or the client starting over): answer at once, even if unchanged.
             explicit = state.explicit if state is not None else False
@@ -457,6 +507,7 @@ class DeltaStream(XdsStream[Any]):
         state = self.types.get(type_url)
         first = state is None
         if state is None:
+            self._check_new_type(type_url)
             state = TypeState(type_url)
             # An empty first subscription to CDS/LDS is the legacy way of asking for everything.
             state.wildcard = not subscribe and type_url in type_urls.FULL_STATE_TYPES
