@@ -1,0 +1,184 @@
+"""Values that pass validation yet make translation raise (issue 9, finding 3: the issue's own
+examples, still accepted on this branch): every type still generates, the object is named with
+what was left out, the rest of the config is there, and /debug/configz lists it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from istiolite import type_urls
+from istiolite.debug import pages
+from istiolite.model.proxy import parse_proxy
+from istiolite.networking.generator import generate, offline_generator
+from istiolite.server import DebugStatusView, Istiolite
+from istiolite.settings import Settings
+from tests.support import objects
+
+BIG = "100000000000000000000h"  # parses; past what a protobuf Duration holds
+PROXY = parse_proxy(
+    f"sidecar~10.0.0.1~app-1.default~default.svc.{objects.DOMAIN}",
+    {"NAMESPACE": "default", "LABELS": {"app": "app-1"}},
+)
+
+
+def _dr(policy: dict[str, Any]) -> objects.Raw:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"host": "reviews", "trafficPolicy": policy},
+    }
+
+
+def _vs(host: str, spec: dict[str, Any]) -> objects.Raw:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"hosts": [host], **spec},
+    }
+
+
+def _http(**extra: Any) -> dict[str, Any]:
+    return {"http": [{"route": [{"destination": {"host": "reviews"}}], **extra}]}
+
+
+REVIEWS = objects.outbound_cluster("reviews", 80)
+CASES: dict[str, tuple[objects.Raw, str, str]] = {
+    # name: (object, its name in the error, what is left out)
+    "connectTimeout": (
+        _dr({"connectionPool": {"tcp": {"connectTimeout": BIG}}}),
+        "DestinationRule default/bad",
+        f"cluster {REVIEWS}",
+    ),
+    "outlier interval": (
+        _dr({"outlierDetection": {"interval": BIG}}),
+        "DestinationRule default/bad",
+        f"cluster {REVIEWS}",
+    ),
+    "keepalive": (
+        _dr({"connectionPool": {"tcp": {"tcpKeepalive": {"time": BIG}}}}),
+        "DestinationRule default/bad",
+        f"cluster {REVIEWS}",
+    ),
+    "idleTimeout": (
+        _dr({"connectionPool": {"http": {"idleTimeout": BIG}}}),
+        "DestinationRule default/bad",
+        f"cluster {REVIEWS}",
+    ),
+    "cookie ttl": (
+        _dr({"loadBalancer": {"consistentHash": {"httpCookie": {"name": "c", "ttl": BIG}}}}),
+        "DestinationRule default/bad",
+        f"consistent-hash policy of routes to {objects.hostname('reviews')}",
+    ),
+    "retries.attempts": (
+        _vs("reviews", _http(retries={"attempts": 4294967296})),
+        "VirtualService default/bad",
+        f"its routes for {objects.hostname('reviews')}:80 (default route used)",
+    ),
+    "route weight": (
+        _vs(
+            "reviews",
+            {
+                "http": [
+                    {
+                        "route": [
+                            {"destination": {"host": "reviews"}, "weight": 4294967296},
+                            {"destination": {"host": "details"}, "weight": 1},
+                        ]
+                    }
+                ]
+            },
+        ),
+        "VirtualService default/bad",
+        f"its routes for {objects.hostname('reviews')}:80 (default route used)",
+    ),
+    "timeout": (
+        _vs("reviews", _http(timeout=BIG)),
+        "VirtualService default/bad",
+        f"its routes for {objects.hostname('reviews')}:80 (default route used)",
+    ),
+    "tcp weight": (
+        _vs(
+            "db",
+            {
+                "tcp": [
+                    {
+                        "route": [
+                            {"destination": {"host": "db"}, "weight": 4294967296},
+                            {"destination": {"host": "details"}, "weight": 1},
+                        ]
+                    }
+                ]
+            },
+        ),
+        "VirtualService default/bad",
+        "its tcp/tls route for port 3306",
+    ),
+    "endpoint weight": (
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": {"name": "bad", "namespace": "default"},
+            "spec": {
+                "hosts": ["ext.example.com"],
+                "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                "resolution": "STATIC",
+                "endpoints": [{"address": "10.2.0.1", "weight": 4294967296}],
+            },
+        },
+        "ServiceEntry default/bad",
+        "endpoints of cluster outbound|80||ext.example.com",
+    ),
+}
+MESH = [
+    objects.service("reviews"),
+    objects.service("details"),
+    objects.service("db", cluster_ip="10.96.0.9", ports=[objects.service_port("tcp", 3306)]),
+    objects.endpoint_slice("details", endpoints=["10.1.0.7"]),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_value_that_fails_translation_leaves_out_only_its_object(case: str) -> None:
+    raw, name, dropped = CASES[case]
+    ctx = objects.context(*MESH, raw)
+    generated = {t: generate(ctx, PROXY, t) for t in type_urls.PUSH_ORDER}  # none raises
+    errors = offline_generator(ctx).cache.errors()
+    assert [(e.object, e.dropped) for e in errors] == [(name, dropped)]
+    assert "out of range" in errors[0].message.lower()
+    # Everything the object does not touch is there.
+    assert objects.outbound_cluster("details", 80) in generated[type_urls.CLUSTER]
+    assert objects.outbound_cluster("details", 80) in generated[type_urls.ENDPOINT]
+    assert "80" in generated[type_urls.ROUTE]
+    assert "10.96.0.9_3306" in generated[type_urls.LISTENER]
+
+
+def test_configz_lists_the_objects_left_out(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    raw, name, dropped = CASES["connectTimeout"]
+    (config / "mesh.yaml").write_text(yaml.safe_dump_all([*MESH, raw]))
+    app = Istiolite(Settings(config_dirs=[config]))
+    app.files.load_all()
+    app.pusher.start()
+    status = DebugStatusView(app)
+    assert pages.configz(status)["generation_errors"] == []  # nothing generated yet
+    clusters = status.generate(PROXY, type_urls.CLUSTER)
+    assert REVIEWS not in clusters and objects.outbound_cluster("details", 80) in clusters
+    (error,) = pages.configz(status)["generation_errors"]
+    assert (error["object"], error["dropped"]) == (name, dropped)
+    assert "out of range" in error["message"].lower()
+    # Fixed: the cluster is back, and the error is gone with the result that left it out.
+    fixed = _dr({"connectionPool": {"tcp": {"connectTimeout": "3s"}}})
+    (config / "mesh.yaml").write_text(yaml.safe_dump_all([*MESH, fixed]))
+    time.sleep(0.01)
+    app.files.load_all()
+    app.pusher.start()
+    assert REVIEWS in status.generate(PROXY, type_urls.CLUSTER)
+    assert pages.configz(status)["generation_errors"] == []
