@@ -48,6 +48,13 @@ def _http(**extra: Any) -> dict[str, Any]:
     return {"http": [{"route": [{"destination": {"host": "reviews"}}], **extra}]}
 
 
+def _split(protocol: str, host: str) -> dict[str, Any]:
+    """A weighted route whose first weight does not fit the uint32 Envoy has for it."""
+    weights = [(host, 4294967296), ("details", 1)]
+    route = [{"destination": {"host": h}, "weight": w} for h, w in weights]
+    return {protocol: [{"route": route}]}
+
+
 REVIEWS = objects.outbound_cluster("reviews", 80)
 CASES: dict[str, tuple[objects.Raw, str, str]] = {
     # name: (object, its name in the error, what is left out)
@@ -82,19 +89,7 @@ CASES: dict[str, tuple[objects.Raw, str, str]] = {
         f"its routes for {objects.hostname('reviews')}:80 (default route used)",
     ),
     "route weight": (
-        _vs(
-            "reviews",
-            {
-                "http": [
-                    {
-                        "route": [
-                            {"destination": {"host": "reviews"}, "weight": 4294967296},
-                            {"destination": {"host": "details"}, "weight": 1},
-                        ]
-                    }
-                ]
-            },
-        ),
+        _vs("reviews", _split("http", "reviews")),
         "VirtualService default/bad",
         f"its routes for {objects.hostname('reviews')}:80 (default route used)",
     ),
@@ -104,19 +99,7 @@ CASES: dict[str, tuple[objects.Raw, str, str]] = {
         f"its routes for {objects.hostname('reviews')}:80 (default route used)",
     ),
     "tcp weight": (
-        _vs(
-            "db",
-            {
-                "tcp": [
-                    {
-                        "route": [
-                            {"destination": {"host": "db"}, "weight": 4294967296},
-                            {"destination": {"host": "details"}, "weight": 1},
-                        ]
-                    }
-                ]
-            },
-        ),
+        _vs("db", _split("tcp", "db")),
         "VirtualService default/bad",
         "its tcp/tls route for port 3306",
     ),
