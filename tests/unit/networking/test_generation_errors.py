@@ -1,6 +1,10 @@
 """Values that pass validation yet make translation raise (issue 9, finding 3: the issue's own
-examples, still accepted on this branch): every type still generates, the object is named with
-what was left out, the rest of the config is there, and /debug/configz lists it."""
+examples): every type still generates, the object is named with what was left out, the rest of
+the config is there, and /debug/configz lists it.
+
+Validation is meant to reject these values too (the first line of defence); where it does, the
+case is skipped, and `test_any_failure_of_one_object_is_isolated` (an injected failure) keeps
+the second line covered."""
 
 from __future__ import annotations
 
@@ -14,7 +18,10 @@ import yaml
 from istiolite import type_urls
 from istiolite.debug import pages
 from istiolite.model.proxy import parse_proxy
+from istiolite.model.validation import ValidationError
+from istiolite.networking import cluster
 from istiolite.networking.generator import generate, offline_generator
+from istiolite.push.context import PushContext
 from istiolite.server import DebugStatusView, Istiolite
 from istiolite.settings import Settings
 from tests.support import objects
@@ -127,10 +134,17 @@ MESH = [
 ]
 
 
+def _context(*raws: objects.Raw) -> PushContext:
+    try:
+        return objects.context(*MESH, *raws)
+    except ValidationError as err:
+        pytest.skip(f"validation rejects the value now: {err}")
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_a_value_that_fails_translation_leaves_out_only_its_object(case: str) -> None:
     raw, name, dropped = CASES[case]
-    ctx = objects.context(*MESH, raw)
+    ctx = _context(raw)
     generated = {t: generate(ctx, PROXY, t) for t in type_urls.PUSH_ORDER}  # none raises
     errors = offline_generator(ctx).cache.errors()
     assert [(e.object, e.dropped) for e in errors] == [(name, dropped)]
@@ -149,6 +163,8 @@ def test_configz_lists_the_objects_left_out(tmp_path: Path) -> None:
     (config / "mesh.yaml").write_text(yaml.safe_dump_all([*MESH, raw]))
     app = Istiolite(Settings(config_dirs=[config]))
     app.files.load_all()
+    if app.files.errors:
+        pytest.skip(f"validation rejects the value now: {app.files.errors}")
     app.pusher.start()
     status = DebugStatusView(app)
     assert pages.configz(status)["generation_errors"] == []  # nothing generated yet
@@ -165,3 +181,25 @@ def test_configz_lists_the_objects_left_out(tmp_path: Path) -> None:
     app.pusher.start()
     assert REVIEWS in status.generate(PROXY, type_urls.CLUSTER)
     assert pages.configz(status)["generation_errors"] == []
+
+
+def test_any_failure_of_one_object_is_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Injected: once validation bounds every field, no real input is known to make this raise;
+    # the guard must hold for whatever still does (a value nobody thought of, a bug).
+    applied = cluster.apply_traffic_policy
+
+    def fails_for_reviews(built: Any, policy: Any, protocol: Any) -> None:
+        if built.name == REVIEWS:
+            raise OverflowError("injected")
+        applied(built, policy, protocol)
+
+    monkeypatch.setattr(cluster, "apply_traffic_policy", fails_for_reviews)
+    rule = _dr({"connectionPool": {"tcp": {"connectTimeout": "3s"}}})
+    ctx = objects.context(*MESH, rule)
+    clusters = generate(ctx, PROXY, type_urls.CLUSTER)
+    assert REVIEWS not in clusters and objects.outbound_cluster("details", 80) in clusters
+    (error,) = offline_generator(ctx).cache.errors()
+    assert (error.object, error.message) == (
+        "DestinationRule default/bad",
+        "OverflowError: injected",
+    )
