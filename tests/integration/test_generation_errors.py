@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tests.integration.conftest import NAMESPACE, Mesh
 from tests.support import mesh
@@ -15,15 +16,14 @@ from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 
-BAD_DR = {
-    "apiVersion": "networking.istio.io/v1",
-    "kind": "DestinationRule",
-    "metadata": {"name": "beta-pool", "namespace": NAMESPACE},
-    "spec": {
-        "host": "beta",
-        "trafficPolicy": {"connectionPool": {"tcp": {"connectTimeout": "100000000000000000000h"}}},
-    },
-}
+BAD_DR = yaml.safe_load(f"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: beta-pool, namespace: {NAMESPACE}}}
+spec:
+  host: beta
+  trafficPolicy: {{connectionPool: {{tcp: {{connectTimeout: 100000000000000000000h}}}}}}
+""")
 BAD_VS = {
     "apiVersion": "networking.istio.io/v1",
     "kind": "VirtualService",
