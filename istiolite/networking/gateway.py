@@ -20,7 +20,7 @@ from istiolite.networking.filters import http_connection_manager, tcp_proxy, tls
 from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.http_route import http_routes
 from istiolite.networking.names import listener_name
-from istiolite.networking.tcp_route import TcpTarget, l4_target
+from istiolite.networking.tcp_route import TcpTarget, guarded_l4_target
 from istiolite.networking.tls_context import downstream_tls_context, transport_socket
 from istiolite.networking.typed import socket_address
 from istiolite.push.context import PushContext
@@ -169,19 +169,25 @@ def _l4_chains(
                 for match in route.match:
                     if match.port is not None and match.port != server.port:
                         continue
+                    target = guarded_l4_target(ctx, vs, route.route, port)
+                    if target is None:
+                        continue
                     chains.append(
                         lc.FilterChain(
                             filter_chain_match=lc.FilterChainMatch(
                                 server_names=list(match.sni_hosts)
                             ),
-                            filters=[_tcp_proxy(l4_target(ctx, vs, route.route, port))],
+                            filters=[_tcp_proxy(target)],
                         )
                     )
             continue
         for tcp in vs.tcp:
             if tcp.ports and server.port not in tcp.ports:
                 continue
-            chain = lc.FilterChain(filters=[_tcp_proxy(l4_target(ctx, vs, tcp.route, port))])
+            target = guarded_l4_target(ctx, vs, tcp.route, port)
+            if target is None:
+                continue  # that VirtualService is left out; a later one may fit
+            chain = lc.FilterChain(filters=[_tcp_proxy(target)])
             if server.tls is not None:
                 chain.filter_chain_match.server_names.extend(_sni_hosts(server))
                 chain.transport_socket.CopyFrom(

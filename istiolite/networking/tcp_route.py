@@ -32,7 +32,7 @@ def tcp_target(
         if route.ports and port.port not in route.ports:
             continue
         # A VirtualService whose route fails to translate is left out: the service's cluster.
-        found = _guarded_target(ctx, vs, route.route, port.port)
+        found = guarded_l4_target(ctx, vs, route.route, port.port)
         return default if found is None else found
     return default
 
@@ -49,15 +49,16 @@ def tls_targets(
     for route in vs.tls:
         for match in route.match:
             if match.port is None or match.port == port.port:
-                found = _guarded_target(ctx, vs, route.route, port.port)
+                found = guarded_l4_target(ctx, vs, route.route, port.port)
                 if found is not None:
                     out.append((match.sni_hosts, found))
     return out
 
 
-def _guarded_target(
+def guarded_l4_target(
     ctx: PushContext, vs: VirtualService, destinations: Sequence[RouteDestination], port: int
 ) -> TcpTarget | None:
+    """`l4_target`, or None (reported, naming the VirtualService) when it fails to translate."""
     return guarded(
         partial(l4_target, ctx, vs, destinations, port),
         object_name("VirtualService", vs),

@@ -203,3 +203,37 @@ def test_any_failure_of_one_object_is_isolated(monkeypatch: pytest.MonkeyPatch) 
         "DestinationRule default/bad",
         "OverflowError: injected",
     )
+
+
+def test_a_gateway_virtual_service_that_fails_is_left_out_of_its_server_only() -> None:
+    gateway = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "default"},
+        "spec": {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [
+                {"port": {"number": 3306, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]},
+                {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]},
+            ],
+        },
+    }
+    tcp = _vs("db", {**_split("tcp", "db"), "gateways": ["gw"]})
+    http = {
+        **_vs("reviews", {**_http(), "gateways": ["gw"]}),
+        "metadata": {"name": "web", "namespace": "default"},
+    }
+    ctx = _context(gateway, tcp, http)
+    router = parse_proxy(
+        f"router~10.0.0.5~gw-1.default~default.svc.{objects.DOMAIN}",
+        {"NAMESPACE": "default", "LABELS": {"istio": "ingressgateway"}},
+    )
+    listeners = generate(ctx, router, type_urls.LISTENER)
+    routes = generate(ctx, router, type_urls.ROUTE)
+    assert "0.0.0.0_80" in listeners and routes  # the HTTP server and its routes are served
+    assert "0.0.0.0_3306" not in listeners  # its only route is left out: no chain to serve
+    (error,) = offline_generator(ctx).cache.errors()
+    assert (error.object, error.dropped) == (
+        "VirtualService default/bad",
+        "its tcp/tls route for port 3306",
+    )
