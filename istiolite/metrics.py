@@ -165,3 +165,14 @@ CACHE_DROPPED = CounterVec(
     "Cached generated resources a config change made stale, by xDS type.",
     ("type",),
 )
+GENERATION_ERRORS = CounterVec(
+    "istiolite_generation_errors",
+    "Config objects left out of generated config because translating them raised, by kind "
+    "(counted when first seen; /debug/configz lists the current ones).",
+    ("kind",),
+)
+GENERATION_FAILURES = CounterVec(
+    "istiolite_generation_failures",
+    "Whole per-type generations that raised; the proxy kept its previous resources, by type.",
+    ("type",),
+)

@@ -25,6 +25,7 @@ from istiolite.networking.resource import Resource
 from istiolite.push.cache import ResourceCache
 from istiolite.push.context import ConfigWarning, PushContext
 from istiolite.push.debounce import Debouncer
+from istiolite.push.errors import GenerationError
 from istiolite.push.pusher import Pusher
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
@@ -192,6 +193,9 @@ class DebugStatusView:
 
     def generate(self, proxy: Proxy, type_url: str) -> Mapping[str, Resource]:
         return self._app.generator(self._app.ads.context, proxy, type_url)
+
+    def generation_errors(self) -> Sequence[GenerationError]:
+        return self._app.cache.errors()
 
     def sources(self) -> SourcesState:
         store, files = self._app.store, self._app.files

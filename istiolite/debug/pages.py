@@ -394,6 +394,8 @@ def configz(status: DebugStatus) -> dict[str, Any]:
         "objects": objects,
         "errors": list(state.errors),
         "warnings": warnings,
+        # Objects that passed validation yet failed to translate: left out of what proxies get.
+        "generation_errors": [e.as_dict() for e in status.generation_errors()],
     }
 
 

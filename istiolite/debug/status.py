@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from istiolite.model.proxy import Proxy
     from istiolite.networking.resource import Resource
     from istiolite.push.context import ConfigWarning, PushContext
+    from istiolite.push.errors import GenerationError
     from istiolite.xds.ads import Connection
 
 
@@ -47,6 +48,11 @@ class DebugStatus(Protocol):
         ...
 
     def sources(self) -> SourcesState: ...
+
+    def generation_errors(self) -> Sequence[GenerationError]:
+        """Config objects left out of the config being served, because translating them raised
+        (current while the results that left them out are kept)."""
+        ...
 
     def generate(self, proxy: Proxy, type_url: str) -> Mapping[str, Resource]:
         """What the server would send `proxy` of `type_url` now (from the live cache)."""

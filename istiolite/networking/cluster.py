@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import TypeAlias
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
@@ -13,6 +14,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from istiolite.model.protocol import Protocol
 from istiolite.model.proxy import Proxy
 from istiolite.model.service import Service, ServicePort
+from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.names import (
     BLACKHOLE_CLUSTER,
     INBOUND_PASSTHROUGH_BIND_IP,
@@ -21,7 +23,11 @@ from istiolite.networking.names import (
     Direction,
     cluster_name,
 )
-from istiolite.networking.traffic_policy import apply_traffic_policy, policy_for
+from istiolite.networking.traffic_policy import (
+    apply_traffic_policy,
+    destination_rule_for,
+    policy_for,
+)
 from istiolite.networking.typed import ads_config_source, duration, pack, socket_address, uint32
 from istiolite.networking.workload import InboundPort
 from istiolite.push.context import PushContext
@@ -159,13 +165,37 @@ def outbound_clusters(
         for port in service.ports:
             if port.protocol == Protocol.UDP:
                 continue
-            clusters.append(
-                outbound_cluster(ctx, service, port, namespace=namespace, labels=labels)
-            )
-            clusters += [
-                outbound_cluster(ctx, service, port, s.name, namespace, labels) for s in subsets
-            ]
+            for subset in ["", *(s.name for s in subsets)]:
+                built = _guarded_cluster(ctx, service, port, subset, namespace, labels)
+                if built is not None:
+                    clusters.append(built)
     return clusters
+
+
+def _guarded_cluster(
+    ctx: PushContext,
+    service: Service,
+    port: ServicePort,
+    subset: str,
+    namespace: str | None,
+    labels: Mapping[str, str] | None,
+) -> Cluster | None:
+    """The cluster, or None (reported) when translating it raised. Left out whole rather than
+    without the policy: a cluster missing its DestinationRule's TLS settings would send
+    plaintext where the author asked for TLS."""
+
+    def culprit() -> str:
+        rule = destination_rule_for(ctx, ctx.hostname(service), namespace, labels)
+        if rule is not None:
+            return object_name("DestinationRule", rule)
+        return object_name("ServiceEntry" if service.type == "ServiceEntry" else "Service", service)
+
+    return guarded(
+        partial(outbound_cluster, ctx, service, port, subset, namespace, labels),
+        culprit,
+        dropped="cluster "
+        + cluster_name(Direction.OUTBOUND, port.port, subset, ctx.hostname(service)),
+    )
 
 
 def _lb_endpoint(address: str, port: int) -> endpoint_components_pb2.LbEndpoint:

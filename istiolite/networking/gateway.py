@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
@@ -16,9 +17,10 @@ from istiolite.logs import get_logger
 from istiolite.model.gateway import Gateway, Server
 from istiolite.model.virtualservice import VirtualService
 from istiolite.networking.filters import http_connection_manager, tcp_proxy, tls_inspector
+from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.http_route import http_routes
 from istiolite.networking.names import listener_name
-from istiolite.networking.tcp_route import TcpTarget, l4_target
+from istiolite.networking.tcp_route import TcpTarget, guarded_l4_target
 from istiolite.networking.tls_context import downstream_tls_context, transport_socket
 from istiolite.networking.typed import socket_address
 from istiolite.push.context import PushContext
@@ -167,19 +169,25 @@ def _l4_chains(
                 for match in route.match:
                     if match.port is not None and match.port != server.port:
                         continue
+                    target = guarded_l4_target(ctx, vs, route.route, port)
+                    if target is None:
+                        continue
                     chains.append(
                         lc.FilterChain(
                             filter_chain_match=lc.FilterChainMatch(
                                 server_names=list(match.sni_hosts)
                             ),
-                            filters=[_tcp_proxy(l4_target(ctx, vs, route.route, port))],
+                            filters=[_tcp_proxy(target)],
                         )
                     )
             continue
         for tcp in vs.tcp:
             if tcp.ports and server.port not in tcp.ports:
                 continue
-            chain = lc.FilterChain(filters=[_tcp_proxy(l4_target(ctx, vs, tcp.route, port))])
+            target = guarded_l4_target(ctx, vs, tcp.route, port)
+            if target is None:
+                continue  # that VirtualService is left out; a later one may fit
+            chain = lc.FilterChain(filters=[_tcp_proxy(target)])
             if server.tls is not None:
                 chain.filter_chain_match.server_names.extend(_sni_hosts(server))
                 chain.transport_socket.CopyFrom(
@@ -201,6 +209,14 @@ def _https_chain(bound: BoundServer, stat_prefix: str) -> lc.FilterChain:
             )
         ],
     )
+
+
+def _server_chains(
+    ctx: PushContext, b: BoundServer, port: int, namespace: str, stat_prefix: str
+) -> list[lc.FilterChain]:
+    if b.server.terminates_https:
+        return [_https_chain(b, stat_prefix)]
+    return _l4_chains(ctx, b, port, namespace)
 
 
 def gateway_listeners(
@@ -229,12 +245,13 @@ def gateway_listeners(
         # are already served on this port is left out, as istiod does.
         taken: set[str] = set()
         for b in bound:
-            chains = (
-                [_https_chain(b, stat_prefix)]
-                if b.server.terminates_https
-                else _l4_chains(ctx, b, port, namespace)
+            chains = guarded(
+                partial(_server_chains, ctx, b, port, namespace, stat_prefix),
+                object_name("Gateway", b.gateway),
+                field=f"servers[{b.server.name or port}]",
+                dropped=f"its filter chains on listener {name}",
             )
-            for chain in chains:
+            for chain in chains or ():
                 names = set(chain.filter_chain_match.server_names) or {"*"}
                 if names & taken:
                     log.debug("duplicate SNI left out", listener=name, server_names=sorted(names))
@@ -288,7 +305,13 @@ def gateway_route_configs(
             for vs, hosts in _bound_virtual_services(ctx, b, namespace):
                 if not vs.http:
                     continue
-                routes = http_routes(ctx, vs, port, (namespace, labels), b.gateway.key)
+                routes = guarded(
+                    partial(http_routes, ctx, vs, port, (namespace, labels), b.gateway.key),
+                    object_name("VirtualService", vs),
+                    dropped=f"its routes in gateway route {name}",
+                )
+                if routes is None:
+                    continue
                 for host in hosts:
                     vhost = vhosts.get(host)
                     if vhost is None:

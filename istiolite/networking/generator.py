@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Hashable
+from functools import partial
 from typing import Any
 
 from google.protobuf import message
@@ -24,6 +25,7 @@ from istiolite.networking.endpoint import (
     localized_clusters,
 )
 from istiolite.networking.gateway import gateway_listeners, gateway_route_configs
+from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.listener import sidecar_listeners
 from istiolite.networking.resource import Resource, to_resource
 from istiolite.networking.route import outbound_route_configs
@@ -130,13 +132,23 @@ EDS_KEY = ("eds",)
 EDS_VARIANT = "eds-variant"
 
 
+def _service_name(service: Service) -> str:
+    return object_name("ServiceEntry" if service.type == "ServiceEntry" else "Service", service)
+
+
 def _all_assignments(ctx: PushContext) -> Resources:
     def build() -> Resources:
-        out = {
-            name: _assignment(ctx, name, service, port, labels)
-            for service in ctx.services
-            for name, port, labels in eds_clusters(ctx, service)
-        }
+        out: Resources = {}
+        for service in ctx.services:
+            for name, port, labels in eds_clusters(ctx, service):
+                # One service's endpoints failing to translate leave out only its assignment.
+                built = guarded(
+                    partial(_assignment, ctx, name, service, port, labels),
+                    _service_name(service),
+                    dropped=f"endpoints of cluster {name}",
+                )
+                if built is not None:
+                    out[name] = built
         return dict(sorted(out.items()))
 
     return _resources(EDS_KEY, type_urls.ENDPOINT, build, kinds=ENDPOINT_KINDS)
@@ -146,6 +158,12 @@ def _localized(ctx: PushContext, proxy: Proxy) -> tuple[str | None, LocalizedClu
     scope = ctx.scope_key(proxy.namespace)
     return scope, memoized(
         ("eds-localized", scope), lambda: localized_clusters(ctx, proxy.namespace)
+    )
+
+
+def _localized_resource(name: str, endpoints: Any, policy: Any, view: Any) -> Resource:
+    return to_resource(
+        name, type_urls.ENDPOINT, localized_assignment(name, endpoints, policy, view)
     )
 
 
@@ -160,11 +178,14 @@ def _endpoints(ctx: PushContext, proxy: Proxy) -> Resources:
         variant = dict(shared)  # same order: only values are replaced
         for name, cluster in localized.clusters.items():
             endpoints = ctx.endpoints(cluster.service, cluster.port, cluster.subset_labels)
-            built = to_resource(
-                name,
-                type_urls.ENDPOINT,
-                localized_assignment(name, endpoints, cluster.policy, view),
+            built = guarded(
+                partial(_localized_resource, name, endpoints, cluster.policy, view),
+                _service_name(cluster.service),
+                dropped=f"locality-weighted endpoints of cluster {name}",
             )
+            if built is None:
+                variant.pop(name, None)
+                continue
             # An assignment no different from the shared one keeps the shared Resource.
             same = shared.get(name)
             variant[name] = same if same is not None and same.version == built.version else built

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 from typing import TypeAlias
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -13,6 +14,7 @@ from istiolite.model.protocol import Protocol
 from istiolite.model.proxy import InterceptionMode, Proxy
 from istiolite.model.service import Service, ServicePort
 from istiolite.model.sidecar import HTTP_PROXY, Sidecar
+from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.http_route import http_routes
 from istiolite.networking.names import PASSTHROUGH_CLUSTER, Direction, cluster_name, route_name
 from istiolite.networking.retry import default_retry_policy
@@ -145,9 +147,15 @@ def outbound_route_configs(
             ]
             claimed.update(domains)
             vs = ctx.virtual_service(host, proxy.namespace)
+            routes = None
             if vs is not None and vs.http:
-                routes = http_routes(ctx, vs, port, (proxy.namespace, proxy.labels))
-            else:
+                # A VirtualService that fails to translate is left out: the default route.
+                routes = guarded(
+                    partial(http_routes, ctx, vs, port, (proxy.namespace, proxy.labels)),
+                    object_name("VirtualService", vs),
+                    dropped=f"its routes for {host}:{port} (default route used)",
+                )
+            if routes is None:
                 routes = [
                     route_to_cluster(cluster_name(Direction.OUTBOUND, service_port.port, "", host))
                 ]

@@ -4,12 +4,17 @@ matches (or that has no port match), one cluster or several with weights."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
+
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from istiolite.model.service import Service, ServicePort
 from istiolite.model.virtualservice import RouteDestination, VirtualService
+from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.names import Direction, cluster_name
 from istiolite.push.context import PushContext
 
+_ClusterWeight = tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight
 # One cluster, or (cluster, weight) pairs.
 TcpTarget = str | tuple[tuple[str, int], ...]
 
@@ -26,7 +31,9 @@ def tcp_target(
     for route in vs.tcp:
         if route.ports and port.port not in route.ports:
             continue
-        return l4_target(ctx, vs, route.route, port.port)
+        # A VirtualService whose route fails to translate is left out: the service's cluster.
+        found = guarded_l4_target(ctx, vs, route.route, port.port)
+        return default if found is None else found
     return default
 
 
@@ -42,8 +49,21 @@ def tls_targets(
     for route in vs.tls:
         for match in route.match:
             if match.port is None or match.port == port.port:
-                out.append((match.sni_hosts, l4_target(ctx, vs, route.route, port.port)))
+                found = guarded_l4_target(ctx, vs, route.route, port.port)
+                if found is not None:
+                    out.append((match.sni_hosts, found))
     return out
+
+
+def guarded_l4_target(
+    ctx: PushContext, vs: VirtualService, destinations: Sequence[RouteDestination], port: int
+) -> TcpTarget | None:
+    """`l4_target`, or None (reported, naming the VirtualService) when it fails to translate."""
+    return guarded(
+        partial(l4_target, ctx, vs, destinations, port),
+        object_name("VirtualService", vs),
+        dropped=f"its tcp/tls route for port {port}",
+    )
 
 
 def l4_target(
@@ -62,4 +82,7 @@ def l4_target(
         targets.append((name, dest.weight))
     if len(targets) == 1:
         return targets[0][0]
+    for name, weight in targets:
+        # Fails here, where the VirtualService is known, rather than in the listener built later.
+        _ClusterWeight(name=name, weight=weight)
     return tuple(targets)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeAlias
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -32,6 +33,7 @@ from istiolite.model.destinationrule import (
     TrafficPolicy,
 )
 from istiolite.model.protocol import Protocol
+from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.tls_context import (
     CA_SUFFIX,
     CREDENTIAL_PREFIX,
@@ -432,8 +434,18 @@ def route_hash_policies(
     ctx: PushContext, host: str, subset: str, port: int, namespace: str | None = None
 ) -> list[HashPolicy]:
     """What the route builder puts in RouteAction.hash_policy for a destination (fqdn host,
-    subset or "", service port), for proxies in `namespace`."""
-    return hash_policy(policy_for(ctx, host, subset, port, namespace))
+    subset or "", service port), for proxies in `namespace`. A rule whose hash policy fails to
+    translate (a cookie TTL past what a Duration holds) loses only that: routes stay."""
+    rule = destination_rule_for(ctx, host, namespace)
+    if rule is None:
+        return []
+    found = guarded(
+        partial(hash_policy, rule.policy_for(subset, port)),
+        object_name("DestinationRule", rule),
+        field="trafficPolicy.loadBalancer.consistentHash",
+        dropped=f"consistent-hash policy of routes to {host}",
+    )
+    return found if found is not None else []
 
 
 __all__ = [

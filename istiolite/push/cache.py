@@ -15,9 +15,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from istiolite import metrics
+from istiolite.logs import get_logger
 from istiolite.push.dependencies import ANY, Dep, Recorded, current_recording, record_child
+from istiolite.push.errors import GenerationError
 
 T = TypeVar("T")
+log = get_logger("generate")
 
 # Kinds read through whole-registry indexes: a change of any of them may change any result built
 # from those indexes (which services exist and what they are called, routes, policies, scoping).
@@ -48,6 +52,7 @@ class Entry:
     kinds: frozenset[str]  # one of a few shared sets (STRUCTURAL, ENDPOINT_KINDS, ...)
     deps: Collection[Dep]
     children: Collection[Hashable]  # cached results it was built from
+    errors: tuple[GenerationError, ...] = ()  # objects left out of `value` (push.errors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,8 @@ class ResourceCache:
         self._parents: dict[Hashable, set[Hashable]] = {}
         # Values derived from the registry-wide indexes only (see `view`).
         self._views: dict[Hashable, Any] = {}
+        # Each error of a kept entry, with how many entries carry it (ResourceCache.errors).
+        self._errors: Counter[GenerationError] = Counter()
         self._context: object | None = None
         self._max_entries = max_entries
         self._overflowed = False
@@ -103,6 +110,7 @@ class ResourceCache:
         self._by_dep.clear()
         self._parents.clear()
         self._views.clear()
+        self._errors.clear()
 
     def get(
         self,
@@ -133,6 +141,7 @@ class ResourceCache:
                 kinds,
                 reads.deps or _NONE,  # never changed again: no copy
                 reads.children or _NONE,
+                tuple(sorted(reads.errors)),
             ),
         )
         return value
@@ -152,6 +161,12 @@ class ResourceCache:
             raise AssertionError(
                 f"view {key!r} read per-object config: {sorted(map(str, reads.deps))}"
             )
+        if reads.errors:
+            # Not kept: the entries built from it must carry its errors, so it is rebuilt.
+            outer = current_recording.get()
+            if outer is not None:
+                outer.errors |= reads.errors
+            return value
         if len(self._views) >= self._max_entries:
             self._views.clear()  # only costs rebuilding them
         self._views[key] = value
@@ -167,6 +182,10 @@ class ResourceCache:
             self._by_dep.setdefault(dep, set()).add(key)
         for child in entry.children:
             self._parents.setdefault(child, set()).add(key)
+        for error in entry.errors:
+            if not self._errors[error]:
+                _announce(error)  # once while some kept entry carries it
+            self._errors[error] += 1
 
     def _drop(self, key: Hashable) -> Entry | None:
         entry = self._entries.pop(key, None)
@@ -189,7 +208,16 @@ class ResourceCache:
                 parents.discard(key)
                 if not parents:
                     del self._parents[child]
+        for error in entry.errors:
+            self._errors[error] -= 1
+            if self._errors[error] <= 0:
+                del self._errors[error]
         return entry
+
+    def errors(self) -> list[GenerationError]:
+        """The objects left out of some kept result, because translating them raised: current
+        for as long as that result is kept (and so possibly served)."""
+        return sorted(self._errors)
 
     def dependents(self, changed: Iterable[Dep]) -> set[Hashable]:
         """The keys of every entry that depends on one of `changed` (concrete objects)."""
@@ -256,6 +284,17 @@ class ResourceCache:
         }
 
 
+def _announce(error: GenerationError) -> None:
+    metrics.GENERATION_ERRORS.inc(error.kind)
+    log.error(
+        "config object left out of generated config",
+        object=error.object,
+        field=error.field,
+        error=error.message,
+        dropped=error.dropped,
+    )
+
+
 _active: ContextVar[ResourceCache | None] = ContextVar("istiolite_cache", default=None)
 
 
@@ -278,6 +317,16 @@ def _recorded(build: Callable[[], T]) -> tuple[T, Recorded]:
     reads = Recorded()
     token = current_recording.set(reads)
     try:
-        return build(), reads
-    finally:
+        value = build()
+    except BaseException:
         current_recording.reset(token)
+        # Whatever catches this (generation's per-object guard) built its result from what was
+        # read so far: that result must be dropped when any of it changes.
+        outer = current_recording.get()
+        if outer is not None:
+            outer.deps |= reads.deps
+            outer.children |= reads.children
+            outer.errors |= reads.errors
+        raise
+    current_recording.reset(token)
+    return value, reads

@@ -41,6 +41,8 @@ class Recorded:
 
     deps: set[Dep] = field(default_factory=set)
     children: set[Hashable] = field(default_factory=set)
+    # push.errors.GenerationError: objects left out of the result because translating them raised
+    errors: set[Any] = field(default_factory=set)
 
 
 # The recording of the build in progress (set by ResourceCache.get).

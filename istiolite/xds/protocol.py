@@ -22,7 +22,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
-from istiolite import type_urls
+from istiolite import metrics, type_urls
+from istiolite.logs import get_logger
 from istiolite.model.proxy import Proxy, parse_proxy
 from istiolite.model.validation import ValidationError
 from istiolite.networking.resource import Resource
@@ -32,6 +33,10 @@ DiscoveryRequest: TypeAlias = discovery_pb2.DiscoveryRequest
 DiscoveryResponse: TypeAlias = discovery_pb2.DiscoveryResponse
 DeltaDiscoveryRequest: TypeAlias = discovery_pb2.DeltaDiscoveryRequest
 DeltaDiscoveryResponse: TypeAlias = discovery_pb2.DeltaDiscoveryResponse
+
+_log = get_logger("xds")
+# Node ids are client-supplied: only this much of one goes into a log line.
+MAX_LOGGED_ID = 200
 
 Resources = Mapping[str, Resource]
 Ctx = TypeVar("Ctx")
@@ -247,6 +252,7 @@ class XdsStream(Generic[Ctx]):
         self.types: dict[str, TypeState] = {}
         self.stale_requests = 0
         self.connected_at = clock()
+        self._failing: set[str] = set()  # types whose generation raised last time
 
     def _next_nonce(self) -> str:
         self._nonce_counter += 1
@@ -318,9 +324,28 @@ class XdsStream(Generic[Ctx]):
         """The config changed to `ctx`: what to send (changes, then removals)."""
         raise NotImplementedError
 
-    def _resources(self, ctx: Any, type_url: str) -> Resources:
+    def _resources(self, ctx: Any, type_url: str) -> Resources | None:
+        """What the proxy should have of `type_url`. If generating it raises (generators leave
+        out objects that fail to translate, so this is a bug), the stream must not die and
+        reconnect in a loop: the proxy keeps what it was last given of this type (None: nothing
+        yet, so nothing is sent), and other types are served."""
         assert self.proxy is not None
-        return self._generate(ctx, self.proxy, type_url)
+        try:
+            resources = self._generate(ctx, self.proxy, type_url)
+        except Exception as err:
+            if type_url not in self._failing:
+                self._failing.add(type_url)  # logged once until it works again
+                metrics.GENERATION_FAILURES.inc(type_urls.short_name(type_url))
+                _log.exception(
+                    "generation failed; the proxy keeps its previous resources of this type",
+                    proxy=self.proxy.id[:MAX_LOGGED_ID],
+                    type=type_urls.short_name(type_url),
+                    error=f"{type(err).__name__}: {err}"[:300],
+                )
+            state = self.types.get(type_url)
+            return None if state is None else state.seen
+        self._failing.discard(type_url)
+        return resources
 
     def ordered_types(self, request: PushRequest | None = None) -> list[str]:
         ordered = sorted(self.types, key=lambda t: (type_urls.push_rank(t), t))
@@ -394,6 +419,8 @@ class SotwStream(XdsStream[Any]):
             if not extra and not self._touches(state, request):
                 continue
             resources = self._resources(ctx, type_url)
+            if resources is None:
+                continue  # generation failed and the client has nothing yet: send nothing
             if resources is state.seen and not extra:
                 continue  # the very map compared last time: nothing can have changed
             if type_url in type_urls.FULL_STATE_TYPES:
@@ -428,6 +455,8 @@ class SotwStream(XdsStream[Any]):
         even if unchanged (endpoints of re-sent clusters, newly subscribed names)."""
         if resources is None:
             resources = self._resources(ctx, state.type_url)
+            if resources is None:
+                return []  # generation failed and the client has nothing yet
         state.seen = resources
         chosen, version, body = _sotw_selection(self.memo, state, resources)
         wanted_extra = [n for n in extra if n in chosen]
@@ -593,6 +622,8 @@ class DeltaStream(XdsStream[Any]):
         only: frozenset[str] | None = None,
     ) -> list[WireResponse]:
         resources = self._resources(ctx, state.type_url)
+        if resources is None:
+            return []  # generation failed and the client has nothing yet
         quiet = not (force or announce_missing or always or state.pending_removal)
         if resources is state.seen and quiet:
             return []  # the very map already diffed against, in both passes
