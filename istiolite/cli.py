@@ -62,6 +62,22 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="proxies being pushed to at once (istiod's push throttle)",
     )
     p.add_argument(
+        "--debug-on-http",
+        nargs="?",
+        const="true",
+        choices=("local", "true", "false"),
+        default=env_default("DEBUG_ON_HTTP", "local"),
+        help="who gets the /debug/* pages on the HTTP port: loopback peers only (local, the "
+        "default), every peer (true, or the bare flag), or nobody (false)",
+    )
+    p.add_argument(
+        "--dev-plaintext-sds",
+        action="store_true",
+        default=env_default("DEV_PLAINTEXT_SDS", "") in ("1", "true"),
+        help="DEVELOPMENT ONLY: serve TLS private keys (SDS) on the plaintext gRPC port, to "
+        "loopback/Unix peers, for the Secrets a proxy's own Gateways and DestinationRules name",
+    )
+    p.add_argument(
         "--log-format", choices=("json", "console"), default=env_default("LOG_FORMAT", "json")
     )
     p.add_argument(
@@ -95,6 +111,8 @@ def _serve(args: argparse.Namespace) -> int:
         push_concurrency=max(1, args.push_concurrency),
         log_format=args.log_format,
         log_level=args.log_level,
+        debug_on_http=args.debug_on_http,
+        dev_plaintext_sds=args.dev_plaintext_sds,
     )
 
     async def main() -> None:
