@@ -11,6 +11,8 @@ from pathlib import Path
 from istiolite import __version__
 from istiolite.settings import Settings, env_default, split_host_port
 
+DEBUG_ON_HTTP = ("local", "true", "false")
+
 
 def _address(value: str) -> str:
     try:
@@ -65,7 +67,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--debug-on-http",
         nargs="?",
         const="true",
-        choices=("local", "true", "false"),
+        choices=DEBUG_ON_HTTP,
         default=env_default("DEBUG_ON_HTTP", "local"),
         help="who gets the /debug/* pages on the HTTP port: loopback peers only (local, the "
         "default), every peer (true, or the bare flag), or nobody (false)",
@@ -99,6 +101,14 @@ def _serve(args: argparse.Namespace) -> int:
         if not directory.is_dir():
             print(f"istiolite serve: --config-dir {directory}: not a directory", file=sys.stderr)
             return 2
+    if args.debug_on_http not in DEBUG_ON_HTTP:  # argparse does not check an env default
+        choices = ", ".join(DEBUG_ON_HTTP)
+        print(
+            f"istiolite serve: --debug-on-http (ISTIOLITE_DEBUG_ON_HTTP) {args.debug_on_http!r}:"
+            f" not one of {choices}",
+            file=sys.stderr,
+        )
+        return 2
     settings = Settings(
         config_dirs=list(args.config_dir),
         grpc_addr=args.grpc_addr,

@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from istiolite import __version__, metrics
 from istiolite.debug.pages import debug_routes
 from istiolite.debug.status import SourcesState
-from istiolite.http_server import HttpServer, Request, Response
+from istiolite.http_server import Handler, HttpServer, Request, Response, local_only
 from istiolite.logs import get_logger
 from istiolite.model.proxy import Proxy
 from istiolite.model.store import ChangeSet, ConfigStore
@@ -112,6 +112,18 @@ class Istiolite:
             return Response(200, "ok\n")
         return Response(503, "config not loaded\n")
 
+    def _debug_routes(self) -> dict[str, Handler]:
+        """The /debug/* pages as `--debug-on-http` says: loopback peers only (the port also
+        answers the kubelet's probes on the pod IP), every peer, or none at all."""
+        mode = self.settings.debug_on_http
+        if mode == "false":
+            return {}
+        routes = debug_routes(DebugStatusView(self))
+        if mode == "true":
+            return routes
+        opt_in = "--debug-on-http=true opens them to every client"
+        return {path: local_only(handler, opt_in) for path, handler in routes.items()}
+
     async def run(self, stop: asyncio.Event) -> None:
         self.files.load_all()
         # Subscribed after the initial load: that load is the startup push, not a change.
@@ -128,7 +140,7 @@ class Istiolite:
             {
                 "/ready": self._ready,
                 "/version": _version_page,
-                **debug_routes(DebugStatusView(self)),
+                **self._debug_routes(),
             },
             name="http",
         )
