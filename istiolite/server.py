@@ -209,8 +209,9 @@ class DebugStatusView:
 
     def sources(self) -> SourcesState:
         store, files = self._app.store, self._app.files
+        owners = store.all_owners()
         return SourcesState(
             loaded=files.loaded,
-            objects={key: store.owners(key) for key in store.snapshot()},
+            objects={key: owners.get(key, []) for key in store.snapshot()},
             errors=files.errors,
         )
