@@ -11,6 +11,8 @@ from pathlib import Path
 from istiolite import __version__
 from istiolite.settings import Settings, env_default, split_host_port
 
+DEBUG_ON_HTTP = ("local", "true", "false")
+
 
 def _address(value: str) -> str:
     try:
@@ -76,6 +78,22 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="largest gRPC message accepted from a client (istiod: 4 MiB)",
     )
     p.add_argument(
+        "--debug-on-http",
+        nargs="?",
+        const="true",
+        choices=DEBUG_ON_HTTP,
+        default=env_default("DEBUG_ON_HTTP", "local"),
+        help="who gets the /debug/* pages on the HTTP port: loopback peers only (local, the "
+        "default), every peer (true, or the bare flag), or nobody (false)",
+    )
+    p.add_argument(
+        "--dev-plaintext-sds",
+        action="store_true",
+        default=env_default("DEV_PLAINTEXT_SDS", "") in ("1", "true"),
+        help="DEVELOPMENT ONLY: serve TLS private keys (SDS) on the plaintext gRPC port, to "
+        "loopback/Unix peers, for the Secrets a proxy's own Gateways and DestinationRules name",
+    )
+    p.add_argument(
         "--log-format", choices=("json", "console"), default=env_default("LOG_FORMAT", "json")
     )
     p.add_argument(
@@ -97,6 +115,14 @@ def _serve(args: argparse.Namespace) -> int:
         if not directory.is_dir():
             print(f"istiolite serve: --config-dir {directory}: not a directory", file=sys.stderr)
             return 2
+    if args.debug_on_http not in DEBUG_ON_HTTP:  # argparse does not check an env default
+        choices = ", ".join(DEBUG_ON_HTTP)
+        print(
+            f"istiolite serve: --debug-on-http (ISTIOLITE_DEBUG_ON_HTTP) {args.debug_on_http!r}:"
+            f" not one of {choices}",
+            file=sys.stderr,
+        )
+        return 2
     settings = Settings(
         config_dirs=list(args.config_dir),
         grpc_addr=args.grpc_addr,
@@ -111,6 +137,8 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_max_recv_size=max(1024, args.grpc_max_recv_size),
         log_format=args.log_format,
         log_level=args.log_level,
+        debug_on_http=args.debug_on_http,
+        dev_plaintext_sds=args.dev_plaintext_sds,
     )
 
     async def main() -> None:

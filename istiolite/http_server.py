@@ -5,13 +5,20 @@ Handlers see this module's `Request` and return its `Response`: they stay plain 
 testable without sockets, and aiohttp stays behind this one module. Every request is bounded:
 
 - header size: a request line or header field longer than `max_header_bytes` gets a 400 and the
-  connection is closed (aiohttp's `max_line_size` / `max_field_size`);
+  connection is closed (aiohttp's `max_line_size` / `max_field_size`), logged as one line, not
+  aiohttp's traceback;
 - body size: more than `max_body_bytes` gets a 413 (aiohttp's `client_max_size`);
 - slow clients: a request head must arrive whole within `read_timeout` of its first byte (of the
   connection opening, for the first request), else the connection is closed; a body that does not
   arrive within `read_timeout` gets a 408; an idle keep-alive connection is closed after
   `keepalive_timeout`;
-- handlers: one that takes longer than `handler_timeout` gets a 503.
+- handlers: one that takes longer than `handler_timeout` gets a 503;
+- connections: past `max_connections` open at once, a new one gets a 503 and is closed before
+  anything of it is read.
+
+`local_only` wraps a handler so that it answers only loopback peers (403 to others): the debug
+pages list every object and every proxy, and the port they share with /ready listens on every
+interface (the kubelet probes the pod IP).
 
 An unknown path is a 404, a known path with another method a 405 (with `Allow`). A failing handler
 is a 500 and a log line, never a dropped connection.
@@ -21,12 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from istiolite.logs import get_logger
 
@@ -40,6 +50,7 @@ class Request:
     method: str = "GET"
     headers: Mapping[str, str] = field(default_factory=dict)  # case-insensitive when served
     body: bytes = b""
+    peer: str = ""  # the client's IP address ("" when unknown, e.g. a Unix socket)
 
     def arg(self, name: str) -> str:
         """The first value of a query parameter, stripped ("" when absent)."""
@@ -64,14 +75,86 @@ class Limits:
     read_timeout: float = 10.0
     keepalive_timeout: float = 60.0
     handler_timeout: float = 30.0
+    max_connections: int = 128
+
+
+def is_loopback_peer(host: str) -> bool:
+    """Whether a client address is this host's own: 127.0.0.0/8, ::1, or v4-mapped loopback.
+    Anything unparseable is not."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]").partition("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def local_only(handler: Handler, opt_in: str) -> Handler:
+    """`handler` for loopback peers; a 403 naming the peer and how to opt in for any other."""
+
+    async def guarded(request: Request) -> Response:
+        if not is_loopback_peer(request.peer):
+            return Response(
+                403,
+                f"{request.path} is served to loopback clients only ({opt_in}); "
+                f"this request came from {request.peer or 'an unknown address'}\n",
+            )
+        result = handler(request)
+        return await result if inspect.isawaitable(result) else result
+
+    return guarded
+
+
+class _OneLineParseErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse (a header past the limit, garbage) with a
+    traceback: that is the client's mistake, so it becomes one bounded log line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        log.info("http bad request", peer=str(peer), status=exc.code, error=str(exc)[:200])
+        return False
+
+
+_aiohttp_log = logging.getLogger("istiolite.http.aiohttp")
+_aiohttp_log.addFilter(_OneLineParseErrors())
+
+
+class _ConnectionSlots:
+    """Open connections of one site, up to a cap."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def take(self) -> bool:
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def give(self) -> None:
+        self.open -= 1
+
+
+_TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
+)
 
 
 class _SlowClientGuard(asyncio.Protocol):
     """Wraps aiohttp's protocol for one connection: closes it when a request head does not arrive
     whole within the read timeout (aiohttp bounds idle connections, not slow ones)."""
 
-    def __init__(self, inner: asyncio.Protocol, read_timeout: float) -> None:
+    def __init__(
+        self, inner: asyncio.Protocol, read_timeout: float, slots: _ConnectionSlots
+    ) -> None:
         self._inner = inner
+        self._slots = slots
+        self._admitted = False
         self._read_timeout = read_timeout
         self._transport: asyncio.BaseTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -79,26 +162,42 @@ class _SlowClientGuard(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
+        if not self._slots.take():
+            # Over the cap: answered and closed here; aiohttp never sees the connection.
+            log.warning("http connection refused: too many open", limit=self._slots.limit)
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(_TOO_MANY)
+            transport.close()
+            return
+        self._admitted = True
         self._arm()  # the first request counts from the connection's opening
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        if not self._admitted:
+            return
         if self._timer is None and not self._busy:
             self._arm()  # first byte of the next request
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        return self._inner.eof_received() if self._admitted else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._slots.give()
         self._disarm()
         self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        if self._admitted:
+            self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
+        if self._admitted:
+            self._inner.resume_writing()
 
     def request_started(self) -> None:
         self._busy = True
@@ -164,10 +263,12 @@ class _GuardedSite(web.BaseSite):
         *,
         ssl_context: ssl.SSLContext | None,
         read_timeout: float,
+        max_connections: int,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context)
         self._host, self._port = host, port
         self._read_timeout = read_timeout
+        self._slots = _ConnectionSlots(max_connections)
         self._listener: asyncio.Server | None = None
 
     @property
@@ -184,9 +285,9 @@ class _GuardedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        timeout = self._read_timeout
+        timeout, slots = self._read_timeout, self._slots
         self._listener = await asyncio.get_running_loop().create_server(
-            lambda: _SlowClientGuard(server(), timeout),
+            lambda: _SlowClientGuard(server(), timeout, slots),
             self._host,
             self._port,
             ssl=self._ssl_context,
@@ -248,6 +349,7 @@ class HttpServer:
                 method=request.method,
                 headers=request.headers,
                 body=body,
+                peer=request.remote or "",
             )
             try:
                 async with asyncio.timeout(limits.handler_timeout):
@@ -270,6 +372,7 @@ class HttpServer:
             self._app,
             handle_signals=False,
             access_log=None,
+            logger=_aiohttp_log,
             keepalive_timeout=limits.keepalive_timeout,
             max_line_size=limits.max_header_bytes,
             max_field_size=limits.max_header_bytes,
@@ -278,7 +381,12 @@ class HttpServer:
         )
         await runner.setup()
         site = _GuardedSite(
-            runner, host, port, ssl_context=self._ssl, read_timeout=limits.read_timeout
+            runner,
+            host,
+            port,
+            ssl_context=self._ssl,
+            read_timeout=limits.read_timeout,
+            max_connections=limits.max_connections,
         )
         try:
             await site.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from istiolite import __version__, metrics
 from istiolite.debug.pages import debug_routes
 from istiolite.debug.status import SourcesState
-from istiolite.http_server import HttpServer, Request, Response
+from istiolite.http_server import Handler, HttpServer, Request, Response, local_only
 from istiolite.logs import get_logger
 from istiolite.model.proxy import Proxy
 from istiolite.model.store import ChangeSet, ConfigStore
@@ -30,7 +30,7 @@ from istiolite.push.pusher import Pusher
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.xds import reflection
-from istiolite.xds.ads import AdsService, Connection
+from istiolite.xds.ads import AdsService, Connection, _without_secrets
 from istiolite.xds.csds import CsdsService
 
 log = get_logger("server")
@@ -57,9 +57,15 @@ class Istiolite:
         self.files = FileSource(settings.config_dirs, self.store)
         self.cache = ResourceCache()
         self.generator = ConfigGenerator(self.cache)
+        # Key material on this plaintext port only in the development mode (and then only to
+        # loopback/Unix peers, ads.may_receive_keys): as istiod, which sends SDS only to a proxy
+        # whose identity the TLS port verified.
+        generate: Callable[..., Any] = self.generator
+        if not settings.dev_plaintext_sds:
+            generate = _without_secrets(generate)
         self.ads = AdsService(
             PushContext({}, domain=settings.domain, version="empty"),
-            generator=self.generator,
+            generator=generate,
             push_concurrency=settings.push_concurrency,
             send_timeout=settings.xds_send_timeout,
         )
@@ -111,6 +117,18 @@ class Istiolite:
             return Response(200, "ok\n")
         return Response(503, "config not loaded\n")
 
+    def _debug_routes(self) -> dict[str, Handler]:
+        """The /debug/* pages as `--debug-on-http` says: loopback peers only (the port also
+        answers the kubelet's probes on the pod IP), every peer, or none at all."""
+        mode = self.settings.debug_on_http
+        if mode == "false":
+            return {}
+        routes = debug_routes(DebugStatusView(self))
+        if mode == "true":
+            return routes
+        opt_in = "--debug-on-http=true opens them to every client"
+        return {path: local_only(handler, opt_in) for path, handler in routes.items()}
+
     async def run(self, stop: asyncio.Event) -> None:
         self.files.load_all()
         # Subscribed after the initial load: that load is the startup push, not a change.
@@ -127,7 +145,7 @@ class Istiolite:
             {
                 "/ready": self._ready,
                 "/version": _version_page,
-                **debug_routes(DebugStatusView(self)),
+                **self._debug_routes(),
             },
             name="http",
         )
@@ -199,8 +217,9 @@ class DebugStatusView:
 
     def sources(self) -> SourcesState:
         store, files = self._app.store, self._app.files
+        owners = store.all_owners()
         return SourcesState(
             loaded=files.loaded,
-            objects={key: store.owners(key) for key in store.snapshot()},
+            objects={key: owners.get(key, []) for key in store.snapshot()},
             errors=files.errors,
         )

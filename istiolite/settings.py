@@ -35,3 +35,8 @@ class Settings:
     grpc_max_recv_size: int = 4 * 1024 * 1024
     log_format: str = "json"
     log_level: str = "info"
+    # Debug pages (/debug/*) on the HTTP port: "local" answers loopback peers only, "true"
+    # every peer (istiod's ENABLE_DEBUG_ON_HTTP), "false" serves none.
+    debug_on_http: str = "local"
+    # Development only: SDS key material on the plaintext gRPC port (to loopback/Unix peers).
+    dev_plaintext_sds: bool = False

@@ -19,7 +19,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,13 +30,13 @@ from google.protobuf import any_pb2, json_format
 
 from istiolite import type_urls
 from istiolite.debug.config_dump import config_dump
-from istiolite.debug.status import DebugStatus
+from istiolite.debug.status import DebugStatus, SourcesState
 from istiolite.http_server import Handler, Request, Response
 from istiolite.networking.resource import Resource
 from istiolite.xds.protocol import SyncStatus, TypeState
 
 if TYPE_CHECKING:
-    from istiolite.push.context import PushContext
+    from istiolite.push.context import ConfigWarning, PushContext
     from istiolite.xds.ads import Connection
 
 T = TypeVar("T")
@@ -370,8 +370,12 @@ def registryz(ctx: PushContext) -> list[dict[str, Any]]:
 
 def configz(status: DebugStatus) -> dict[str, Any]:
     """Objects in the store (all valid: invalid ones are rejected) and the current problems."""
+    return configz_of(status.sources(), list(status.warnings()))
+
+
+def configz_of(state: SourcesState, found: Sequence[ConfigWarning]) -> dict[str, Any]:
+    """`configz` from what it reads (fresh copies): sorting and shaping run in any thread."""
     objects = []
-    state = status.sources()
     for key in sorted(state.objects, key=lambda k: (k.kind, k.namespace, k.name)):
         sources = list(state.objects[key])
         objects.append(
@@ -386,9 +390,7 @@ def configz(status: DebugStatus) -> dict[str, Any]:
         )
     # Loaded, but referring to something missing (e.g. a subset no DestinationRule defines) or
     # setting something istiolite accepts but does not apply yet.
-    warnings = [
-        {"object": w.object, "field": w.field, "message": w.message} for w in status.warnings()
-    ]
+    warnings = [{"object": w.object, "field": w.field, "message": w.message} for w in found]
     return {
         "loaded": state.loaded,
         "objects": objects,
@@ -423,13 +425,31 @@ def debug_routes(status: DebugStatus, render: Renderer | None = None) -> dict[st
 
         return handler
 
+    def built_off_loop(gather: Callable[[], Callable[[], Any]]) -> Handler:
+        """A page whose body is big to build (every service, every object): the loop only
+        takes the immutable inputs, and the worker thread builds and encodes the body."""
+
+        async def handler(_request: Request) -> Response:
+            build = gather()
+            return await render(lambda: _json_response(200, build()))
+
+        return handler
+
+    def registry() -> Callable[[], Any]:
+        ctx = status.push_context()  # one push's context: immutable once published
+        return lambda: registryz(ctx)
+
+    def config() -> Callable[[], Any]:
+        state, found = status.sources(), list(status.warnings())
+        return lambda: configz_of(state, found)
+
     async def dump(request: Request) -> Response:
         return await config_dump_page(status, request, render)
 
     return {
         "/debug/syncz": page(lambda: syncz(status)),
         "/debug/config_dump": dump,
-        "/debug/registryz": page(lambda: registryz(status.push_context())),
-        "/debug/configz": page(lambda: configz(status)),
+        "/debug/registryz": built_off_loop(registry),
+        "/debug/configz": built_off_loop(config),
         "/debug/push_status": page(lambda: push_status(status)),
     }

@@ -216,6 +216,8 @@ def _run(args: argparse.Namespace, layout: Layout, cleanup: contextlib.ExitStack
             "--http-addr", f"{LOOPBACK}:{layout.http_port}",
             "--monitoring-addr", f"{LOOPBACK}:{layout.monitoring_port}",
             "--log-format", "console",
+            # The demo gateway terminates TLS with a Secret it fetches over loopback SDS.
+            "--dev-plaintext-sds",
         ],
     )  # fmt: skip
     _wait("istiolite", lambda: _get(f"http://{LOOPBACK}:{layout.http_port}/ready") == 200, children)

@@ -67,6 +67,14 @@ class ConfigStore:
     def owners(self, key: ObjectKey) -> list[str]:
         return sorted(s for s, objs in self._by_source.items() if key in objs)
 
+    def all_owners(self) -> dict[ObjectKey, list[str]]:
+        """`owners` of every key in one pass (not one pass over the sources per key)."""
+        out: dict[ObjectKey, list[str]] = {}
+        for source in sorted(self._by_source):
+            for key in self._by_source[source]:
+                out.setdefault(key, []).append(source)
+        return out
+
     def snapshot(self) -> Mapping[ObjectKey, Any]:
         """A read-only copy of the merged view, safe to keep while the store changes."""
         return MappingProxyType(dict(self._merged))

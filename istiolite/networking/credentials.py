@@ -1,16 +1,29 @@
 """SDS: TLS credentials from Kubernetes Secrets, as `kubernetes://<name>` (certificate and key)
 and `kubernetes://<name>-cacert` (the trust bundle for verifying clients or servers).
 
-A proxy sees only the Secrets of its own namespace, as istiod authorizes credential reads. Whether
-the connection may carry key material at all is the xDS server's decision (see xds/ads.py).
+A proxy sees only the Secrets of its own namespace, as istiod authorizes credential reads, and of
+those only the ones its own config references (`referenced_credentials`): the credentialNames of
+the Gateway servers that select it and of the DestinationRules that apply in its namespace. A
+TLS Secret nothing references never leaves istiolite. Whether the connection may carry key
+material at all is the server's decision (`--dev-plaintext-sds`, see server.py and xds/ads.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
-from istiolite.networking.tls_context import CA_SUFFIX, credential_resource
+from istiolite.model.destinationrule import ClientTls, DestinationRule
+from istiolite.model.proxy import Proxy, ProxyType
+from istiolite.networking.tls_context import (
+    CA_SUFFIX,
+    credential_ca_resource,
+    credential_resource,
+)
+from istiolite.networking.traffic_policy import upstream_credential
+from istiolite.networking.workload import proxy_labels
 from istiolite.push.context import PushContext
 
 
@@ -47,3 +60,54 @@ def credential_secrets(ctx: PushContext, namespace: str) -> list[secret_pb2.Secr
                 out.setdefault(resource, _ca_secret(resource, cred.ca_certificates))
     out.update(explicit_ca)
     return [out[name] for name in sorted(out)]
+
+
+def _client_tls(rule: DestinationRule) -> Iterator[ClientTls]:
+    """Every `tls` of a DestinationRule: top level, per port, per subset (and its ports)."""
+    policies = [rule.traffic_policy, *(s.traffic_policy for s in rule.subsets)]
+    for policy in policies:
+        if policy is None:
+            continue
+        if policy.tls is not None:
+            yield policy.tls
+        yield from (p.tls for p in policy.port_level_settings if p.tls is not None)
+
+
+def _applies_in(rule: DestinationRule, namespace: str) -> bool:
+    return rule.namespace == namespace or "*" in rule.export_to or namespace in rule.export_to
+
+
+def referenced_credentials(ctx: PushContext, proxy: Proxy) -> frozenset[str]:
+    """The SDS resource names this proxy's own config may ask for: a gateway's server
+    certificates (and the client CA of a MUTUAL server); a DestinationRule's client certificate
+    (MUTUAL) and its CA. Trust bundles (`-cacert`) are public, but served only when referenced
+    too: nothing is sent that the proxy's listeners and clusters do not name."""
+    names: set[str] = set()
+    if proxy.type == ProxyType.ROUTER:
+        for gateway in ctx.gateways_for(proxy_labels(ctx, proxy)):
+            for server in gateway.servers:
+                tls = server.tls
+                if tls is None:
+                    continue
+                names.update(credential_resource(n) for n in tls.credential_names)
+                if tls.credential_name and tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
+                    names.add(credential_ca_resource(tls.credential_name))
+    for rule in ctx.all_destination_rules():
+        if not _applies_in(rule, proxy.namespace):
+            continue
+        for client in _client_tls(rule):
+            if not client.credential_name:
+                continue
+            if client.mode == "MUTUAL":
+                names.add(upstream_credential(client.credential_name))
+            if not client.insecure_skip_verify:
+                names.add(upstream_credential(client.credential_name + CA_SUFFIX))
+    return frozenset(names)
+
+
+def proxy_credentials(ctx: PushContext, proxy: Proxy) -> list[secret_pb2.Secret]:
+    """The Secrets of the proxy's namespace that its own config references (see module doc)."""
+    wanted = referenced_credentials(ctx, proxy)
+    if not wanted:
+        return []
+    return [s for s in credential_secrets(ctx, proxy.namespace) if s.name in wanted]

@@ -15,7 +15,7 @@ from istiolite.model.proxy import Proxy, ProxyType
 from istiolite.model.service import Service
 from istiolite.model.sidecar import Sidecar
 from istiolite.networking.cluster import fixed_clusters, outbound_clusters
-from istiolite.networking.credentials import credential_secrets
+from istiolite.networking.credentials import proxy_credentials
 from istiolite.networking.endpoint import (
     LocalizedClusters,
     eds_clusters,
@@ -243,12 +243,14 @@ def _routes(ctx: PushContext, proxy: Proxy) -> Resources:
 
 
 def _secrets(ctx: PushContext, proxy: Proxy) -> Resources:
-    # Only the Secrets of the namespace, read (and recorded) by credential_secrets.
+    # Only the Secrets of the namespace (read and recorded by credential_secrets) that the
+    # proxy's Gateways and DestinationRules reference (structural kinds): gateway proxies of one
+    # namespace and labels share them, as do the sidecars of a namespace.
+    shape = _gateway_key(ctx, proxy) if proxy.type == ProxyType.ROUTER else (proxy.namespace,)
     return _resources(
-        ("sds", proxy.namespace),
+        ("sds", proxy.type == ProxyType.ROUTER, shape),
         type_urls.SECRET,
-        lambda: _serialize(type_urls.SECRET, credential_secrets(ctx, proxy.namespace)),
-        kinds=frozenset(),
+        lambda: _serialize(type_urls.SECRET, proxy_credentials(ctx, proxy)),
     )
 
 

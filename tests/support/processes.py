@@ -283,7 +283,9 @@ def gateway_envoy(
 def _start_mesh(
     config_dirs: list[Path], workdir: Path, envoy: Callable[[IstioliteProcess], EnvoyProcess]
 ) -> tuple[IstioliteProcess, EnvoyProcess]:
-    cp = IstioliteProcess(config_dirs, workdir)
+    # Gateway and upstream-TLS tests fetch their certificates over SDS on loopback: the
+    # development mode (keys on the plaintext port) is what they exercise.
+    cp = IstioliteProcess(config_dirs, workdir, "--dev-plaintext-sds")
     try:
         return cp, envoy(cp)
     except BaseException:

@@ -131,16 +131,81 @@ def test_secrets_without_tls_material_are_not_served() -> None:
     assert by_name(context(raw)) == {}
 
 
-def test_generator_serves_sds_per_proxy_namespace(pair: KeyPair) -> None:
-    ctx = context(tls_secret("hello-cert", GW_NS, pair), tls_secret("web-cert", "web", pair))
+def https_gateway(credential: str, mode: str = "SIMPLE") -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "web-gateway", "namespace": GW_NS},
+        "spec": {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [
+                {
+                    "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                    "hosts": ["hello.example.com"],
+                    "tls": {"mode": mode, "credentialName": credential},
+                }
+            ],
+        },
+    }
+
+
+def mutual_rule(namespace: str, credential: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "backend-mtls", "namespace": namespace},
+        "spec": {
+            "host": "backend.example.com",
+            "exportTo": ["."],
+            "trafficPolicy": {"tls": {"mode": "MUTUAL", "credentialName": credential}},
+        },
+    }
+
+
+def test_generator_serves_only_the_secrets_the_proxy_config_references(
+    pair: KeyPair, client_ca: CertificateAuthority
+) -> None:
+    ctx = context(
+        https_gateway("hello-cert"),
+        tls_secret("hello-cert", GW_NS, pair, ca=client_ca.cert_pem),
+        tls_secret("unreferenced-cert", GW_NS, pair),
+        mutual_rule("web", "web-cert"),
+        tls_secret("web-cert", "web", pair, ca=client_ca.cert_pem),
+        tls_secret("web-other", "web", pair),
+    )
     gateway = generator.generate(ctx, router(GW_NS), type_urls.SECRET)
+    # SIMPLE: the certificate only; the unreferenced Secret of the same namespace never appears.
     assert set(gateway) == {"kubernetes://hello-cert"}
     resource = gateway["kubernetes://hello-cert"]
     assert resource.type_url == type_urls.SECRET
     decoded = secret_pb2.Secret.FromString(resource.payload)
     assert decoded.tls_certificate.private_key.inline_bytes == pair.key_pem
+    # A DestinationRule's MUTUAL credential: the client certificate and its CA.
     assert set(generator.generate(ctx, sidecar("web"), type_urls.SECRET)) == {
-        "kubernetes://web-cert"
+        "kubernetes://web-cert",
+        "kubernetes://web-cert-cacert",
+    }
+
+
+def test_sidecar_claiming_the_gateway_namespace_gets_nothing(pair: KeyPair) -> None:
+    ctx = context(https_gateway("hello-cert"), tls_secret("hello-cert", GW_NS, pair))
+    assert generator.generate(ctx, sidecar(GW_NS), type_urls.SECRET) == {}
+    # A router whose labels no Gateway selects is no better off.
+    other = router(GW_NS)
+    other.labels.clear()
+    assert generator.generate(ctx, other, type_urls.SECRET) == {}
+
+
+def test_mutual_gateway_server_gets_its_client_ca(
+    pair: KeyPair, client_ca: CertificateAuthority
+) -> None:
+    ctx = context(
+        https_gateway("mtls-cert", "MUTUAL"),
+        tls_secret("mtls-cert", GW_NS, pair, ca=client_ca.cert_pem),
+    )
+    assert set(generator.generate(ctx, router(GW_NS), type_urls.SECRET)) == {
+        "kubernetes://mtls-cert",
+        "kubernetes://mtls-cert-cacert",
     }
 
 

@@ -12,6 +12,7 @@ from istiolite.xds.ads import _without_secrets, may_receive_keys
 from tests.support.certs import CertificateAuthority, tls_secret
 from tests.support.objects import context, service
 from tests.unit.networking.helpers import router
+from tests.unit.networking.test_credentials import https_gateway
 
 
 @pytest.mark.parametrize(
@@ -72,7 +73,9 @@ def test_unparseable_peers_may_not(peer: str) -> None:
 def test_a_peer_without_keys_gets_everything_but_secrets() -> None:
     pair = CertificateAuthority("peer test CA").issue("hello.example.com")
     ctx = context(
-        service("hello", "web", cluster_ip="10.96.1.10"), tls_secret("cert", "istio-system", pair)
+        service("hello", "web", cluster_ip="10.96.1.10"),
+        tls_secret("cert", "istio-system", pair),
+        https_gateway("cert"),  # a Secret reaches a proxy only when its config names it
     )
     proxy = router("istio-system")
     public = _without_secrets(generator.generate)
