@@ -33,6 +33,7 @@ from istiolite.debug.config_dump import config_dump
 from istiolite.debug.status import DebugStatus, SourcesState
 from istiolite.http_server import Handler, Request, Response
 from istiolite.networking.resource import Resource
+from istiolite.push.errors import GenerationError
 from istiolite.xds.protocol import SyncStatus, TypeState
 
 if TYPE_CHECKING:
@@ -370,10 +371,12 @@ def registryz(ctx: PushContext) -> list[dict[str, Any]]:
 
 def configz(status: DebugStatus) -> dict[str, Any]:
     """Objects in the store (all valid: invalid ones are rejected) and the current problems."""
-    return configz_of(status.sources(), list(status.warnings()))
+    return configz_of(status.sources(), list(status.warnings()), status.generation_errors())
 
 
-def configz_of(state: SourcesState, found: Sequence[ConfigWarning]) -> dict[str, Any]:
+def configz_of(
+    state: SourcesState, found: Sequence[ConfigWarning], failed: Sequence[GenerationError]
+) -> dict[str, Any]:
     """`configz` from what it reads (fresh copies): sorting and shaping run in any thread."""
     objects = []
     for key in sorted(state.objects, key=lambda k: (k.kind, k.namespace, k.name)):
@@ -397,7 +400,7 @@ def configz_of(state: SourcesState, found: Sequence[ConfigWarning]) -> dict[str,
         "errors": list(state.errors),
         "warnings": warnings,
         # Objects that passed validation yet failed to translate: left out of what proxies get.
-        "generation_errors": [e.as_dict() for e in status.generation_errors()],
+        "generation_errors": [e.as_dict() for e in failed],
     }
 
 
@@ -441,7 +444,8 @@ def debug_routes(status: DebugStatus, render: Renderer | None = None) -> dict[st
 
     def config() -> Callable[[], Any]:
         state, found = status.sources(), list(status.warnings())
-        return lambda: configz_of(state, found)
+        failed = list(status.generation_errors())
+        return lambda: configz_of(state, found, failed)
 
     async def dump(request: Request) -> Response:
         return await config_dump_page(status, request, render)

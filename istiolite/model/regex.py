@@ -7,7 +7,7 @@ client-supplied patterns must never use a backtracking engine on the event loop.
 
 from __future__ import annotations
 
-import re2  # type: ignore[import-untyped]  # no stubs published
+import re2  # no stubs published (pyproject: ignore_missing_imports)
 
 # The bootstrap's runtime layer sets re2.max_program_size.error_level to this; Envoy rejects
 # (NACKs) a regex whose compiled program is larger.

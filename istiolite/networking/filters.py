@@ -33,6 +33,7 @@ def http_connection_manager(
     rds_name: str | None = None,
     route_config: route_pb2.RouteConfiguration | None = None,
     use_remote_address: bool = False,
+    policy_filters: Sequence[hcm.HttpFilter] = (),
 ) -> lc.Filter:
     """`use_remote_address`: the edge of the mesh (a gateway) trusts only the peer address for
     x-forwarded-for; sidecars keep what the caller's side set."""
@@ -42,6 +43,7 @@ def http_connection_manager(
         use_remote_address=bool_value(use_remote_address),
         normalize_path=bool_value(True),
         http_filters=[
+            *policy_filters,  # authentication and authorization come first (inbound_policy)
             # As istiod: CORS and fault injection are configured per route (VirtualService),
             # the filters themselves do nothing without that.
             hcm.HttpFilter(name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())),

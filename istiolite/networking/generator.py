@@ -26,6 +26,7 @@ from istiolite.networking.endpoint import (
 )
 from istiolite.networking.gateway import gateway_listeners, gateway_route_configs
 from istiolite.networking.guard import guarded, object_name
+from istiolite.networking.inbound_policy import inbound_policy_key
 from istiolite.networking.listener import sidecar_listeners
 from istiolite.networking.resource import Resource, to_resource
 from istiolite.networking.route import outbound_route_configs
@@ -208,7 +209,14 @@ def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:
             lambda: _serialize(type_urls.LISTENER, gateway_listeners(ctx, key[0], dict(key[1]))),
         )
     sidecar, scope = _scope(ctx, proxy)
-    shape = ("lds", proxy.interception_mode, proxy.namespace, scope, inbound_ports(ctx, proxy))
+    shape = (
+        "lds",
+        proxy.interception_mode,
+        proxy.namespace,
+        scope,
+        inbound_ports(ctx, proxy),
+        inbound_policy_key(ctx, proxy),
+    )
     return _resources(
         shape,
         type_urls.LISTENER,

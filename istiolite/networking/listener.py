@@ -13,7 +13,7 @@ Ports claimed by an egress listener with a `port` are closed to the catch-all li
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -35,6 +35,7 @@ from istiolite.networking.filters import (
     tcp_proxy,
     tls_inspector,
 )
+from istiolite.networking.inbound_policy import NO_POLICY, InboundPolicy, inbound_policy
 from istiolite.networking.names import (
     BLACKHOLE_CLUSTER,
     INBOUND_PASSTHROUGH_CLUSTER,
@@ -328,12 +329,14 @@ def _inbound_route(port: InboundPort) -> route_pb2.RouteConfiguration:
     )
 
 
-def _inbound_chains(port: InboundPort) -> list[lc.FilterChain]:
+def _inbound_chains(port: InboundPort, policy: InboundPolicy) -> list[lc.FilterChain]:
     name = listener_name(port.bind, port.target_port)
     stat_prefix = f"inbound_{name}"
     cluster = cluster_name(Direction.INBOUND, port.target_port)
     on_port = uint32(port.target_port)
-    http_filter = http_connection_manager(stat_prefix, route_config=_inbound_route(port))
+    http_filter = http_connection_manager(
+        stat_prefix, route_config=_inbound_route(port), policy_filters=policy.http_filters
+    )
     if port.protocol.is_http:
         chains = [
             lc.FilterChain(
@@ -358,7 +361,7 @@ def _inbound_chains(port: InboundPort) -> list[lc.FilterChain]:
             lc.FilterChain(
                 name=name,
                 filter_chain_match=lc.FilterChainMatch(destination_port=on_port),
-                filters=[tcp_proxy(stat_prefix, cluster)],
+                filters=[*policy.tcp_filters, tcp_proxy(stat_prefix, cluster)],
             )
         )
     if port.tls is not None:
@@ -375,7 +378,9 @@ def _inbound_chains(port: InboundPort) -> list[lc.FilterChain]:
     return chains
 
 
-def virtual_inbound(ports: Sequence[InboundPort]) -> Listener:
+def virtual_inbound(
+    ports: Sequence[InboundPort], policy: Callable[[int], InboundPolicy] = lambda _: NO_POLICY
+) -> Listener:
     chains = [
         lc.FilterChain(
             # Traffic addressed to 15006 itself would loop forever.
@@ -386,7 +391,7 @@ def virtual_inbound(ports: Sequence[InboundPort]) -> Listener:
     ]
     captured = [p for p in ports if not p.bind_to_port]
     for port in captured:
-        chains.extend(_inbound_chains(port))
+        chains.extend(_inbound_chains(port, policy(port.target_port)))
     listener = Listener(
         name=VIRTUAL_INBOUND,
         address=socket_address(WILDCARD_IP, VIRTUAL_INBOUND_PORT),
@@ -403,14 +408,14 @@ def virtual_inbound(ports: Sequence[InboundPort]) -> Listener:
     return listener
 
 
-def bound_inbound_listener(port: InboundPort) -> Listener:
+def bound_inbound_listener(port: InboundPort, policy: InboundPolicy = NO_POLICY) -> Listener:
     """A Sidecar ingress port that binds (captureMode NONE, or no iptables): a listener of its
     own on `<bind>:<port>`, named `<bind>_<port>`, with the chains virtualInbound would have."""
     listener = Listener(
         name=listener_name(port.bind, port.target_port),
         address=socket_address(port.bind, port.target_port),
         traffic_direction=base_pb2.INBOUND,
-        filter_chains=_inbound_chains(port),
+        filter_chains=_inbound_chains(port, policy),
     )
     if port.protocol == Protocol.AUTO:
         listener.listener_filters.append(http_inspector())
@@ -430,10 +435,16 @@ def sidecar_listeners(
         ctx, egress_scopes(ctx, proxy, sidecar), registry_only, proxy.namespace
     )
     inbound = inbound_ports(ctx, proxy)
-    listeners += [bound_inbound_listener(p) for p in inbound if p.bind_to_port]
+
+    def policy(target_port: int) -> InboundPolicy:
+        return inbound_policy(ctx, proxy, target_port)
+
+    listeners += [
+        bound_inbound_listener(p, policy(p.target_port)) for p in inbound if p.bind_to_port
+    ]
     if proxy.interception_mode != InterceptionMode.NONE:
         listeners.append(virtual_outbound(registry_only))
-        listeners.append(virtual_inbound(inbound))
+        listeners.append(virtual_inbound(inbound, policy))
     # A name can come up twice only if an ingress bind equals an egress bind and port: the
     # first (outbound) stays, as Envoy would refuse the pair.
     unique: dict[str, Listener] = {}
