@@ -65,10 +65,11 @@ def optional_bool(value: Any, field: str) -> bool | None:
     return value
 
 
-# Envoy's protos: uint32 fields (weights, retries, circuit-breaker thresholds …) and
-# google.protobuf.Duration, whose seconds may not pass 10,000 years.
+# Envoy's protos: uint32 fields (weights, retries, circuit-breaker thresholds …) and durations.
+# A google.protobuf.Duration holds 10,000 years, but Envoy reads its durations as int64
+# nanoseconds and refuses (NACKs the whole update) any from 2^63 ns = 9223372036 s on.
 UINT32_MAX = 2**32 - 1
-MAX_DURATION_SECONDS = 315_576_000_000
+MAX_DURATION_SECONDS = 9_223_372_035
 
 
 def require_uint32(value: Any, field: str, *, minimum: int = 0) -> int:

@@ -242,7 +242,7 @@ def parse_duration(value: Any, where: str) -> float:
     # make an infinite float) cannot be put in any Envoy config.
     if not seconds <= MAX_DURATION_SECONDS:
         raise ValidationError(
-            where, f"{clip(value)!r} is longer than the {MAX_DURATION_SECONDS}s a duration holds"
+            where, f"{clip(value)!r} is longer than the {MAX_DURATION_SECONDS}s Envoy accepts"
         )
     return seconds
 

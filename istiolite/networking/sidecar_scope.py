@@ -20,6 +20,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2
 from istiolite.model.proxy import InterceptionMode, Proxy
 from istiolite.model.service import Service
 from istiolite.model.sidecar import UNIX_PREFIX, EgressListener, Sidecar, SidecarPort, host_matches
+from istiolite.model.validation import MAX_DURATION_SECONDS
 from istiolite.model.virtualservice import VirtualService
 from istiolite.networking.cluster import Cluster, inbound_cluster
 from istiolite.networking.names import INBOUND_PASSTHROUGH_BIND_IP
@@ -28,7 +29,8 @@ from istiolite.networking.workload import LOOPBACK_IP, InboundPort
 from istiolite.push.cache import memoized
 from istiolite.push.context import PushContext
 
-_MAX_DURATION_SECONDS = 315576000000  # protobuf Duration's maximum, istiod's "never"
+# "Never": the longest duration Envoy accepts (the Duration maximum, 315576000000 s, is refused).
+_MAX_DURATION_SECONDS = MAX_DURATION_SECONDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,17 @@ REGRESSIONS: dict[str, dict[str, Any]] = {
     ),
     "lookahead regex": _vs({"route": _ROUTE, "match": [{"uri": {"regex": "(?=a)a"}}]}),
     "backreference regex": _vs({"route": _ROUTE, "match": [{"uri": {"regex": r"(a)\1"}}]}),
+    # Found by the Envoy half (tests/integration/test_fuzz_envoy.py): Envoy refuses durations
+    # from 2^63 ns on, below the Duration maximum validation used to allow; and a Sidecar
+    # ingress port without defaultEndpoint got an ORIGINAL_DST cluster whose "never"
+    # cleanup_interval was that maximum.
+    "timeout 2^63 ns": _vs({"route": _ROUTE, "timeout": "9223372036s"}),
+    "sidecar ingress without defaultEndpoint": {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": {"name": "fuzz", "namespace": "default"},
+        "spec": {"ingress": [{"port": {"number": 80, "protocol": "HTTP", "name": "v1"}}]},
+    },
     "endpoint weight 2^32": {
         "apiVersion": "networking.istio.io/v1",
         "kind": "ServiceEntry",
