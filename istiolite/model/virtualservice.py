@@ -238,7 +238,7 @@ def parse_duration(value: Any, where: str) -> float:
     if not found:
         raise ValidationError(where, f"{clip(value)!r} is not a duration like '1s' or '250ms'")
     seconds = float(found.group(1)) * _UNIT_SECONDS[found.group(3)]
-    # google.protobuf.Duration holds at most 10,000 years; a longer one (or one whose digits
+    # Envoy refuses durations from 2^63 ns (~292 years) on; a longer one (or one whose digits
     # make an infinite float) cannot be put in any Envoy config.
     if not seconds <= MAX_DURATION_SECONDS:
         raise ValidationError(
