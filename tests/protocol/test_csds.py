@@ -542,14 +542,15 @@ async def test_redos_regex_answers_fast_and_the_loop_keeps_running(env: Env) -> 
     # loop by a backtracking engine would stall the ticker and the cheap requests beside it.
     await two_proxies(env)
     gaps: list[float] = []
+    last_tick = time.monotonic()
 
     async def ticker() -> None:
-        last = time.monotonic()
+        nonlocal last_tick
         while True:
             await asyncio.sleep(0.01)
             now = time.monotonic()
-            gaps.append(now - last)
-            last = now
+            gaps.append(now - last_tick)
+            last_tick = now
 
     async def timed(request: Any) -> tuple[float, Any]:
         started = time.monotonic()
@@ -566,13 +567,13 @@ async def test_redos_regex_answers_fast_and_the_loop_keeps_running(env: Env) -> 
         )
     finally:
         task.cancel()
+        gaps.append(time.monotonic() - last_tick)  # up to the end, even with no tick at all
     assert list(hostile_response.config) == []
     assert hostile_time < 1.0, hostile_time
     for cheap_time, response in cheap:
         assert [c.node.id for c in response.config] == [NODE_ID]
         assert cheap_time < 0.5, cheap_time
     # The loop kept turning: no tick was held up for anything like the hostile match's time.
-    assert gaps, "the ticker never ran"
     assert max(gaps) < 0.5, max(gaps)
 
 
