@@ -227,6 +227,7 @@ class Istiolite:
         tasks = [
             asyncio.create_task(self.debouncer.run(), name="debounce"),
             asyncio.create_task(self.files.run(stop), name="files"),
+            asyncio.create_task(self.ca.watch(), name="ca-watch"),
         ]
         try:
             await stop.wait()

@@ -420,6 +420,25 @@ class MeshCA:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def watch(self, interval: float = 10.0) -> None:
+        """Reload whenever a file of the CA directory changes (checked every `interval` s; the
+        stat calls off the loop). A broken directory is logged and the current signer kept."""
+        if self.ca_dir is None:
+            return
+        ca_dir = self.ca_dir
+        last = await asyncio.to_thread(_dir_signature, ca_dir)
+        while True:
+            await asyncio.sleep(interval)
+            current = await asyncio.to_thread(_dir_signature, ca_dir)
+            if current == last:
+                continue
+            last = current
+            try:
+                self.reload()
+            except CAError as err:
+                log.error("CA directory changed but cannot be used; still signing as before",
+                          error=str(err))  # fmt: skip
+
     # --- signing ----------------------------------------------------------------------------
 
     def capped_ttl(self, ttl: timedelta | None) -> timedelta:
@@ -482,6 +501,17 @@ class MeshCA:
 
     def _publish_metrics(self) -> None:
         metrics.CA_ROOT_EXPIRY.set(self._signer.root.not_valid_after_utc.timestamp())
+
+
+def _dir_signature(ca_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    entries = []
+    for name in (CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN, ROOT_BUNDLE):
+        try:
+            st = os.stat(ca_dir / name)
+        except OSError:
+            continue
+        entries.append((name, st.st_mtime_ns, st.st_size))
+    return tuple(entries)
 
 
 def csr_public_key(csr_pem: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:

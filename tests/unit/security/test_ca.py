@@ -405,3 +405,24 @@ async def test_extra_roots_from_the_bundle_file_and_reload(tmp_path: Path) -> No
         ca.reload()
     assert ca.root_pem() == new_root.pem
     assert changes == ["changed", "changed"]
+
+
+async def test_watch_reloads_when_a_file_changes(tmp_path: Path) -> None:
+    ca_dir = tmp_path / "ca"
+    ca = MeshCA.load(ca_dir, "cluster.local")
+    changed = asyncio.Event()
+    ca.on_change(changed.set)
+    watcher = asyncio.create_task(ca.watch(interval=0.05))
+    try:
+        await asyncio.sleep(0.1)
+        extra = ca_cert("next root", days=3650)
+        _write(ca_dir / "root-cert-bundle.pem", extra.pem, 0o644)
+        await asyncio.wait_for(changed.wait(), 5)
+        assert extra.pem in ca.trust_bundle()
+        changed.clear()
+        _write(ca_dir / "root-cert-bundle.pem", b"garbage", 0o644)  # logged, signer kept
+        await asyncio.sleep(0.3)
+        assert not changed.is_set() and extra.pem in ca.trust_bundle()
+    finally:
+        watcher.cancel()
+        ca.close()
