@@ -72,14 +72,26 @@ def secure_channel(root: bytes, port: int) -> grpc.aio.Channel:
 
 
 async def grpc_rate(
-    root: bytes, port: int, tokens: list[str], csrs: list[bytes], clients: int, seconds: float
+    root: bytes,
+    port: int,
+    tokens: list[str],
+    csrs: list[bytes],
+    clients: int,
+    seconds: float,
+    *,
+    plaintext: bool = False,
 ) -> float:
     done = 0
     stop = time.perf_counter() + seconds
 
     async def client(n: int) -> None:
         nonlocal done
-        async with secure_channel(root, port) as channel:
+        channel = (
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            if plaintext
+            else secure_channel(root, port)
+        )
+        async with channel:
             call = channel.unary_unary(
                 CREATE,
                 request_serializer=ca_pb2.IstioCertificateRequest.SerializeToString,
@@ -140,15 +152,27 @@ async def run(args: argparse.Namespace) -> None:
             port = istiolite.secure_grpc_port
             await grpc_rate(root, port, tokens, csrs, args.clients, 1.0)  # warm-up
             raw = raw_rate(csrs, args.seconds)
-            cpu0 = cpu_seconds(istiolite.proc.pid)
+            cpu0, client0 = cpu_seconds(istiolite.proc.pid), time.process_time()
             rate = await grpc_rate(root, port, tokens, csrs, args.clients, args.seconds)
             cpu = cpu_seconds(istiolite.proc.pid) - cpu0
+            client_cpu = time.process_time() - client0
             print(f"raw cryptography (CSR check + sign, 1 thread): {raw:8.0f} certs/s")
             print(
                 f"CreateCertificate over gRPC+TLS, {args.clients} clients: {rate:8.0f} certs/s "
-                f"({100 * rate / raw:.0f} % of raw; istiolite CPU {cpu / args.seconds:.2f} cores)"
+                f"({100 * rate / raw:.0f} % of raw; istiolite CPU {cpu / args.seconds:.2f} cores, "
+                f"this client {client_cpu / args.seconds:.2f} cores)"
             )
             print(f"TokenReviews sent: {len(apiserver.reviews())} (cache: one per token)")
+            # The same calls straight to the internal plaintext server: the front end's share.
+            (internal,) = [
+                int(str(e["address"]).rpartition(":")[2])
+                for e in istiolite.log_events()
+                if e.get("event") == "secure port internal server"
+            ]
+            direct = await grpc_rate(
+                b"", internal, tokens, csrs, args.clients, args.seconds, plaintext=True
+            )
+            print(f"same, straight to the internal plaintext server:        {direct:8.0f} certs/s")
 
             plain = grpc.aio.insecure_channel(
                 f"127.0.0.1:{istiolite.grpc_port}",

@@ -155,6 +155,8 @@ class Istiolite:
         except OSError as err:
             await internal.stop(None)
             raise OSError(f"cannot listen for the secure gRPC port on {addr}: {err}") from None
+        # Loopback only; a caller connecting to it directly is never taken for a TLS client.
+        log.info("secure port internal server", address=f"127.0.0.1:{internal_port}")
         return internal
 
     def _ready(self, _request: Request) -> Response:

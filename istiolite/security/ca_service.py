@@ -79,5 +79,5 @@ class IstioCertificateService:
             log.exception("CSR signing failed", identity=str(identity))
             await context.abort(grpc.StatusCode.INTERNAL, "failed to sign the CSR")
         metrics.CERTS_ISSUED.inc()
-        log.info("certificate issued", identity=str(identity), ttl_seconds=ttl.total_seconds())
+        log.debug("certificate issued", identity=str(identity), ttl_seconds=ttl.total_seconds())
         return IstioCertificateResponse(cert_chain=[pem.decode() for pem in chain])
