@@ -19,13 +19,8 @@ $(STAMP): pyproject.toml $(LOCK)
 # Python modules of protos/ (the Istio CA API), generated with grpcio-tools, never committed.
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := istiolite/_generated/.stamp
-$(GENERATED): $(PROTOS) $(STAMP)
-	rm -rf istiolite/_generated
-	mkdir -p istiolite/_generated
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=istiolite/_generated \
-	    --pyi_out=istiolite/_generated $(PROTOS)
-	find istiolite/_generated -type d -exec touch {}/__init__.py \;
-	touch $@
+$(GENERATED): $(PROTOS) protos/build.py $(STAMP)
+	$(BIN)/python protos/build.py
 
 protos: $(GENERATED)
 
