@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.config.config_exception import ConfigException
 
 from istiolite.logs import get_logger
 from istiolite.security.authn import TokenReviewResult
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio import client
 
 log = get_logger("kube")
 
@@ -46,6 +47,13 @@ class KubeClient:
     @classmethod
     async def connect(cls, kubeconfig: Path | None) -> KubeClient | None:
         """From `kubeconfig`, else the in-cluster config inside a pod, else None (no cluster)."""
+        if kubeconfig is None and not in_cluster():
+            return None
+        # Imported here: kubernetes_asyncio takes ~0.5 s to import, which a server without a
+        # cluster should not pay at every start.
+        from kubernetes_asyncio import client, config
+        from kubernetes_asyncio.config.config_exception import ConfigException
+
         configuration = client.Configuration()
         try:
             if kubeconfig is not None:
