@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 LOCK_VENV := build/lock-venv
 
-.PHONY: demo test lint typecheck imports format venv clean bench system-deps lock
+.PHONY: demo test lint typecheck imports format venv clean bench system-deps lock protos
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,19 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip install --quiet -c $(LOCK) -e '.[test]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+# Python modules of protos/ (the Istio CA API), generated with grpcio-tools, never committed.
+PROTOS := $(shell find protos -name '*.proto')
+GENERATED := istiolite/_generated/.stamp
+$(GENERATED): $(PROTOS) protos/build.py $(STAMP)
+	$(BIN)/python protos/build.py
+
+protos: $(GENERATED)
+
+venv: $(STAMP) $(GENERATED)
 
 # Other ports / addresses / work directory: make demo DEMO_ARGS='--service-port 19080 ...'
 # (python -m istiolite.demo --help lists them).
-demo: $(STAMP)
+demo: $(STAMP) $(GENERATED)
 	$(BIN)/python -m istiolite.demo $(DEMO_ARGS)
 
 # Resolve pyproject.toml's dependencies in a throwaway venv and write what got installed.
@@ -37,16 +45,16 @@ lock:
 	mv $(LOCK).new $(LOCK)
 	rm -rf $(LOCK_VENV)
 
-lint: $(STAMP)
+lint: $(STAMP) $(GENERATED)
 	$(BIN)/ruff check istiolite tests bench
 	$(BIN)/ruff format --check istiolite tests bench
 
 # The layers of ARCHITECTURE.md: an import that points up fails the build.
-imports: $(STAMP)
+imports: $(STAMP) $(GENERATED)
 	$(BIN)/lint-imports
 
 # Static types (config: [tool.mypy] in pyproject.toml).
-typecheck: $(STAMP)
+typecheck: $(STAMP) $(GENERATED)
 	$(BIN)/mypy istiolite
 
 format: $(STAMP)
@@ -65,12 +73,12 @@ system-deps:
 	    || { apt-get update -q >/dev/null && apt-get install -y -q iproute2 iptables util-linux >/dev/null; }; \
 	fi
 
-test: $(STAMP) lint typecheck imports system-deps
+test: $(STAMP) $(GENERATED) lint typecheck imports system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) $(GENERATED)
 	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.scale
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) build istiolite/_generated *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -41,6 +41,7 @@ class BenchIstiolite(Process):
             "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
             "--http-addr", f"127.0.0.1:{self.http_port}",
             "--monitoring-addr", f"127.0.0.1:{self.monitoring_port}",
+            "--secure-grpc-addr", "127.0.0.1:0",
         ]  # fmt: skip
         if debounce_after is not None:
             argv += ["--debounce-after", str(debounce_after)]

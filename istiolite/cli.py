@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import signal
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from istiolite import __version__
-from istiolite.settings import Settings, env_default, split_host_port
+from istiolite.settings import Settings, env_default, parse_duration, split_host_port
 
 DEBUG_ON_HTTP = ("local", "true", "false")
 
@@ -20,6 +21,74 @@ def _address(value: str) -> str:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return value
+
+
+def _secure_address(value: str) -> str:
+    """HOST:PORT, or "" / "off" for no secure port."""
+    if value in ("", "off"):
+        return ""
+    return _address(value)
+
+
+def _duration(value: str) -> timedelta:
+    try:
+        ttl = parse_duration(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if ttl <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"{value!r}: must be positive")
+    return ttl
+
+
+def _add_security(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--secure-grpc-addr",
+        type=_secure_address,
+        default=env_default("SECURE_GRPC_ADDR", ":15012"),
+        help="TLS gRPC port: xDS and the Istio CA API, callers authenticated by a mesh client "
+        'certificate or a Kubernetes service-account token ("off": not served)',
+    )
+    p.add_argument(
+        "--extra-san",
+        action="append",
+        default=[s for s in env_default("EXTRA_SAN", "").split(",") if s],
+        metavar="NAME",
+        help="another DNS name in the secure port's certificate (repeatable)",
+    )
+    p.add_argument(
+        "--ca-dir",
+        type=Path,
+        default=Path(env_default("CA_DIR", "")) if env_default("CA_DIR", "") else None,
+        help="the CA's directory: Istio's plug-in cacerts files, else a self-signed root is "
+        "created there (root-cert.pem, ca-key.pem 0600) and reused; without it the root is "
+        "kept in memory",
+    )
+    p.add_argument(
+        "--ca-key-type",
+        choices=("ecdsa", "rsa"),
+        default=env_default("CA_KEY_TYPE", "ecdsa"),
+        help="key type of a new self-signed root and of workload keys (ECDSA P-256 or RSA 2048)",
+    )
+    p.add_argument(
+        "--workload-cert-ttl",
+        type=_duration,
+        default=env_default("WORKLOAD_CERT_TTL", "24h"),
+        metavar="DURATION",
+        help="lifetime of workload certificates when the request names none (e.g. 24h, 90m)",
+    )
+    p.add_argument(
+        "--max-workload-cert-ttl",
+        type=_duration,
+        default=env_default("MAX_WORKLOAD_CERT_TTL", "2160h"),
+        metavar="DURATION",
+        help="the longest workload certificate lifetime granted (longer requests are capped)",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=Path(env_default("KUBECONFIG", "")) if env_default("KUBECONFIG", "") else None,
+        help="Kubernetes API for TokenReview (default: the in-cluster config inside a pod)",
+    )
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -93,6 +162,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="DEVELOPMENT ONLY: serve TLS private keys (SDS) on the plaintext gRPC port, to "
         "loopback/Unix peers, for the Secrets a proxy's own Gateways and DestinationRules name",
     )
+    _add_security(p)
     p.add_argument(
         "--log-format", choices=("json", "console"), default=env_default("LOG_FORMAT", "json")
     )
@@ -105,7 +175,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def _serve(args: argparse.Namespace) -> int:
     from istiolite.logs import configure_logging
+    from istiolite.security.ca import CAError
     from istiolite.server import Istiolite
+    from istiolite.sources.kube.client import KubeConfigError
 
     configure_logging(args.log_format, args.log_level)
     if not args.config_dir:
@@ -139,6 +211,13 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         debug_on_http=args.debug_on_http,
         dev_plaintext_sds=args.dev_plaintext_sds,
+        secure_grpc_addr=args.secure_grpc_addr,
+        extra_sans=list(args.extra_san),
+        ca_dir=args.ca_dir,
+        ca_key_type=args.ca_key_type,
+        workload_cert_ttl=args.workload_cert_ttl,
+        max_workload_cert_ttl=args.max_workload_cert_ttl,
+        kubeconfig=args.kubeconfig,
     )
 
     async def main() -> None:
@@ -148,7 +227,12 @@ def _serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await Istiolite(settings).run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (CAError, KubeConfigError, OSError) as err:
+        # A broken --ca-dir, kubeconfig or address: the message names it, no traceback.
+        print(f"istiolite serve: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -176,3 +176,26 @@ GENERATION_FAILURES = CounterVec(
     "Whole per-type generations that raised; the proxy kept its previous resources, by type.",
     ("type",),
 )
+# Citadel (istiod's security/pkg/server/ca/monitoring.go names).
+CA_ROOT_EXPIRY = Gauge(
+    "citadel_server_root_cert_expiry_timestamp",
+    "The unix timestamp, in seconds, when Citadel root cert will expire.",
+)
+CSR_COUNT = CounterVec(
+    "citadel_server_csr_count", "The number of CSRs received by Citadel server.", ()
+)
+CA_AUTHN_FAILURES = CounterVec(
+    "citadel_server_authentication_failure_count",
+    "The number of authentication failures.",
+    (),
+)
+CERTS_ISSUED = CounterVec(
+    "citadel_server_success_cert_issuance_count",
+    "The number of certificates issuances that have succeeded.",
+    (),
+)
+CSR_SIGN_ERRORS = CounterVec(
+    "citadel_server_csr_sign_err_count",
+    "The number of errors occurred when signing the CSR.",
+    ("error",),
+)

@@ -27,8 +27,13 @@ from istiolite.push.context import ConfigWarning, PushContext
 from istiolite.push.debounce import Debouncer
 from istiolite.push.errors import GenerationError
 from istiolite.push.pusher import Pusher
+from istiolite.security import ca_service
+from istiolite.security.authn import Authenticator
+from istiolite.security.ca import MeshCA
+from istiolite.security.secure_port import SecureFrontEnd, serving_names
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
+from istiolite.sources.kube.client import KubeClient
 from istiolite.xds import reflection
 from istiolite.xds.ads import AdsService, Connection, _without_secrets
 from istiolite.xds.csds import CsdsService
@@ -79,7 +84,20 @@ class Istiolite:
         self.debouncer: Debouncer[tuple[float, ChangeSet]] = Debouncer(
             self._push, quiet=settings.debounce_quiet, max_delay=settings.debounce_max
         )
-        self.grpc_port = self.http_port = self.monitoring_port = 0
+        # The mesh CA (CAError naming the file when --ca-dir is unusable) and the authenticator
+        # of secure-port callers; its TokenReviewer is connected in run().
+        self.ca = MeshCA.load(
+            settings.ca_dir,
+            settings.trust_domain,
+            key_type=settings.ca_key_type,
+            workload_ttl=settings.workload_cert_ttl,
+            max_ttl=settings.max_workload_cert_ttl,
+        )
+        self.authenticator = Authenticator(settings.trust_domain)
+        self.kube: KubeClient | None = None
+        self.secure: SecureFrontEnd | None = None
+        self._health = health.aio.HealthServicer()
+        self.grpc_port = self.http_port = self.monitoring_port = self.secure_grpc_port = 0
 
     @property
     def push_status(self) -> dict[str, Any]:
@@ -92,7 +110,9 @@ class Istiolite:
     async def _push(self, batch: list[tuple[float, ChangeSet]]) -> None:
         self.pusher.push(batch)
 
-    def _grpc_server(self) -> grpc.aio.Server:
+    def _grpc_server(self, *, secure: bool = False) -> grpc.aio.Server:
+        """The gRPC services of 15010; with `secure`, the internal server behind the secure
+        port's TLS front end, which also serves the CA API."""
         options = [o for o in GRPC_OPTIONS if o[0] != "grpc.max_receive_message_length"]
         options.append(("grpc.max_receive_message_length", self.settings.grpc_max_recv_size))
         server = grpc.aio.server(options=options)
@@ -100,17 +120,44 @@ class Istiolite:
         csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
             CsdsService(self.ads, generator=self.generator), server
         )
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        names = (
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = [
             ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name,
             CsdsService.SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        )
+        ]
+        if secure:
+            ca_service.IstioCertificateService(self.ca, self.authenticator).register(server)
+            names.append(ca_service.SERVICE_NAME)
         # Under grpc.reflection.v1alpha and grpc.reflection.v1 (both list themselves).
         reflection.enable_reflection(server, names)
-        self._health = health_servicer
         return server
+
+    async def _start_secure(self) -> grpc.aio.Server | None:
+        """The secure port: the internal gRPC server on a free loopback port, and the TLS front
+        end on --secure-grpc-addr forwarding to it."""
+        addr = self.settings.secure_grpc_addr
+        if not addr:
+            return None
+        internal = self._grpc_server(secure=True)
+        internal_port = internal.add_insecure_port("127.0.0.1:0")
+        if internal_port == 0:
+            raise OSError("cannot listen on 127.0.0.1 for the secure port's internal server")
+        await internal.start()
+        self.secure = SecureFrontEnd(
+            self.ca,
+            self.authenticator.peers,
+            dns_names=serving_names(self.settings.extra_sans),
+        )
+        host, port = split_host_port(addr)
+        try:
+            self.secure_grpc_port = await self.secure.start(host, port, internal_port)
+        except OSError as err:
+            await internal.stop(None)
+            raise OSError(f"cannot listen for the secure gRPC port on {addr}: {err}") from None
+        # Loopback only; a caller connecting to it directly is never taken for a TLS client.
+        log.info("secure port internal server", address=f"127.0.0.1:{internal_port}")
+        return internal
 
     def _ready(self, _request: Request) -> Response:
         if self.files.loaded:
@@ -134,12 +181,15 @@ class Istiolite:
         # Subscribed after the initial load: that load is the startup push, not a change.
         self.store.subscribe(lambda changes: self.debouncer.add((time.monotonic(), changes)))
         self.pusher.start()
+        self.kube = await KubeClient.connect(self.settings.kubeconfig)
+        self.authenticator.reviewer = self.kube
         server = self._grpc_server()
         host, port = split_host_port(self.settings.grpc_addr)
         self.grpc_port = server.add_insecure_port(f"{host}:{port}")
         if self.grpc_port == 0:
             raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
         await server.start()
+        internal = await self._start_secure()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         http = HttpServer(
             {
@@ -163,6 +213,13 @@ class Istiolite:
             "serving",
             version=__version__,
             grpc=f"{host}:{self.grpc_port}",
+            secure_grpc=(
+                f"{split_host_port(self.settings.secure_grpc_addr)[0]}:{self.secure_grpc_port}"
+                if self.secure is not None
+                else "off"
+            ),
+            ca_root_expiry=self.ca.expiry().isoformat(),
+            kubernetes=self.kube.source if self.kube is not None else "none",
             # The bound ports (a port 0 in the settings is chosen by the kernel).
             http=f"{split_host_port(self.settings.http_addr)[0]}:{self.http_port}",
             monitoring=f"{split_host_port(self.settings.monitoring_addr)[0]}:{self.monitoring_port}",
@@ -172,6 +229,7 @@ class Istiolite:
         tasks = [
             asyncio.create_task(self.debouncer.run(), name="debounce"),
             asyncio.create_task(self.files.run(stop), name="files"),
+            asyncio.create_task(self.ca.watch(), name="ca-watch"),
         ]
         try:
             await stop.wait()
@@ -184,7 +242,14 @@ class Istiolite:
                     await task
             await http.stop()
             await monitoring.stop()
+            if self.secure is not None:
+                await self.secure.stop()
+            if internal is not None:
+                await internal.stop(grace=1.0)
             await server.stop(grace=1.0)
+            if self.kube is not None:
+                await self.kube.close()
+            self.ca.close()
 
 
 def _version_page(_request: Request) -> Response:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def env_default(name: str, default: str) -> str:
@@ -18,6 +21,27 @@ def split_host_port(value: str) -> tuple[str, int]:
         raise ValueError(f"{value!r} is not HOST:PORT")
     host = host.strip("[]")
     return host or "0.0.0.0", int(port)
+
+
+def parse_duration(value: str) -> timedelta:
+    """A Go-style duration: `24h`, `90m`, `1h30m`, `45s`, `2160h` (also `d` for days)."""
+    text = value.strip()
+    total, i = 0.0, 0
+    if not text:
+        raise ValueError("empty duration")
+    while i < len(text):
+        j = i
+        while j < len(text) and (text[j].isdigit() or text[j] == "."):
+            j += 1
+        k = j
+        while k < len(text) and text[k].isalpha():
+            k += 1
+        number, unit = text[i:j], text[j:k]
+        if not number or unit not in _DURATION_UNITS or number.count(".") > 1 or len(number) > 12:
+            raise ValueError(f"{value!r} is not a duration like 24h, 90m or 1h30m")
+        total += float(number) * _DURATION_UNITS[unit]
+        i = k
+    return timedelta(seconds=total)
 
 
 @dataclass(slots=True)
@@ -40,3 +64,14 @@ class Settings:
     debug_on_http: str = "local"
     # Development only: SDS key material on the plaintext gRPC port (to loopback/Unix peers).
     dev_plaintext_sds: bool = False
+    # The secure port (TLS; xDS + the CA API). The CLI's default is istiod's ":15012"; here ""
+    # means not served, so an in-process Istiolite binds no fixed port unless asked.
+    secure_grpc_addr: str = ""
+    extra_sans: list[str] = field(default_factory=list)
+    # The mesh CA: its directory (None: an in-memory root), key type, workload certificate TTLs.
+    ca_dir: Path | None = None
+    ca_key_type: str = "ecdsa"
+    workload_cert_ttl: timedelta = timedelta(hours=24)
+    max_workload_cert_ttl: timedelta = timedelta(days=90)
+    # Kubernetes API (TokenReview): a kubeconfig, else the in-cluster config inside a pod.
+    kubeconfig: Path | None = None

@@ -213,6 +213,7 @@ def _run(args: argparse.Namespace, layout: Layout, cleanup: contextlib.ExitStack
             sys.executable, "-m", "istiolite.cli", "serve", "--config-dir", str(mesh),
             "--config-dir", str(workdir / "secrets"),
             "--grpc-addr", f"{LOOPBACK}:{layout.grpc_port}",
+            "--secure-grpc-addr", f"{LOOPBACK}:{layout.secure_grpc_port}",
             "--http-addr", f"{LOOPBACK}:{layout.http_port}",
             "--monitoring-addr", f"{LOOPBACK}:{layout.monitoring_port}",
             "--log-format", "console",

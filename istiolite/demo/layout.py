@@ -41,6 +41,9 @@ OPTIONS = {
         "first of three loopback addresses for hello-1, hello-2 and world-1",
     ),
     "grpc_port": Option("--grpc-port", 15010, "istiolite's xDS (gRPC) port"),
+    "secure_grpc_port": Option(
+        "--secure-grpc-port", 15012, "istiolite's secure port (TLS: xDS and the CA API)"
+    ),
     "http_port": Option("--http-port", 8080, "istiolite's HTTP port: /ready, /debug/*"),
     "monitoring_port": Option("--monitoring-port", 15014, "istiolite's /metrics port"),
     "admin_port": Option("--admin-port", 15000, "the sidecar Envoy's admin port"),
@@ -56,6 +59,7 @@ class Layout:
     gateway_https_port: int
     upstream_base: str
     grpc_port: int
+    secure_grpc_port: int
     http_port: int
     monitoring_port: int
     admin_port: int

@@ -1,0 +1,1 @@
+"""Kubernetes as a source and as the TokenReview authority (through `client` only)."""
