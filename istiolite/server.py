@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -30,7 +30,7 @@ from istiolite.push.pusher import Pusher
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.xds import reflection
-from istiolite.xds.ads import AdsService, Connection, _without_secrets
+from istiolite.xds.ads import AdsService, Connection
 from istiolite.xds.csds import CsdsService
 
 log = get_logger("server")
@@ -57,17 +57,15 @@ class Istiolite:
         self.files = FileSource(settings.config_dirs, self.store)
         self.cache = ResourceCache()
         self.generator = ConfigGenerator(self.cache)
-        # Key material on this plaintext port only in the development mode (and then only to
-        # loopback/Unix peers, ads.may_receive_keys): as istiod, which sends SDS only to a proxy
-        # whose identity the TLS port verified.
-        generate: Callable[..., Any] = self.generator
-        if not settings.dev_plaintext_sds:
-            generate = _without_secrets(generate)
         self.ads = AdsService(
             PushContext({}, domain=settings.domain, version="empty"),
-            generator=generate,
+            generator=self.generator,
             push_concurrency=settings.push_concurrency,
             send_timeout=settings.xds_send_timeout,
+            # Key material on the plaintext port only in the development mode, and then only
+            # to loopback/Unix peers (xds/stream_secrets.py): as istiod, which sends SDS only
+            # to a proxy whose identity the TLS port verified.
+            dev_plaintext_sds=settings.dev_plaintext_sds,
         )
         self.pusher = Pusher(
             self.store,
