@@ -6,7 +6,6 @@ every 30 min)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from tests.protocol.harness import mesh
 from tests.support import objects
 from tests.support.certs import CertificateAuthority
 from tests.support.processes import EnvoyProcess
+from tests.support.secure_xds import TlsXdsServer
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy]
@@ -52,45 +52,6 @@ class RecordingAuthenticator:
             return list(self.seen)
 
 
-class TlsXdsServer:
-    """istiolite's ADS behind TLS, on its own event loop thread (the test itself is sync)."""
-
-    def __init__(self, pair: Any, authenticator: RecordingAuthenticator) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.ads: AdsService | None = None
-        self.port = asyncio.run_coroutine_threadsafe(self._start(pair, authenticator), self.loop)
-        self.port_number = self.port.result(timeout=10)
-
-    async def _start(self, pair: Any, authenticator: RecordingAuthenticator) -> int:
-        self.ads = AdsService(objects.context(*mesh()))
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.max_connection_age_ms", 2000),
-                ("grpc.max_connection_age_grace_ms", 500),
-            ]
-        )
-        self.ads.register(self.server, authenticator=authenticator)
-        creds = grpc.ssl_server_credentials([(pair.key_pem, pair.cert_pem)])
-        port = self.server.add_secure_port("127.0.0.1:0", creds)
-        await self.server.start()
-        return port
-
-    def connected(self) -> list[str]:
-        async def ids() -> list[str]:
-            assert self.ads is not None
-            return [c.proxy.id for c in self.ads.connections.values() if c.proxy is not None]
-
-        return asyncio.run_coroutine_threadsafe(ids(), self.loop).result(timeout=5)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> Iterator[tuple[CertificateAuthority, Path, Path]]:
     ca = CertificateAuthority("secure bootstrap root")
@@ -99,6 +60,13 @@ def pki(tmp_path: Path) -> Iterator[tuple[CertificateAuthority, Path, Path]]:
     token = tmp_path / "token"
     token.write_text("first-token")
     yield ca, root, token
+
+
+def _server(pair: Any, auth: RecordingAuthenticator) -> TlsXdsServer:
+    # Connections recycled every 2 s, so Envoy reconnects (and reads its token) often.
+    return TlsXdsServer(
+        pair, auth, lambda: AdsService(objects.context(*mesh())), max_connection_age_ms=2000
+    )
 
 
 def _envoy(tmp_path: Path, port: int, token: Path, root: Path, *extra: str) -> EnvoyProcess:
@@ -134,10 +102,10 @@ def test_envoy_sends_the_token_over_verified_tls_and_rereads_it(
 ) -> None:
     ca, root, token = pki
     auth = RecordingAuthenticator({"first-token"})
-    server = TlsXdsServer(ca.issue("istiod", dns=("istiod.istio-system.svc",)), auth)
+    server = _server(ca.issue("istiod", dns=("istiod.istio-system.svc",)), auth)
     envoy = None
     try:
-        envoy = _envoy(tmp_path, server.port_number, token, root)
+        envoy = _envoy(tmp_path, server.port, token, root)
         wait_for(lambda: NODE_ID in server.connected(), what="envoy connected over TLS")
         assert auth.tokens()[0] == "Bearer first-token"
         wait_for(envoy.synced, what="envoy has its config")
@@ -163,15 +131,15 @@ def test_envoy_refuses_a_server_certificate_for_another_name(
 ) -> None:
     ca, root, token = pki
     auth = RecordingAuthenticator({"first-token"})
-    server = TlsXdsServer(ca.issue("impostor", dns=("impostor.example.com",)), auth)
+    server = _server(ca.issue("impostor", dns=("impostor.example.com",)), auth)
     envoy = None
     try:
-        envoy = _envoy(tmp_path, server.port_number, token, root)
+        envoy = _envoy(tmp_path, server.port, token, root)
         _refused(envoy, server, auth)
         # The same server, its name given: now it is accepted.
         envoy.stop()
         envoy = _envoy(
-            tmp_path, server.port_number, token, root, "--xds-server-name", "impostor.example.com"
+            tmp_path, server.port, token, root, "--xds-server-name", "impostor.example.com"
         )
         wait_for(lambda: NODE_ID in server.connected(), what="envoy connected under that name")
     finally:
@@ -186,10 +154,10 @@ def test_envoy_refuses_a_server_from_another_root(
     _, root, token = pki
     other = CertificateAuthority("someone else's root")
     auth = RecordingAuthenticator({"first-token"})
-    server = TlsXdsServer(other.issue("istiod", dns=("istiod.istio-system.svc",)), auth)
+    server = _server(other.issue("istiod", dns=("istiod.istio-system.svc",)), auth)
     envoy = None
     try:
-        envoy = _envoy(tmp_path, server.port_number, token, root)
+        envoy = _envoy(tmp_path, server.port, token, root)
         _refused(envoy, server, auth)
     finally:
         if envoy is not None:
