@@ -93,6 +93,10 @@ def _service(i: int, generation: int = 0) -> list[dict[str, Any]]:
     ]
 
 
+def _parsed(raws: list[dict[str, Any]]) -> dict[Any, Any]:
+    return dict(parse_object(raw) for raw in raws)
+
+
 def _serving_pair() -> tuple[bytes, bytes, bytes]:
     """(root PEM, serving chain PEM, serving key PEM) for the TLS port, named as istiod."""
     root_key = ec.generate_private_key(ec.SECP256R1())
@@ -158,11 +162,20 @@ class _TokenAuthenticator:
         return Identity(DOMAIN, NAMESPACE, account)
 
 
-def server_main(conn: Connection, raw_samples: int) -> None:
-    asyncio.run(_serve(conn, raw_samples))
+def server_main(conn: Connection, raw_samples: int, profile: bool) -> None:
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile() if profile else None
+    asyncio.run(_serve(conn, raw_samples, profiler))
+    if profiler is not None:
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
 
 
-async def _serve(conn: Connection, raw_samples: int) -> None:
+async def _serve(conn: Connection, raw_samples: int, profile: Any) -> None:
+    from istiolite.logs import configure_logging
+
+    configure_logging("console", "warning")
     from istiolite.model.store import ConfigStore
     from istiolite.networking.generator import ConfigGenerator
     from istiolite.push.cache import ResourceCache
@@ -183,8 +196,12 @@ async def _serve(conn: Connection, raw_samples: int) -> None:
     )
     pusher = Pusher(store, cache, domain=DOMAIN, publish=ads.update, connected=lambda: 0)
     pusher.start()
-    objects = dict(parse_object(raw) for i in range(SERVICES) for raw in _service(i))
-    pusher.push([(time.monotonic(), store.replace_source("mesh", objects))])
+    # One source per service (as one file each): a churn replaces svc-0's source.
+    loaded = [
+        (time.monotonic(), store.replace_source(f"svc-{i}", _parsed(_service(i))))
+        for i in range(SERVICES)
+    ]
+    pusher.push(loaded)
     root_pem, chain_pem, key_pem = _serving_pair()
     server = grpc.aio.server(options=GRPC_OPTIONS)
     ads.register(server, authenticator=_TokenAuthenticator())
@@ -199,10 +216,14 @@ async def _serve(conn: Connection, raw_samples: int) -> None:
             command, *args = await loop.run_in_executor(None, conn.recv)
             if command == "churn":
                 (generation,) = args
-                changed = dict(parse_object(raw) for raw in _service(0, generation))
+                changed = _parsed(_service(0, generation))
                 at = time.monotonic()
                 pusher.push([(at, store.replace_source("svc-0", changed))])
                 conn.send(at)
+            elif command == "profile":
+                if profile is not None:
+                    (profile.enable if args[0] else profile.disable)()
+                conn.send(None)
             elif command == "stats":
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 conn.send(
@@ -294,13 +315,22 @@ async def _watch(
         call.cancel()
 
 
-async def _new_proxy(stub: Any, index: int, hold: asyncio.Event) -> float:
+async def _new_proxy(
+    stub: Any,
+    index: int,
+    arrived: asyncio.Future[float],
+    hold: asyncio.Event,
+    *,
+    sds: bool = True,
+    prefix: str = "new",
+) -> None:
     """Opens a stream as new proxy `index` (its own service account) asking for its
-    certificate; returns when `default` arrived; holds the stream open until `hold`."""
+    certificate (`sds`; else for the endpoints of svc-0: the same stream without a
+    certificate); sets `arrived` when that is there; holds the stream open until `hold`."""
     request = discovery_pb2.DiscoveryRequest(
-        node=_node(f"new-{index}", f"new-{index}"),
-        type_url=SECRET,
-        resource_names=["default", "ROOTCA"],
+        node=_node(f"{prefix}-{index}", f"{prefix}-{index}"),
+        type_url=SECRET if sds else type_urls.ENDPOINT,
+        resource_names=["default", "ROOTCA"] if sds else [CHURN_CLUSTER],
     )
 
     async def outgoing() -> Any:
@@ -308,19 +338,23 @@ async def _new_proxy(stub: Any, index: int, hold: asyncio.Event) -> float:
         await hold.wait()
 
     call = stub.StreamAggregatedResources(
-        outgoing(), metadata=[("authorization", f"Bearer tok-new-{index}")]
+        outgoing(), metadata=[("authorization", f"Bearer tok-{prefix}-{index}")]
     )
     try:
         while True:
             response = await call.read()
             if response is grpc.aio.EOF:
-                raise RuntimeError(f"new-{index}: stream ended before its certificate")
+                raise RuntimeError(f"{prefix}-{index}: stream ended before its answer")
+            if not sds:
+                arrived.set_result(time.monotonic())
+                await hold.wait()
+                return
             for any_msg in response.resources:
                 secret = secret_pb2.Secret.FromString(any_msg.value)
                 if secret.name == "default" and secret.tls_certificate.private_key.inline_bytes:
-                    arrived = time.monotonic()
+                    arrived.set_result(time.monotonic())
                     await hold.wait()
-                    return arrived
+                    return
     finally:
         call.cancel()
 
@@ -342,6 +376,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 class Result:
     burst: int
     others: int
+    baseline_s: float
     raw_certs_per_s: float
     all_delivered_s: float
     certs_per_s: float
@@ -355,7 +390,9 @@ class Result:
 async def _run(args: argparse.Namespace) -> Result:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=server_main, args=(child, args.raw_samples), daemon=True)
+    proc = ctx.Process(
+        target=server_main, args=(child, args.raw_samples, args.profile), daemon=True
+    )
     proc.start()
     loop = asyncio.get_running_loop()
     try:
@@ -390,21 +427,47 @@ async def _run(args: argparse.Namespace) -> Result:
             return done
 
         before = await churn(args.churn_rounds, None)
+
+        async def burst(*, sds: bool, prefix: str) -> tuple[float, list[int], Any, Any]:
+            """(start → last answer, churns meanwhile, the streams, their release)."""
+            hold, burst_done = asyncio.Event(), asyncio.Event()
+            started = time.monotonic()
+            arrived = [loop.create_future() for _ in range(args.burst)]
+            new = [
+                asyncio.ensure_future(
+                    _new_proxy(
+                        stubs[i // STREAMS_PER_CHANNEL],
+                        i,
+                        arrived[i],
+                        hold,
+                        sds=sds,
+                        prefix=prefix,
+                    )
+                )
+                for i in range(args.burst)
+            ]
+            churning = asyncio.ensure_future(churn(None, burst_done))
+            # A stream that fails fails its task: surface that instead of waiting for ever.
+            waiting = asyncio.ensure_future(asyncio.gather(*arrived))
+            failed = asyncio.ensure_future(_first_failure(new))
+            await asyncio.wait({waiting, failed}, timeout=300, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                if failed.done():
+                    failed.result()
+                raise TimeoutError("the burst was not delivered within 300 s")
+            failed.cancel()
+            last = max(waiting.result()) - started
+            burst_done.set()
+            return last, await churning, new, hold
+
+        # The same burst without certificates first: what the streams themselves cost.
+        baseline, _, plain, plain_hold = await burst(sds=False, prefix="plain")
+        plain_hold.set()
+        await asyncio.gather(*plain, return_exceptions=True)
+        await command("profile", True)
         client_cpu0 = time.process_time()
-        hold, burst_done = asyncio.Event(), asyncio.Event()
-        started = time.monotonic()
-        new = [
-            asyncio.ensure_future(_new_proxy(stubs[i // STREAMS_PER_CHANNEL], i, hold))
-            for i in range(args.burst)
-        ]
-        churning = asyncio.ensure_future(churn(None, burst_done))
-        arrivals: list[float] = []
-        pending_arrivals = [asyncio.ensure_future(_first(t)) for t in new]
-        for finished in asyncio.as_completed(pending_arrivals):
-            arrivals.append(await finished)
-        last = time.monotonic() - started
-        burst_done.set()
-        during = await churning
+        last, during, new, hold = await burst(sds=True, prefix="new")
+        await command("profile", False)
         await asyncio.sleep(1.0)  # the last churn's pushes
         client_cpu = time.process_time() - client_cpu0
         stats = await command("stats")
@@ -427,6 +490,7 @@ async def _run(args: argparse.Namespace) -> Result:
         return Result(
             burst=args.burst,
             others=args.others,
+            baseline_s=baseline,
             raw_certs_per_s=raw_rate,
             all_delivered_s=last,
             certs_per_s=rate,
@@ -445,12 +509,10 @@ async def _run(args: argparse.Namespace) -> Result:
             proc.join(timeout=10)
 
 
-async def _first(task: asyncio.Future[float]) -> float:
-    """When a new proxy's certificate arrived, without waiting for its stream to be let go."""
-    while True:
-        if task.done():
-            return task.result()
-        await asyncio.sleep(0.005)
+async def _first_failure(tasks: list[asyncio.Future[None]]) -> None:
+    """Raises the first error of a new proxy's stream (they end only when let go)."""
+    for finished in asyncio.as_completed(tasks):
+        await finished
 
 
 def _ms(value: float | None) -> str:
@@ -462,6 +524,16 @@ def report(result: Result) -> str:
     rows = [
         ("new proxies (each its own identity)", f"{result.burst}", ""),
         ("burst start → every `default` delivered", f"{result.all_delivered_s:.2f} s", ""),
+        (
+            "same burst of streams without a certificate (EDS)",
+            f"{result.baseline_s:.2f} s",
+            "what the streams cost",
+        ),
+        (
+            "certificates per second beyond that stream cost",
+            f"{result.burst / max(result.all_delivered_s - result.baseline_s, 1e-9):.0f}",
+            "",
+        ),
         ("certificates per second, SDS burst", f"{result.certs_per_s:.0f}", ""),
         ("raw signing rate (same code, one thread)", f"{result.raw_certs_per_s:.0f}", ""),
         ("SDS rate ÷ raw rate", f"{result.ratio:.0%}", "goal ≥ 80 %"),
@@ -491,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--churn-rounds", type=int, default=10, help="churns before the burst")
     parser.add_argument("--raw-samples", type=int, default=300)
     parser.add_argument("--json", default=None, metavar="FILE")
+    parser.add_argument(
+        "--profile", action="store_true", help="the server under cProfile during the SDS burst"
+    )
     args = parser.parse_args(argv)
     result = asyncio.run(_run(args))
     print(report(result))
