@@ -29,7 +29,7 @@ from istiolite.xds.protocol import (
     bounded,
 )
 from istiolite.xds.stream_secrets import (
-    PLAINTEXT,
+    Authenticator,
     IdentityMismatch,
     PortPolicy,
     StreamSecrets,
@@ -167,7 +167,9 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
         self._push_slots = asyncio.Semaphore(push_concurrency)
         self.send_timeout = send_timeout
 
-    def register(self, server: grpc.aio.Server, *, authenticator: Any = None) -> None:
+    def register(
+        self, server: grpc.aio.Server, *, authenticator: Authenticator | None = None
+    ) -> None:
         """Add ADS to a server; responses are pre-serialized bytes, so no serializer runs.
         With `authenticator` (the secure port) every stream is authenticated first and gets the
         key material of its own identity; without, this is the plaintext port (see
@@ -216,7 +218,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
         await self._serve(request_iterator, context, delta=True, policy=self._plaintext())
 
     def _plaintext(self) -> PortPolicy:
-        return PortPolicy(None, self.dev_plaintext_sds) if self.dev_plaintext_sds else PLAINTEXT
+        return PortPolicy(None, self.dev_plaintext_sds)
 
     async def _serve(
         self,
@@ -234,8 +236,9 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as err:
-            log.warning("stream not authenticated", peer=peer, error=bounded(str(err)))
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"not authenticated: {err}")
+            reason = bounded(str(err), 300)
+            log.warning("stream not authenticated", peer=peer, error=reason)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"not authenticated: {reason}")
             return
         conn_id = f"conn-{next(_ids)}"
         secrets = StreamSecrets(

@@ -62,9 +62,6 @@ class PortPolicy:
     dev_plaintext_sds: bool = False
 
 
-PLAINTEXT = PortPolicy()
-
-
 def may_receive_keys(peer: str) -> bool:
     """Whether a plaintext peer is local (loopback in any spelling gRPC reports, or a Unix
     socket): the only peers the development mode of DESIGN §5 serves key material to."""

@@ -307,3 +307,46 @@ def test_the_certificate_rotates_at_half_life_without_a_failed_request(
     (new_serial,) = rotated
     assert format(_presented_serial(setup.mtls_port, tls), "x") == new_serial
     assert setup.streams() == streams, "the same ADS stream: nothing reconnected"
+
+
+def test_an_envoy_claiming_another_service_account_is_refused_and_gets_no_key(
+    tmp_path: Path,
+) -> None:
+    """The token proves `web`; the node says SERVICE_ACCOUNT=admin: PERMISSION_DENIED (gRPC
+    status 7) on every attempt, no certificate issued, none in Envoy's /certs."""
+    serving = CertificateAuthority("istiod serving root")
+    root = tmp_path / "root-cert.pem"
+    root.write_bytes(serving.cert_pem)
+    token = tmp_path / "token"
+    token.write_text("web-token")
+    ca = SimpleCA()
+    server = TlsXdsServer(
+        serving.issue("istiod", dns=("istiod.istio-system.svc",)),
+        TokenAuthenticator({"web-token": WEB}),
+        lambda: AdsService(objects.context(*mesh()), workload_certs=WorkloadCerts(ca)),
+    )
+    envoy = None
+    try:
+        envoy = EnvoyProcess(
+            tmp_path,
+            f"127.0.0.1:{server.port}",
+            NODE_ID,
+            delta=True,
+            meta={"SERVICE_ACCOUNT": "admin"},
+            bootstrap_args=["--token-file", str(token), "--xds-root-cert", str(root)],
+            patch=mtls_listener(free_ports(1)[0], 9),
+            wait_ready=False,
+        )
+        running = envoy
+        wait_for(
+            lambda: running.stats().get("grpc.xds-grpc.streams_closed_7", 0) >= 2,
+            timeout=20,
+            what="envoy's streams denied",
+        )
+        assert ca.issued == []
+        assert _envoy_serials(envoy) == set()
+        assert server.connected() == []
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        server.stop()
