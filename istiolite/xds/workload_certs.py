@@ -7,8 +7,11 @@ a new one is issued and only the streams of that identity are told, so they send
 again; nothing else is pushed and no connection is interrupted. When the CA's roots change,
 `ROOTCA` changes for everyone and every live identity gets a certificate from the new signer.
 
-Bounded by the live identities: an identity's certificate is dropped with its last stream. The
-certificates and keys live here only: never in the shared ResourceCache, logs or debug pages.
+Bounded by the live identities: an identity's certificate is dropped shortly after its last
+stream closes (LINGER, so a proxy that reconnects, as every stream does when its connection
+reaches its maximum age, finds the same certificate instead of costing a signature and a new
+`default`). The certificates and keys live here only: never in the shared ResourceCache, logs or
+debug pages.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ JITTER = 0.02
 # already reached, so a certificate that cannot be renewed still has time to be.
 RETRY_MIN = 1.0
 RETRY_MAX = 60.0
+# Seconds an identity's certificate is kept after its last stream closed.
+LINGER = 30.0
 
 Listener = Callable[[], None]
 
@@ -62,6 +67,7 @@ class _Entry:
     resources: Mapping[str, Resource] = field(default_factory=dict)
     first: asyncio.Future[None] | None = None
     rotation: asyncio.Task[None] | None = None
+    drop: asyncio.TimerHandle | None = None  # set while it has no stream (see LINGER)
 
 
 class WorkloadCerts:
@@ -72,12 +78,14 @@ class WorkloadCerts:
         ttl: timedelta | None = None,
         jitter: float = JITTER,
         rng: Callable[[], float] = random.random,
+        linger: float = LINGER,
     ) -> None:
         self._ca = ca
         self.trust_domain = ca.trust_domain
         self._ttl = ttl
         self._jitter = jitter
         self._rng = rng
+        self._linger = linger
         self._entries: dict[Identity, _Entry] = {}
         self._root = root_ca_resource(ca.trust_bundle())
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,6 +104,9 @@ class WorkloadCerts:
             entry = self._entries[identity] = _Entry(identity)
             entry.first = asyncio.ensure_future(self._first_issue(entry))
             metrics.WORKLOAD_IDENTITIES.set(len(self._entries))
+        if entry.drop is not None:
+            entry.drop.cancel()  # back within LINGER: the same certificate
+            entry.drop = None
         entry.listeners[key] = listener
         assert entry.first is not None
         try:
@@ -109,19 +120,31 @@ class WorkloadCerts:
             raise
 
     def detach(self, identity: Identity, key: Hashable) -> None:
-        """A stream of `identity` closed; with the last one the certificate goes too."""
+        """A stream of `identity` closed; LINGER seconds after the last one (unless another
+        comes) the certificate goes too."""
         entry = self._entries.get(identity)
         if entry is None:
             return
         entry.listeners.pop(key, None)
-        if entry.listeners:
+        if entry.listeners or entry.drop is not None:
             return
-        del self._entries[identity]
+        if self._linger > 0 and entry.issued is not None:
+            loop = asyncio.get_running_loop()
+            entry.drop = loop.call_later(self._linger, self._drop, entry)
+            return
+        self._drop(entry)
+
+    def _drop(self, entry: _Entry) -> None:
+        if entry.listeners or self._entries.get(entry.identity) is not entry:
+            return
+        del self._entries[entry.identity]
         metrics.WORKLOAD_IDENTITIES.set(len(self._entries))
         if entry.first is not None and not entry.first.done():
             entry.first.cancel()
         if entry.rotation is not None:
             entry.rotation.cancel()
+        if entry.drop is not None:
+            entry.drop.cancel()
         entry.issued = None
         entry.resources = {}
 
@@ -247,6 +270,9 @@ class WorkloadCerts:
 
     async def close(self) -> None:
         """Stops every rotation (at shutdown)."""
+        for entry in self._entries.values():
+            if entry.drop is not None:
+                entry.drop.cancel()
         tasks = [t for e in self._entries.values() for t in (e.rotation, e.first) if t]
         for task in tasks:
             task.cancel()

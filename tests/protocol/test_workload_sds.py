@@ -60,7 +60,7 @@ async def _serve(
     *, dev_plaintext_sds: bool = False, ttl: datetime.timedelta | None = None
 ) -> AsyncIterator[Ports]:
     ca = SimpleCA()
-    certs = WorkloadCerts(ca, ttl=ttl)
+    certs = WorkloadCerts(ca, ttl=ttl, linger=0)  # forgotten at once: the tests see it
     ads = AdsService(
         objects.context(*mesh()), workload_certs=certs, dev_plaintext_sds=dev_plaintext_sds
     )

@@ -43,7 +43,7 @@ async def test_streams_of_one_identity_share_one_certificate() -> None:
 
 
 async def test_the_last_stream_takes_the_certificate_with_it() -> None:
-    certs = WorkloadCerts(SimpleCA())
+    certs = WorkloadCerts(SimpleCA(), linger=0)
     await certs.attach(ALICE, "s1", lambda: None)
     await certs.attach(ALICE, "s2", lambda: None)
     await certs.attach(BOB, "s3", lambda: None)
@@ -135,6 +135,21 @@ async def test_a_ca_failure_is_reported_and_not_kept() -> None:
     ca.fail = False
     await certs.attach(ALICE, "a", lambda: None)  # the next stream tries again
     assert certs.certificate(ALICE) is not None
+    await certs.close()
+
+
+async def test_a_proxy_back_within_the_linger_finds_its_certificate() -> None:
+    ca = SimpleCA()
+    certs = WorkloadCerts(ca, linger=0.3)
+    await certs.attach(ALICE, "first-stream", lambda: None)
+    before = certs.resources(ALICE)
+    certs.detach(ALICE, "first-stream")  # e.g. its connection reached its maximum age
+    await certs.attach(ALICE, "reconnected", lambda: None)
+    assert certs.resources(ALICE) is before and len(ca.issued) == 1
+    certs.detach(ALICE, "reconnected")
+    assert certs.identities() == [ALICE]
+    await asyncio.sleep(0.5)
+    assert certs.identities() == [], "gone once the linger is over"
     await certs.close()
 
 
