@@ -323,12 +323,14 @@ async def _new_proxy(
     *,
     sds: bool = True,
     prefix: str = "new",
+    identities: int = 0,
 ) -> None:
     """Opens a stream as new proxy `index` (its own service account) asking for its
     certificate (`sds`; else for the endpoints of svc-0: the same stream without a
     certificate); sets `arrived` when that is there; holds the stream open until `hold`."""
+    account = f"{prefix}-{index % identities if identities else index}"
     request = discovery_pb2.DiscoveryRequest(
-        node=_node(f"{prefix}-{index}", f"{prefix}-{index}"),
+        node=_node(f"{prefix}-{index}", account),
         type_url=SECRET if sds else type_urls.ENDPOINT,
         resource_names=["default", "ROOTCA"] if sds else [CHURN_CLUSTER],
     )
@@ -338,7 +340,7 @@ async def _new_proxy(
         await hold.wait()
 
     call = stub.StreamAggregatedResources(
-        outgoing(), metadata=[("authorization", f"Bearer tok-{prefix}-{index}")]
+        outgoing(), metadata=[("authorization", f"Bearer tok-{account}")]
     )
     try:
         while True:
@@ -375,6 +377,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 @dataclass
 class Result:
     burst: int
+    identities: int
     others: int
     baseline_s: float
     raw_certs_per_s: float
@@ -442,6 +445,7 @@ async def _run(args: argparse.Namespace) -> Result:
                         hold,
                         sds=sds,
                         prefix=prefix,
+                        identities=args.identities,
                     )
                 )
                 for i in range(args.burst)
@@ -489,6 +493,7 @@ async def _run(args: argparse.Namespace) -> Result:
         rate = args.burst / last
         return Result(
             burst=args.burst,
+            identities=args.identities,
             others=args.others,
             baseline_s=baseline,
             raw_certs_per_s=raw_rate,
@@ -522,7 +527,7 @@ def _ms(value: float | None) -> str:
 def report(result: Result) -> str:
     before, during = result.churn_before, result.churn_during
     rows = [
-        ("new proxies (each its own identity)", f"{result.burst}", ""),
+        ("new proxies", f"{result.burst}", f"{result.identities or result.burst} identities"),
         ("burst start → every `default` delivered", f"{result.all_delivered_s:.2f} s", ""),
         (
             "same burst of streams without a certificate (EDS)",
@@ -559,6 +564,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.sds_burst", description=__doc__)
     parser.add_argument("--burst", type=int, default=500, help="new proxies (default 500)")
     parser.add_argument("--others", type=int, default=50, help="connected proxies (default 50)")
+    parser.add_argument(
+        "--identities",
+        type=int,
+        default=0,
+        help="service accounts the new proxies share (default 0: each its own)",
+    )
     parser.add_argument("--churn-every", type=float, default=0.2, metavar="S")
     parser.add_argument("--churn-rounds", type=int, default=10, help="churns before the burst")
     parser.add_argument("--raw-samples", type=int, default=300)
