@@ -399,11 +399,19 @@ async def _run(args: argparse.Namespace) -> Result:
     proc.start()
     loop = asyncio.get_running_loop()
     try:
-        _, port, root_pem, raw_rate = await loop.run_in_executor(None, parent.recv)
+
+        def receive() -> Any:
+            # The server process may die (an import error, a crash): say so, never hang.
+            while not parent.poll(0.5):
+                if not proc.is_alive():
+                    raise RuntimeError(f"the server process exited ({proc.exitcode})")
+            return parent.recv()
+
+        _, port, root_pem, raw_rate = await loop.run_in_executor(None, receive)
 
         async def command(*message: Any) -> Any:
             parent.send(message)
-            return await loop.run_in_executor(None, parent.recv)
+            return await loop.run_in_executor(None, receive)
 
         channels = [_channel(port, root_pem) for _ in range(args.burst // STREAMS_PER_CHANNEL + 2)]
         stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(c) for c in channels]
