@@ -54,6 +54,8 @@ NAMESPACE = "bench"
 SERVER_NAME = "istiod.istio-system.svc"
 SERVICES = 20
 CHURN_CLUSTER = f"outbound|80||svc-0.{NAMESPACE}.svc.{DOMAIN}"
+# What the baseline burst asks for: endpoints that do not churn, so it gets no pushes.
+QUIET_CLUSTER = f"outbound|80||svc-1.{NAMESPACE}.svc.{DOMAIN}"
 SECRET = type_urls.SECRET
 STREAMS_PER_CHANNEL = 50
 
@@ -326,13 +328,14 @@ async def _new_proxy(
     identities: int = 0,
 ) -> None:
     """Opens a stream as new proxy `index` (its own service account) asking for its
-    certificate (`sds`; else for the endpoints of svc-0: the same stream without a
-    certificate); sets `arrived` when that is there; holds the stream open until `hold`."""
+    certificate (`sds`; else for the endpoints of svc-1, which do not churn: the same stream
+    without a certificate); sets `arrived` when that is there; holds the stream open until
+    `hold`."""
     account = f"{prefix}-{index % identities if identities else index}"
     request = discovery_pb2.DiscoveryRequest(
         node=_node(f"{prefix}-{index}", account),
         type_url=SECRET if sds else type_urls.ENDPOINT,
-        resource_names=["default", "ROOTCA"] if sds else [CHURN_CLUSTER],
+        resource_names=["default", "ROOTCA"] if sds else [QUIET_CLUSTER],
     )
 
     async def outgoing() -> Any:
