@@ -2,9 +2,16 @@
 
 The shape follows the bootstrap pilot-agent writes for istiod (node identity and metadata, an
 `xds-grpc` static cluster speaking HTTP/2, ADS for CDS and LDS), minus the agent: Envoy talks to
-istiolite directly. The document is built as a real `Bootstrap` proto, so a misspelt field fails
-here rather than in Envoy, and is written as JSON (Envoy picks the parser from the file extension:
-`.json`, or `.yaml`/`.yml` with `--format yaml`).
+istiolite directly. With `--token-file` and `--xds-root-cert` it talks to the secure port: TLS
+that verifies istiolite's serving certificate against the mesh root, and the service-account
+token on every call (Envoy's Google gRPC client re-reads the file each time, so a rotated
+projected token keeps working). The SDS secrets `default` and `ROOTCA` that mesh TLS uses come on
+the same ADS stream (`sds_config: {ads: {}}` in the clusters and listeners istiolite sends):
+the bootstrap needs no SDS cluster of its own.
+
+The document is built as a real `Bootstrap` proto, so a misspelt field fails here rather than in
+Envoy, and is written as JSON (Envoy picks the parser from the file extension: `.json`, or
+`.yaml`/`.yml` with `--format yaml`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.grpc_credential.v3 import file_based_metadata_pb2
 from envoy.extensions.resource_monitors.downstream_connections.v3 import (
     downstream_connections_pb2,
 )
@@ -30,13 +38,20 @@ from istiolite.model.proxy import parse_proxy
 from istiolite.model.validation import ValidationError
 
 # Keep the imports used: they register the descriptors the `@type`s below resolve to.
-_DESCRIPTORS = (http_protocol_options_pb2, downstream_connections_pb2)
+_DESCRIPTORS = (http_protocol_options_pb2, downstream_connections_pb2, file_based_metadata_pb2)
 
 XDS_CLUSTER = "xds-grpc"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:15000"
 # As pilot-agent: 0s makes Envoy wait for CDS and LDS before it reports ready, so `/ready` means
 # "has config from the control plane" rather than "gave up waiting".
 DEFAULT_INITIAL_FETCH_TIMEOUT = "0s"
+# The name istiod's serving certificate carries, which a proxy verifies (as pilot-agent does).
+DEFAULT_XDS_SERVER_NAME = "istiod.istio-system.svc"
+# Envoy's gRPC credentials plugin that reads a header value from a file on every call.
+_FILE_METADATA = "envoy.grpc_credentials.file_based_metadata"
+_FILE_METADATA_TYPE = "envoy.config.grpc_credential.v3.FileBasedMetadataConfig"
+# A PEM root file is small; anything larger is not one.
+_MAX_ROOT_CERT_BYTES = 1024 * 1024
 
 _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _DOWNSTREAM_CONNECTIONS = (
@@ -127,6 +142,59 @@ def _check_node_id(node_id: str, metadata: dict[str, Any]) -> None:
         raise BootstrapError("--node-id", f"{node_id!r} is not {shape}")
 
 
+def _readable_file(path: str, flag: str) -> Path:
+    """The file's absolute path (Envoy resolves relative ones against its own working
+    directory); BootstrapError unless it is a readable regular file."""
+    resolved = Path(path).expanduser().absolute()
+    try:
+        with resolved.open("rb"):
+            pass
+    except OSError as err:
+        raise BootstrapError(flag, f"{path}: {err.strerror or err}") from None
+    if not resolved.is_file():
+        raise BootstrapError(flag, f"{path}: not a regular file")
+    return resolved
+
+
+def _root_cert(path: str) -> Path:
+    resolved = _readable_file(path, "--xds-root-cert")
+    data = resolved.read_bytes()[: _MAX_ROOT_CERT_BYTES + 1]
+    if len(data) > _MAX_ROOT_CERT_BYTES or b"-----BEGIN CERTIFICATE-----" not in data:
+        raise BootstrapError("--xds-root-cert", f"{path}: no PEM certificate in it")
+    return resolved
+
+
+def secure_grpc_service(
+    target: str, *, token_file: Path | None, root_cert: Path, server_name: str
+) -> dict[str, Any]:
+    """ADS over TLS to the secure port: Envoy's Google gRPC client, which verifies the server
+    against `root_cert` under `server_name` and sends `authorization: Bearer <token>` read from
+    `token_file` on every call (Envoy's own gRPC client can add only fixed metadata)."""
+    google_grpc: dict[str, Any] = {
+        "target_uri": target,
+        "stat_prefix": XDS_CLUSTER,
+        "channel_credentials": {"ssl_credentials": {"root_certs": {"filename": str(root_cert)}}},
+        # The address may be an IP or a Service name: the certificate names istiod.
+        "channel_args": {"args": {"grpc.ssl_target_name_override": {"string_value": server_name}}},
+    }
+    if token_file is not None:
+        google_grpc["credentials_factory_name"] = _FILE_METADATA
+        google_grpc["call_credentials"] = [
+            {
+                "from_plugin": {
+                    "name": _FILE_METADATA,
+                    "typed_config": {
+                        "@type": f"type.googleapis.com/{_FILE_METADATA_TYPE}",
+                        "secret_data": {"filename": str(token_file)},
+                        "header_key": "authorization",
+                        "header_prefix": "Bearer ",
+                    },
+                }
+            }
+        ]
+    return {"google_grpc": google_grpc}
+
+
 def default_cluster(node_id: str, labels: dict[str, str], namespace: str) -> str:
     """Istio's service cluster: `<app label, else pod name>.<namespace>`."""
     pod = node_id.split("~")[2].partition(".")[0]
@@ -144,9 +212,27 @@ def build_bootstrap(
     cluster: str | None = None,
     initial_fetch_timeout: str = DEFAULT_INITIAL_FETCH_TIMEOUT,
     locality: str | None = None,
+    token_file: str | None = None,
+    xds_root_cert: str | None = None,
+    xds_server_name: str = DEFAULT_XDS_SERVER_NAME,
 ) -> dict[str, Any]:
     """The bootstrap as a JSON-able dict (proto field names). Raises BootstrapError on bad input."""
     xds_host, xds_port = parse_host_port(xds_address, "--xds-address")
+    if token_file is not None and xds_root_cert is None:
+        raise BootstrapError(
+            "--token-file", "a token is sent only over TLS: give --xds-root-cert too"
+        )
+    if not _HOSTNAME.match(xds_server_name) or _is_ip(xds_server_name):
+        raise BootstrapError("--xds-server-name", f"{xds_server_name!r} is not a DNS name")
+    secure = None
+    if xds_root_cert is not None:
+        target = f"[{xds_host}]:{xds_port}" if ":" in xds_host else f"{xds_host}:{xds_port}"
+        secure = secure_grpc_service(
+            target,
+            token_file=_readable_file(token_file, "--token-file") if token_file else None,
+            root_cert=_root_cert(xds_root_cert),
+            server_name=xds_server_name,
+        )
     # Port 0: the kernel picks one (read it back with envoy --admin-address-path).
     admin_host, admin_port = parse_host_port(admin_address, "--admin-address", allow_port_zero=True)
     if not _is_ip(admin_host):
@@ -229,7 +315,7 @@ def build_bootstrap(
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [secure or {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": dict(config_source),
@@ -280,7 +366,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--xds-address",
         required=True,
         metavar="HOST:PORT",
-        help="istiolite's plaintext xDS address (IP or host name; IPv6 as [::1]:15010)",
+        help="istiolite's xDS address (IP or host name; IPv6 as [::1]:15010): the plaintext "
+        "port (15010), or the secure one (15012) with --xds-root-cert",
     )
     parser.add_argument(
         "--delta", action="store_true", help="use Delta ADS (DELTA_GRPC) instead of SotW (GRPC)"
@@ -325,6 +412,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="how long Envoy waits for CDS/LDS before starting anyway, e.g. 10s "
         f"(default {DEFAULT_INITIAL_FETCH_TIMEOUT}: wait for the control plane)",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="service-account token sent as `authorization: Bearer` on every xDS call to "
+        "the secure port (re-read each time: a rotated token keeps working); needs "
+        "--xds-root-cert",
+    )
+    parser.add_argument(
+        "--xds-root-cert",
+        default=None,
+        metavar="PATH",
+        help="PEM root that istiolite's serving certificate chains to (the mesh root, "
+        "root-cert.pem): ADS goes over TLS to --xds-address, the secure port (15012)",
+    )
+    parser.add_argument(
+        "--xds-server-name",
+        default=DEFAULT_XDS_SERVER_NAME,
+        metavar="NAME",
+        help=f"name verified in istiolite's certificate (default {DEFAULT_XDS_SERVER_NAME})",
     )
     parser.add_argument(
         "-o",
@@ -373,6 +481,9 @@ def run(args: argparse.Namespace) -> int:
                 args, "initial_fetch_timeout", DEFAULT_INITIAL_FETCH_TIMEOUT
             ),
             locality=getattr(args, "locality", None),
+            token_file=getattr(args, "token_file", None),
+            xds_root_cert=getattr(args, "xds_root_cert", None),
+            xds_server_name=getattr(args, "xds_server_name", DEFAULT_XDS_SERVER_NAME),
         )
     except BootstrapError as err:
         print(f"istiolite bootstrap: {err}", file=sys.stderr)

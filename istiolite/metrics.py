@@ -199,3 +199,29 @@ CSR_SIGN_ERRORS = CounterVec(
     "The number of errors occurred when signing the CSR.",
     ("error",),
 )
+
+# Workload certificates delivered over SDS (xds/workload_certs.py).
+WORKLOAD_IDENTITIES = Gauge(
+    "istiolite_workload_identities",
+    "Workload identities with a live ADS stream and a certificate kept for them.",
+)
+WORKLOAD_CERTS_ISSUED = CounterVec(
+    "istiolite_workload_certs_issued",
+    "Workload certificates issued for SDS (`default`), first ones and rotations.",
+    (),
+)
+WORKLOAD_CERT_ROTATIONS = CounterVec(
+    "istiolite_workload_cert_rotations",
+    "Workload certificates replaced before expiry and pushed to the streams of their identity.",
+    (),
+)
+WORKLOAD_CERT_FAILURES = CounterVec(
+    "istiolite_workload_cert_failures",
+    "Workload certificates the CA failed to issue (first issue or rotation).",
+    (),
+)
+SDS_REFUSED = CounterVec(
+    "istiolite_sds_refused",
+    "ADS streams that asked for key material they may not receive, by reason.",
+    ("reason",),
+)

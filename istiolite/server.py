@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -35,8 +35,9 @@ from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.sources.kube.client import KubeClient
 from istiolite.xds import reflection
-from istiolite.xds.ads import AdsService, Connection, _without_secrets
+from istiolite.xds.ads import AdsService, Connection
 from istiolite.xds.csds import CsdsService
+from istiolite.xds.workload_certs import WorkloadCerts
 
 log = get_logger("server")
 
@@ -62,17 +63,26 @@ class Istiolite:
         self.files = FileSource(settings.config_dirs, self.store)
         self.cache = ResourceCache()
         self.generator = ConfigGenerator(self.cache)
-        # Key material on this plaintext port only in the development mode (and then only to
-        # loopback/Unix peers, ads.may_receive_keys): as istiod, which sends SDS only to a proxy
-        # whose identity the TLS port verified.
-        generate: Callable[..., Any] = self.generator
-        if not settings.dev_plaintext_sds:
-            generate = _without_secrets(generate)
+        # The mesh CA (CAError naming the file when --ca-dir is unusable) and the authenticator
+        # of secure-port callers; its TokenReviewer is connected in run().
+        self.ca = MeshCA.load(
+            settings.ca_dir,
+            settings.trust_domain,
+            key_type=settings.ca_key_type,
+            workload_ttl=settings.workload_cert_ttl,
+            max_ttl=settings.max_workload_cert_ttl,
+        )
+        self.authenticator = Authenticator(settings.trust_domain)
         self.ads = AdsService(
             PushContext({}, domain=settings.domain, version="empty"),
-            generator=generate,
+            generator=self.generator,
             push_concurrency=settings.push_concurrency,
             send_timeout=settings.xds_send_timeout,
+            # Key material on the plaintext port only in the development mode, and then only
+            # to loopback/Unix peers (xds/stream_secrets.py): as istiod, which sends SDS only
+            # to a proxy whose identity the TLS port verified.
+            dev_plaintext_sds=settings.dev_plaintext_sds,
+            workload_certs=WorkloadCerts(self.ca),
         )
         self.pusher = Pusher(
             self.store,
@@ -84,16 +94,6 @@ class Istiolite:
         self.debouncer: Debouncer[tuple[float, ChangeSet]] = Debouncer(
             self._push, quiet=settings.debounce_quiet, max_delay=settings.debounce_max
         )
-        # The mesh CA (CAError naming the file when --ca-dir is unusable) and the authenticator
-        # of secure-port callers; its TokenReviewer is connected in run().
-        self.ca = MeshCA.load(
-            settings.ca_dir,
-            settings.trust_domain,
-            key_type=settings.ca_key_type,
-            workload_ttl=settings.workload_cert_ttl,
-            max_ttl=settings.max_workload_cert_ttl,
-        )
-        self.authenticator = Authenticator(settings.trust_domain)
         self.kube: KubeClient | None = None
         self.secure: SecureFrontEnd | None = None
         self._health = health.aio.HealthServicer()
@@ -116,7 +116,8 @@ class Istiolite:
         options = [o for o in GRPC_OPTIONS if o[0] != "grpc.max_receive_message_length"]
         options.append(("grpc.max_receive_message_length", self.settings.grpc_max_recv_size))
         server = grpc.aio.server(options=options)
-        self.ads.register(server)
+        # The secure port authenticates every stream and sends each its own identity's keys.
+        self.ads.register(server, authenticator=self.authenticator if secure else None)
         csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
             CsdsService(self.ads, generator=self.generator), server
         )
@@ -249,6 +250,8 @@ class Istiolite:
             await server.stop(grace=1.0)
             if self.kube is not None:
                 await self.kube.close()
+            if self.ads.workload_certs is not None:
+                await self.ads.workload_certs.close()
             self.ca.close()
 
 

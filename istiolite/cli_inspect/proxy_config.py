@@ -237,17 +237,32 @@ def _pem(source: dict[str, Any]) -> bytes | None:
     return None
 
 
+def _subject_alt_names(cert: Any) -> str:
+    """The URI SANs (a workload's SPIFFE identity), else the DNS names; "-" for none."""
+    from cryptography import x509
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return "-"
+    names = san.get_values_for_type(x509.UniformResourceIdentifier) or san.get_values_for_type(
+        x509.DNSName
+    )
+    return ",".join(names) or "-"
+
+
 def _certificate_columns(source: dict[str, Any] | None) -> list[str]:
-    """VALID CERT, SERIAL NUMBER, NOT AFTER, NOT BEFORE of the first certificate in `source`."""
+    """VALID CERT, SERIAL NUMBER, NOT AFTER, NOT BEFORE, SAN of the first certificate in
+    `source`."""
     pem = _pem(source or {})
     if not pem:
-        return ["-", "-", "-", "-"]
+        return ["-", "-", "-", "-", "-"]
     from cryptography import x509
 
     try:
         cert = x509.load_pem_x509_certificates(pem)[0]
     except (ValueError, IndexError):
-        return ["false", "-", "-", "-"]
+        return ["false", "-", "-", "-", "-"]
     now = datetime.datetime.now(datetime.UTC)
     before, after = cert.not_valid_before_utc, cert.not_valid_after_utc
     return [
@@ -255,6 +270,7 @@ def _certificate_columns(source: dict[str, Any] | None) -> list[str]:
         format(cert.serial_number, "x"),
         after.strftime("%Y-%m-%dT%H:%M:%SZ"),
         before.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        _subject_alt_names(cert),
     ]
 
 
@@ -289,6 +305,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[list[Resource]], list[list[st
             "SERIAL NUMBER",
             "NOT AFTER",
             "NOT BEFORE",
+            "SAN",
         ),
         secret_rows,
     ),
@@ -299,7 +316,8 @@ HELP = {
     "listeners": "listeners (LDS)",
     "routes": "route configurations (RDS)",
     "endpoints": "endpoints of EDS clusters",
-    "secrets": "secrets (SDS), key material redacted",
+    "secrets": "secrets (SDS): certificate chains (serial, validity, SAN) and trust bundles; "
+    "never a key",
 }
 
 

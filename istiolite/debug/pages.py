@@ -251,6 +251,12 @@ def proxy_resources(status: DebugStatus, conn: Connection) -> dict[str, dict[str
     by_type: dict[str, dict[str, Resource]] = {}
     for type_url, state in conn.stream.types.items():
         resources = status.generate(proxy, type_url)
+        if type_url == type_urls.SECRET:
+            # The stream's own `default`/`ROOTCA` (per identity, not in the shared cache);
+            # secrets_dump redacts the key.
+            own = conn.workload_secrets()
+            if own:
+                resources = dict(sorted({**resources, **own}.items()))
         by_type[type_url] = {n: resources[n] for n in state.visible(resources)}
     return by_type
 

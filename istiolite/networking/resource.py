@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -14,7 +14,8 @@ from google.protobuf import any_pb2, message
 class Resource:
     name: str
     type_url: str
-    payload: bytes
+    # Never in a repr: a Secret's payload holds a private key (and others are just large).
+    payload: bytes = field(repr=False)
     version: str
 
     # Serialized once, shared by every proxy's response: a response is these bytes joined

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import time
-import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +16,7 @@ from istiolite import metrics, type_urls
 from istiolite.logs import get_logger
 from istiolite.model.proxy import Proxy
 from istiolite.networking.generator import generate
+from istiolite.networking.resource import Resource
 from istiolite.push.request import FULL_PUSH, PushRequest
 from istiolite.xds.protocol import (
     DeltaStream,
@@ -29,6 +28,18 @@ from istiolite.xds.protocol import (
     XdsStream,
     bounded,
 )
+from istiolite.xds.stream_secrets import (
+    Authenticator,
+    IdentityMismatch,
+    PortPolicy,
+    StreamSecrets,
+    authenticate,
+    may_receive_keys,
+    without_secrets,
+)
+from istiolite.xds.workload_certs import CertificateUnavailable, WorkloadCerts
+
+__all__ = ["AdsService", "Connection", "may_receive_keys", "without_secrets"]
 
 log = get_logger("xds")
 
@@ -48,6 +59,9 @@ _PUSH = object()  # queue marker: the config changed, diff and send
 _END = object()  # queue marker: the client closed its side
 _ids = itertools.count(1)
 _KNOWN_TYPES = frozenset({*type_urls.PUSH_ORDER, type_urls.NAME_TABLE, type_urls.PROXY_CONFIG})
+# What a stream's new workload certificate asks for: a full push, in which only the Secrets
+# differ from what the stream has.
+SECRETS_PUSH = PushRequest(full=True, reasons=frozenset({"secret"}))
 
 
 @dataclass(eq=False)
@@ -58,6 +72,7 @@ class Connection:
     peer: str
     delta: bool
     stream: XdsStream[Any]
+    secrets: StreamSecrets | None = None
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     pending: PushRequest | None = None
     pending_since: float = 0.0
@@ -93,6 +108,11 @@ class Connection:
     def proxy(self) -> Proxy | None:
         return self.stream.proxy
 
+    def workload_secrets(self) -> Mapping[str, Resource]:
+        """`default` and `ROOTCA` of this stream's identity, if it has them (for the debug
+        pages, which redact the key)."""
+        return self.secrets.own() if self.secrets is not None else {}
+
 
 def _wire(response: bytes) -> bytes:
     # Responses leave the protocol already serialized (from bytes shared by many proxies).
@@ -119,7 +139,13 @@ class _Slot:
 
 
 class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """Owns the current config snapshot and every live connection."""
+    """Owns the current config snapshot and every live connection.
+
+    Key material: `workload_certs` issues `default`/`ROOTCA` per identity; which stream gets
+    them (and the gateway credentials) is decided per gRPC port by the PortPolicy it was
+    registered with: an authenticator on the secure port, `dev_plaintext_sds` on the
+    plaintext one (see stream_secrets.py).
+    """
 
     def __init__(
         self,
@@ -128,25 +154,42 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
         generator: Callable[..., Any] = generate,
         push_concurrency: int = DEFAULT_PUSH_CONCURRENCY,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        workload_certs: WorkloadCerts | None = None,
+        dev_plaintext_sds: bool = False,
     ) -> None:
         self.context = context
         self.connections: dict[str, Connection] = {}
         self._generate = generator
+        self.workload_certs = workload_certs
+        self.dev_plaintext_sds = dev_plaintext_sds
         # Comparisons shared by the streams within one push; emptied when the context changes.
         self.memo = PushMemo()
         self._push_slots = asyncio.Semaphore(push_concurrency)
         self.send_timeout = send_timeout
 
-    def register(self, server: grpc.aio.Server) -> None:
-        """Add ADS to a server; responses are pre-serialized bytes, so no serializer runs."""
+    def register(
+        self, server: grpc.aio.Server, *, authenticator: Authenticator | None = None
+    ) -> None:
+        """Add ADS to a server; responses are pre-serialized bytes, so no serializer runs.
+        With `authenticator` (the secure port) every stream is authenticated first and gets the
+        key material of its own identity; without, this is the plaintext port (see
+        stream_secrets.py and `dev_plaintext_sds`)."""
+        policy = PortPolicy(authenticator, self.dev_plaintext_sds and authenticator is None)
+
+        async def sotw(requests: AsyncIterator[Any], context: Any) -> None:
+            await self._serve(requests, context, delta=False, policy=policy)
+
+        async def delta(requests: AsyncIterator[Any], context: Any) -> None:
+            await self._serve(requests, context, delta=True, policy=policy)
+
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self.StreamAggregatedResources,
+                sotw,
                 request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
                 response_serializer=_wire,
             ),
             "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self.DeltaAggregatedResources,
+                delta,
                 request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
                 response_serializer=_wire,
             ),
@@ -167,12 +210,15 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, bytes]
     ) -> None:
-        await self._serve(request_iterator, context, delta=False)
+        await self._serve(request_iterator, context, delta=False, policy=self._plaintext())
 
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, bytes]
     ) -> None:
-        await self._serve(request_iterator, context, delta=True)
+        await self._serve(request_iterator, context, delta=True, policy=self._plaintext())
+
+    def _plaintext(self) -> PortPolicy:
+        return PortPolicy(None, self.dev_plaintext_sds)
 
     async def _serve(
         self,
@@ -180,15 +226,36 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
         context: grpc.aio.ServicerContext[Any, bytes],
         *,
         delta: bool,
+        policy: PortPolicy,
     ) -> None:
         stream_cls = DeltaStream if delta else SotwStream
         peer = context.peer()
-        generator = self._generate if may_receive_keys(peer) else _without_secrets(self._generate)
+        try:
+            # Before anything is read or sent: who is calling (secure port only).
+            authenticated = await authenticate(policy, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as err:
+            reason = bounded(str(err), 300)
+            log.warning("stream not authenticated", peer=peer, error=reason)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"not authenticated: {reason}")
+            return
+        conn_id = f"conn-{next(_ids)}"
+        secrets = StreamSecrets(
+            peer=peer,
+            policy=policy,
+            authenticated=authenticated,
+            certs=self.workload_certs,
+            shared=self._generate,
+            key=conn_id,
+            on_change=lambda: conn.request_push(SECRETS_PUSH),
+        )
         conn = Connection(
-            id=f"conn-{next(_ids)}",
+            id=conn_id,
             peer=peer,
             delta=delta,
-            stream=stream_cls(generator, on_nack=_record_nack, memo=self.memo),
+            stream=stream_cls(secrets.generate, on_nack=_record_nack, memo=self.memo),
+            secrets=secrets,
         )
         self.connections[conn.id] = conn
         reader = asyncio.create_task(_read(requests, conn))
@@ -224,6 +291,10 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
                     await asyncio.sleep(0)
                     continue
                 conn.inbound_room.release()
+                if conn.proxy is None:
+                    # The node's claim is checked before anything is generated for it.
+                    secrets.identify(conn.stream.identify(item))
+                await secrets.prepare(item)
                 started = time.perf_counter()
                 responses = conn.stream.on_request(item, self.context)
                 if client_version is None and conn.proxy is not None:
@@ -257,6 +328,16 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
                 "stream rejected", connection=conn.id, peer=conn.peer, error=bounded(str(err))
             )
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except IdentityMismatch as err:
+            log.warning(
+                "stream refused: the node claims another identity",
+                connection=conn.id,
+                peer=conn.peer,
+                error=str(err),
+            )
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
+        except CertificateUnavailable as err:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as err:
@@ -267,6 +348,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
             await context.abort(grpc.StatusCode.INTERNAL, f"config generation failed: {err}")
         finally:
             reader.cancel()
+            secrets.close()
             del self.connections[conn.id]
             if conn.pending is not None:
                 metrics.QUEUE_DEPTH.dec()
@@ -302,30 +384,6 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
                 f"a {len(data)}-byte response was not taken within {self.send_timeout:g}s"
             )
         write.result()
-
-
-def may_receive_keys(peer: str) -> bool:
-    """Key material (SDS) crosses this plaintext port only on loopback or a Unix socket: the
-    local development mode of DESIGN §5. Elsewhere a proxy must first prove its identity over
-    the TLS port, which comes with the security work."""
-    if peer.startswith("unix:"):
-        return True
-    host = urllib.parse.unquote(peer.partition(":")[2]).rpartition(":")[0].strip("[]")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback
-
-
-def _without_secrets(generate: Callable[..., Any]) -> Callable[..., Any]:
-    def generate_public(ctx: Any, proxy: Proxy, type_url: str) -> Any:
-        if type_url == type_urls.SECRET:
-            return {}
-        return generate(ctx, proxy, type_url)
-
-    return generate_public
 
 
 async def _read(requests: AsyncIterator[Any], conn: Connection) -> None:

@@ -292,6 +292,12 @@ class XdsStream(Generic[Ctx]):
         )
         return self.proxy
 
+    def identify(self, request: Any) -> Proxy:
+        """The proxy this stream serves, from the node of its first request (ProtocolError if
+        it has none or an invalid one). Lets the server check who the node claims to be before
+        anything is generated for it."""
+        return self._ensure_node(request.node, request.HasField("node"))
+
     def _record_ack_or_nack(self, state: TypeState, error: Any | None, acked_version: str) -> None:
         if error is not None:
             nack = Nack(

@@ -112,6 +112,7 @@ def make_node(
     namespace: str = "default",
     labels: dict[str, str] | None = None,
     interception_mode: str = "REDIRECT",
+    service_account: str | None = None,
 ) -> base_pb2.Node:
     metadata = struct_pb2.Struct()
     metadata.update(
@@ -121,6 +122,8 @@ def make_node(
             "INTERCEPTION_MODE": interception_mode,
         }
     )
+    if service_account is not None:
+        metadata.update({"SERVICE_ACCOUNT": service_account})
     return base_pb2.Node(id=node_id, metadata=metadata)
 
 
@@ -207,7 +210,12 @@ class XdsClient:
     """One ADS stream, as Envoy would hold it. Sends the node on the first request only."""
 
     def __init__(
-        self, stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub, *, delta: bool, node: Any
+        self,
+        stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub,
+        *,
+        delta: bool,
+        node: Any,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> None:
         self.delta = delta
         self._node = node
@@ -218,7 +226,7 @@ class XdsClient:
         self.names: dict[str, list[str]] = {}
         self.received: list[Response] = []
         method = stub.DeltaAggregatedResources if delta else stub.StreamAggregatedResources
-        self.call = method(self._iterate())
+        self.call = method(self._iterate(), metadata=metadata)
         self._reader = asyncio.create_task(self._read())
 
     async def _iterate(self) -> Any:

@@ -103,7 +103,8 @@ class Env:
 
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
-    ads = AdsService(objects.context(*mesh()), generator=with_secrets)
+    # Secrets to a loopback client: the development mode of the plaintext port.
+    ads = AdsService(objects.context(*mesh()), generator=with_secrets, dev_plaintext_sds=True)
     server = grpc.aio.server()
     ads.register(server)
     csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(

@@ -75,7 +75,9 @@ async def mesh() -> AsyncIterator[Mesh]:
     store = ConfigStore()
     cache = ResourceCache()
     ads = AdsService(
-        PushContext({}, domain=DOMAIN, version="empty"), generator=ConfigGenerator(cache)
+        PushContext({}, domain=DOMAIN, version="empty"),
+        generator=ConfigGenerator(cache),
+        dev_plaintext_sds=True,  # the gateway's credentials, to a loopback client
     )
     pusher = Pusher(
         store, cache, domain=DOMAIN, publish=ads.update, connected=lambda: len(ads.connections)

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +132,15 @@ class EnvoyProcess(Process):
         delta: bool,
         meta: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
+        bootstrap_args: Sequence[str] = (),
+        patch: Callable[[dict[str, Any]], None] | None = None,
+        wait_ready: bool = True,
     ) -> None:
+        """`bootstrap_args`: more `istiolite bootstrap` flags; `patch`: edits the written
+        bootstrap (e.g. adds static listeners) before Envoy starts; `wait_ready`: wait for
+        Envoy's /ready (its first CDS/LDS), else only for its admin port."""
         self.admin_port = 0
+        self._wait_ready = wait_ready
         name = f"envoy-{next(_envoy_ids)}"
         bootstrap = workdir / f"{name}.json"
         # Admin on port 0: Envoy writes the address it bound to --admin-address-path.
@@ -151,7 +158,13 @@ class EnvoyProcess(Process):
             argv += ["--meta", f"{key}={value}"]
         for key, value in (labels or {}).items():
             argv += ["--label", f"{key}={value}"]
+        argv += bootstrap_args
         subprocess.run(argv, check=True, capture_output=True, timeout=60)
+        if patch is not None:
+            document = json.loads(bootstrap.read_text())
+            patch(document)
+            bootstrap.write_text(json.dumps(document))
+        self.bootstrap_path = bootstrap
         super().__init__(
             [
                 envoy_binary(), "-c", str(bootstrap), "--use-dynamic-base-id",
@@ -173,6 +186,8 @@ class EnvoyProcess(Process):
             if not written:
                 return False
             self.admin_port = int(written.rpartition(":")[2])
+        if not self._wait_ready:
+            return http_get(self.admin("/server_info"), timeout=1)[0] == 200
         return http_get(self.admin("/ready"), timeout=1)[0] == 200
 
     def admin(self, path: str) -> str:

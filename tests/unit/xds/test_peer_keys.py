@@ -8,7 +8,7 @@ import pytest
 
 from istiolite import type_urls
 from istiolite.networking import generator
-from istiolite.xds.ads import _without_secrets, may_receive_keys
+from istiolite.xds.stream_secrets import may_receive_keys, without_secrets
 from tests.support.certs import CertificateAuthority, tls_secret
 from tests.support.objects import context, service
 from tests.unit.networking.helpers import router
@@ -78,7 +78,7 @@ def test_a_peer_without_keys_gets_everything_but_secrets() -> None:
         https_gateway("cert"),  # a Secret reaches a proxy only when its config names it
     )
     proxy = router("istio-system")
-    public = _without_secrets(generator.generate)
+    public = without_secrets(generator.generate)
     assert set(generator.generate(ctx, proxy, type_urls.SECRET)) == {"kubernetes://cert"}
     assert public(ctx, proxy, type_urls.SECRET) == {}
     for type_url in (type_urls.CLUSTER, type_urls.ENDPOINT, type_urls.LISTENER, type_urls.ROUTE):
