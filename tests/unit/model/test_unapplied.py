@@ -522,7 +522,7 @@ def test_rules_shadowed_for_their_host_are_reported_too() -> None:
 
 
 @pytest.mark.parametrize("mode", ["ISTIO_MUTUAL", "AUTO_PASSTHROUGH"])
-def test_gateway_servers_waiting_for_the_mesh_ca_are_left_out_with_a_warning(mode: str) -> None:
+def test_gateway_servers_with_mesh_tls_modes_are_served_without_a_warning(mode: str) -> None:
     raw = base("Gateway")
     raw["spec"]["servers"].append(
         {
@@ -532,17 +532,9 @@ def test_gateway_servers_waiting_for_the_mesh_ca_are_left_out_with_a_warning(mod
         }
     )
     ctx = context(raw)
-    assert unapplied_warnings(ctx) == [
-        ConfigWarning(
-            "Gateway istio-system/public",
-            "spec.servers[2].tls.mode",
-            f"{mode} is accepted but not applied yet: this server is left out until the mesh "
-            "CA exists",
-            unapplied=True,
-        )
-    ]
+    assert unapplied_warnings(ctx) == []
     served = bound_servers(ctx, "istio-system", {"istio": "ingressgateway"})
-    assert all(port != 15443 for _, port in served)
+    assert ("0.0.0.0", 15443) in served
     assert ("0.0.0.0", 80) in served  # the other servers stay
 
 
