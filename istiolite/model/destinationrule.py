@@ -4,11 +4,11 @@ its traffic policies (load balancer, connection pool, outlier detection), valida
 Translated: `loadBalancer` (simple, consistentHash with ringHash/maglev), `connectionPool` (tcp
 maxConnections, connectTimeout, maxConnectionDuration, tcpKeepalive; http http1MaxPendingRequests,
 http2MaxRequests, maxRequestsPerConnection, maxRetries, idleTimeout, h2UpgradePolicy,
-useClientProtocol), `outlierDetection`, `tls` (DISABLE, SIMPLE, MUTUAL; files or credentialName).
+useClientProtocol), `outlierDetection`, `tls` (DISABLE, SIMPLE, MUTUAL with files or
+credentialName; ISTIO_MUTUAL with the mesh certificates, networking.cluster_mtls).
 `loadBalancer.localityLbSetting` (enabled, distribute, failover, failoverPriority; checked as
 istiod's ValidateLocalityLbSetting) is applied per proxy locality by the EDS generator.
-Accepted and validated as a shape but not applied yet: `tls.mode: ISTIO_MUTUAL` (listed by
-`DestinationRule.unapplied()` so it can be reported), and the fields the schema marks unapplied
+Accepted and validated as a shape but not applied yet: the fields the schema marks unapplied
 (`istiolite.model.schema`: `loadBalancer.warmupDurationSecs`, `tunnel`, `proxyProtocol`,
 `connectionPool.tcp.idleTimeout`, `http.maxConcurrentStreams`, the outlier fields for
 local-origin errors, …), reported from `ObjectMeta.unapplied`.
@@ -264,33 +264,7 @@ class DestinationRule:
     def unapplied(self) -> list[tuple[str, str]]:
         """(field path, message) for settings this rule asks for that are valid but that istiolite
         does not translate yet, so that they can be reported instead of silently ignored."""
-        policies: list[tuple[str, TrafficPolicy | None]] = [
-            ("spec.trafficPolicy", self.traffic_policy)
-        ]
-        policies += [
-            (f"spec.subsets[{i}].trafficPolicy", s.traffic_policy)
-            for i, s in enumerate(self.subsets)
-        ]
-        out = []
-        for where, policy in policies:
-            if policy is None:
-                continue
-            found = [(f"{where}.tls", policy.tls)]
-            found += [
-                (f"{where}.portLevelSettings[{i}].tls", p.tls)
-                for i, p in enumerate(policy.port_level_settings)
-            ]
-            for path, tls in found:
-                if tls is not None and tls.mode == "ISTIO_MUTUAL":
-                    out.append(
-                        (
-                            f"{path}.mode",
-                            "ISTIO_MUTUAL is accepted but not applied yet: connections to this "
-                            "destination stay plaintext",
-                        )
-                    )
-        out += self._failover_without_outlier_detection()
-        return out
+        return self._failover_without_outlier_detection()
 
     def _failover_without_outlier_detection(self) -> list[tuple[str, str]]:
         """As istiod's validation warns: `failover` / `failoverPriority` only act with outlier

@@ -21,8 +21,8 @@ from istiolite.model.validation import (
 _SERVER_PROTOCOLS = (
     "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "REDIS", "MYSQL", "TCP", "TLS",
 )  # fmt: skip
-# Server TLS modes that need the mesh CA (Istio's own certificates, SNI-routed mTLS between
-# networks): such servers are left out of the listeners until istiolite has one.
+# Server TLS modes that use the mesh CA: ISTIO_MUTUAL terminates with the gateway's own mesh
+# certificate; AUTO_PASSTHROUGH routes mesh mTLS by its `outbound_.` SNI (east-west gateways).
 MESH_CA_MODES = ("ISTIO_MUTUAL", "AUTO_PASSTHROUGH")
 _NAMESPACE = re.compile(r"^(\*|\.|~|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
 _HOST = re.compile(r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
@@ -46,7 +46,12 @@ class Server:
 
     @property
     def terminates_https(self) -> bool:
-        return self.protocol == "HTTPS" and self.tls is not None and self.tls.terminates
+        return self.protocol == "HTTPS" and self.terminates_tls
+
+    @property
+    def terminates_tls(self) -> bool:
+        """TLS ends here: with the server's credentials, or (ISTIO_MUTUAL) the mesh's."""
+        return self.tls is not None and (self.tls.terminates or self.tls.mode == "ISTIO_MUTUAL")
 
     @property
     def needs_mesh_ca(self) -> bool:
@@ -71,18 +76,9 @@ class Gateway:
         return all(labels.get(k) == v for k, v in self.selector.items())
 
     def unapplied(self) -> list[tuple[str, str]]:
-        """(field, message) for the servers this Gateway asks for that are left out: their TLS
-        mode is valid but needs the mesh CA (fields unapplied whatever their value are listed by
-        the schema, `ObjectMeta.unapplied`)."""
-        return [
-            (
-                f"spec.servers[{server.index}].tls.mode",
-                f"{server.tls.mode} is accepted but not applied yet: this server is left out "
-                "until the mesh CA exists",
-            )
-            for server in self.servers
-            if server.tls is not None and server.needs_mesh_ca
-        ]
+        """Valid settings this Gateway asks for that are not translated: none (fields unapplied
+        whatever their value are listed by the schema, `ObjectMeta.unapplied`)."""
+        return []
 
 
 def _host(raw: Any, where: str, gateway_ns: str) -> tuple[str, str]:

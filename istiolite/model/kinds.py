@@ -10,6 +10,7 @@ from istiolite.model.destinationrule import parse_destination_rule
 from istiolite.model.endpointslice import parse_endpointslice
 from istiolite.model.gateway import parse_gateway
 from istiolite.model.meta import ObjectKey, ObjectMeta
+from istiolite.model.peerauthentication import parse_peer_authentication
 from istiolite.model.schema import check_fields, unapplied_fields
 from istiolite.model.secret import parse_secret
 from istiolite.model.service import parse_service
@@ -50,6 +51,14 @@ KINDS: dict[str, Kind] = {
         Kind("networking.istio.io", _ISTIO_VERSIONS, "Sidecar", True, parse_sidecar),
         Kind("networking.istio.io", _ISTIO_VERSIONS, "Gateway", True, parse_gateway),
         Kind("networking.istio.io", _ISTIO_VERSIONS, "WorkloadEntry", True, parse_workload_entry),
+        # security.istio.io: PeerAuthentication (mutual TLS inbound).
+        Kind(
+            "security.istio.io",
+            ("v1", "v1beta1"),
+            "PeerAuthentication",
+            True,
+            parse_peer_authentication,
+        ),
     )
 }
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from istiolite.model.validation import ValidationError
 
+MESH_MTLS_METADATA = "ISTIOLITE_MESH_MTLS"
+
 
 class ProxyType(StrEnum):
     SIDECAR = "sidecar"
@@ -39,6 +41,13 @@ class Proxy:
     cluster: str = ""  # node.cluster, e.g. "reviews.default"
     envoy_version: str = ""  # from node.user_agent_build_version
     locality: str = ""  # node.locality as "region/zone/subzone" (istiod's last resort)
+    # The proxy holds a mesh workload certificate (SDS `default` / `ROOTCA`), so it can speak
+    # Istio mTLS: auto mTLS outbound, mTLS chains inbound under PERMISSIVE. Without one, config
+    # referencing those secrets would only keep its listeners and clusters warming. Set by the
+    # xDS server for connections it serves the certificate to, or by node metadata
+    # ISTIOLITE_MESH_MTLS=true (a proxy given the secrets some other way; it only affects what
+    # this proxy is sent).
+    mesh_mtls: bool = False
 
     @property
     def ip(self) -> str:
@@ -101,4 +110,5 @@ def parse_proxy(node_id: str, metadata: dict[str, Any]) -> Proxy:
         istio_version=str(metadata.get("ISTIO_VERSION") or ""),
         cluster_id=str(metadata.get("CLUSTER_ID") or ""),
         metadata=dict(metadata),
+        mesh_mtls=str(metadata.get(MESH_MTLS_METADATA) or "").lower() in ("true", "1"),
     )

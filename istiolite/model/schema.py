@@ -73,7 +73,6 @@ Field: TypeAlias = "Msg | MapOf | None"
 S = None
 
 NOT_APPLIED_YET = "accepted but not applied yet"
-_MESH_MTLS = "it is for mesh mTLS, which waits for the mesh CA"
 
 
 def later(holds: Field = S, *, note: str = "", inert: tuple[Any, ...] = ()) -> Unapplied:
@@ -404,13 +403,12 @@ SERVICE_ENTRY = Msg(
     hosts=S,
     addresses=S,
     ports=PORT,
-    # MESH_INTERNAL differs from the default only by mesh mTLS.
-    location=later(inert=("MESH_EXTERNAL",), note=_MESH_MTLS),
+    location=S,
     resolution=S,
     endpoints=WORKLOAD_ENTRY,
     workloadSelector=WORKLOAD_SELECTOR,
     exportTo=S,
-    subjectAltNames=later(note=_MESH_MTLS),
+    subjectAltNames=S,
 )
 
 SIDECAR = Msg(
@@ -428,6 +426,16 @@ SIDECAR = Msg(
     egress=Msg("IstioEgressListener", port=PORT, bind=S, captureMode=S, hosts=S),
     inboundConnectionPool=CONNECTION_POOL,
     outboundTrafficPolicy=Msg("OutboundTrafficPolicy", mode=S, egressProxy=DESTINATION),
+)
+
+# --- security.istio.io: PeerAuthentication --------------------------------------------------
+
+_PEER_MTLS = Msg("PeerAuthentication.MutualTLS", mode=S)
+PEER_AUTHENTICATION = Msg(
+    "PeerAuthentication",
+    selector=TYPE_WORKLOAD_SELECTOR,
+    mtls=_PEER_MTLS,
+    portLevelMtls=MapOf(_PEER_MTLS),
 )
 
 # --- the objects -----------------------------------------------------------------------------
@@ -459,6 +467,7 @@ SPECS: dict[str, Msg] = {
     "ServiceEntry": SERVICE_ENTRY,
     "Sidecar": SIDECAR,
     "WorkloadEntry": WORKLOAD_ENTRY,
+    "PeerAuthentication": PEER_AUTHENTICATION,
 }
 
 # status is written by Istio's controllers (conditions, validationMessages …): allowed, unchecked.

@@ -49,6 +49,8 @@ class Service:
     addresses: tuple[str, ...] = ()
     # A ServiceEntry's `subjectAltNames`: identities its upstreams may present (ISTIO_MUTUAL).
     subject_alt_names: tuple[str, ...] = ()
+    # A ServiceEntry with location MESH_EXTERNAL (its default): no auto mTLS to it.
+    mesh_external: bool = False
 
     @property
     def name(self) -> str:

@@ -74,6 +74,7 @@ class ServiceEntry:
                 export_to=self.export_to,
                 addresses=self.addresses,
                 subject_alt_names=self.subject_alt_names,
+                mesh_external=self.location == "MESH_EXTERNAL",
             )
             for host in self.hosts
         ]

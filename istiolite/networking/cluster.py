@@ -14,6 +14,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from istiolite.model.protocol import Protocol
 from istiolite.model.proxy import Proxy
 from istiolite.model.service import Service, ServicePort
+from istiolite.networking.cluster_mtls import apply_istio_mtls
 from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.names import (
     BLACKHOLE_CLUSTER,
@@ -82,7 +83,10 @@ def outbound_cluster(
     subset: str = "",
     namespace: str | None = None,
     labels: Mapping[str, str] | None = None,
+    auto_mtls: bool = False,
 ) -> Cluster:
+    """`auto_mtls`: the proxy holds a mesh certificate, so it may speak Istio mTLS to
+    endpoints with sidecars (networking.cluster_mtls)."""
     host = ctx.hostname(service)
     name = cluster_name(Direction.OUTBOUND, port.port, subset, host)
     cluster = Cluster(
@@ -142,6 +146,7 @@ def outbound_cluster(
     # The DestinationRule of the proxy's namespace view (istiod's SidecarScope.DestinationRule).
     policy = policy_for(ctx, host, subset, port.port, namespace, labels)
     apply_traffic_policy(cluster, policy, port.protocol)
+    apply_istio_mtls(ctx, cluster, service, port, subset, policy, auto_mtls=auto_mtls)
     return cluster
 
 
@@ -150,6 +155,7 @@ def outbound_clusters(
     services: Sequence[Service] | None = None,
     namespace: str | None = None,
     labels: Mapping[str, str] | None = None,
+    auto_mtls: bool = False,
 ) -> list[Cluster]:
     """One cluster per service port, with the DestinationRules proxies in `namespace` apply
     (`labels`: a sidecar's, for rules with a workloadSelector); identical for every sidecar of
@@ -166,7 +172,7 @@ def outbound_clusters(
             if port.protocol == Protocol.UDP:
                 continue
             for subset in ["", *(s.name for s in subsets)]:
-                built = _guarded_cluster(ctx, service, port, subset, namespace, labels)
+                built = _guarded_cluster(ctx, service, port, subset, namespace, labels, auto_mtls)
                 if built is not None:
                     clusters.append(built)
     return clusters
@@ -179,6 +185,7 @@ def _guarded_cluster(
     subset: str,
     namespace: str | None,
     labels: Mapping[str, str] | None,
+    auto_mtls: bool,
 ) -> Cluster | None:
     """The cluster, or None (reported) when translating it raised. Left out whole rather than
     without the policy: a cluster missing its DestinationRule's TLS settings would send
@@ -191,7 +198,7 @@ def _guarded_cluster(
         return object_name("ServiceEntry" if service.type == "ServiceEntry" else "Service", service)
 
     return guarded(
-        partial(outbound_cluster, ctx, service, port, subset, namespace, labels),
+        partial(outbound_cluster, ctx, service, port, subset, namespace, labels, auto_mtls),
         culprit,
         dropped="cluster "
         + cluster_name(Direction.OUTBOUND, port.port, subset, ctx.hostname(service)),

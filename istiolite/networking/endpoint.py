@@ -22,6 +22,7 @@ from istiolite.model.protocol import Protocol
 from istiolite.model.proxy import Proxy
 from istiolite.model.service import Service, ServicePort
 from istiolite.model.workload import REGION_LABEL, SUBZONE_LABEL, ZONE_LABEL
+from istiolite.networking.mtls import endpoint_mtls_metadata
 from istiolite.networking.names import Direction, cluster_name
 from istiolite.networking.traffic_policy import LocalityPolicy, locality_policy, policy_for
 from istiolite.networking.typed import socket_address, uint32
@@ -72,6 +73,7 @@ def _assignment(name: str, groups: list[_Group]) -> ClusterLoadAssignment:
                         ),
                         health_status=health_check_pb2.HealthStatus.HEALTHY,
                         load_balancing_weight=uint32(ep.weight),
+                        metadata=endpoint_mtls_metadata() if ep.mesh_mtls else None,
                     )
                     for ep in g.endpoints
                 ],

@@ -34,9 +34,12 @@ def http_connection_manager(
     route_config: route_pb2.RouteConfiguration | None = None,
     use_remote_address: bool = False,
     policy_filters: Sequence[hcm.HttpFilter] = (),
+    sidecar_inbound: bool = False,
 ) -> lc.Filter:
     """`use_remote_address`: the edge of the mesh (a gateway) trusts only the peer address for
-    x-forwarded-for; sidecars keep what the caller's side set."""
+    x-forwarded-for; sidecars keep what the caller's side set. `sidecar_inbound`: as istiod,
+    the application sees its caller's certificate in x-forwarded-client-cert (APPEND_FORWARD,
+    with the peer's subject, URI SAN and DNS SANs)."""
     manager = hcm.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm.HttpConnectionManager.AUTO,
@@ -54,6 +57,13 @@ def http_connection_manager(
             ),
         ],
     )
+    if sidecar_inbound:
+        manager.forward_client_cert_details = hcm.HttpConnectionManager.APPEND_FORWARD
+        manager.set_current_client_cert_details.CopyFrom(
+            hcm.HttpConnectionManager.SetCurrentClientCertDetails(
+                subject=bool_value(True), uri=True, dns=True
+            )
+        )
     if rds_name is not None:
         manager.rds.CopyFrom(hcm.Rds(config_source=ads_config_source(), route_config_name=rds_name))
     elif route_config is not None:

@@ -15,13 +15,19 @@ from envoy.config.route.v3 import route_pb2
 
 from istiolite.logs import get_logger
 from istiolite.model.gateway import Gateway, Server
+from istiolite.model.protocol import Protocol
 from istiolite.model.virtualservice import VirtualService
 from istiolite.networking.filters import http_connection_manager, tcp_proxy, tls_inspector
 from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.http_route import http_routes
-from istiolite.networking.names import listener_name
+from istiolite.networking.mtls import istio_mutual_gateway, sni_name
+from istiolite.networking.names import Direction, cluster_name, listener_name
 from istiolite.networking.tcp_route import TcpTarget, guarded_l4_target
-from istiolite.networking.tls_context import downstream_tls_context, transport_socket
+from istiolite.networking.tls_context import (
+    HTTP_ALPN,
+    downstream_tls_context,
+    transport_socket,
+)
 from istiolite.networking.typed import socket_address
 from istiolite.push.context import PushContext
 
@@ -79,16 +85,53 @@ def _listen_port(ctx: PushContext, namespace: str, labels: Mapping[str, str], po
 
 
 def _translated(server: Server) -> bool:
-    """HTTP, TLS terminated here (HTTPS or TLS), TLS passed through by SNI, or plain TCP.
-    AUTO_PASSTHROUGH and ISTIO_MUTUAL need the mesh CA and multi-network: not yet (the Gateway
-    gets a warning, `Gateway.unapplied`)."""
-    if server.needs_mesh_ca:
-        return False
+    """HTTP, TLS terminated here (HTTPS or TLS, with credentials or ISTIO_MUTUAL), TLS passed
+    through by SNI (PASSTHROUGH, AUTO_PASSTHROUGH), or plain TCP."""
     if server.is_http:
         return True
     if server.tls is None:
         return server.protocol in ("TCP", "MONGO", "REDIS", "MYSQL")
-    return server.tls.terminates or server.tls.mode == "PASSTHROUGH"
+    return server.terminates_tls or server.tls.mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH")
+
+
+def _server_tls(server: Server) -> base_pb2.TransportSocket:
+    """The TLS a server terminates: ISTIO_MUTUAL with the mesh certificates (a client
+    certificate from the mesh required), else the server's own credentials."""
+    assert server.tls is not None
+    if server.tls.mode == "ISTIO_MUTUAL":
+        return transport_socket(istio_mutual_gateway(HTTP_ALPN))
+    return transport_socket(downstream_tls_context(server.tls))
+
+
+def _auto_passthrough_chains(
+    ctx: PushContext, server: Server, namespace: str
+) -> list[lc.FilterChain]:
+    """AUTO_PASSTHROUGH (istiod's east-west gateway): a chain per cluster of every service the
+    server's hosts cover, matched by the SNI a client sidecar sends to it
+    (`outbound_.<port>_.<subset>_.<fqdn>`) and passed on, still encrypted, to that cluster."""
+    chains = []
+    for service in ctx.services_for(namespace):
+        host = ctx.hostname(service)
+        if not any(
+            ns in ("*", service.namespace) and _host_intersection(pattern, host) == host
+            for ns, pattern in server.hosts
+        ):
+            continue
+        subsets = [] if service.headless else ctx.subsets(host, namespace)
+        for port in service.ports:
+            if port.protocol == Protocol.UDP:
+                continue
+            for subset in ["", *(s.name for s in subsets)]:
+                cluster = cluster_name(Direction.OUTBOUND, port.port, subset, host)
+                chains.append(
+                    lc.FilterChain(
+                        filter_chain_match=lc.FilterChainMatch(
+                            server_names=[sni_name(port.port, subset, host)]
+                        ),
+                        filters=[tcp_proxy(cluster, cluster)],
+                    )
+                )
+    return chains
 
 
 def bound_servers(
@@ -116,7 +159,7 @@ def bound_servers(
             bound = by_listener.setdefault(key, [])
             if bound and bound[0].server.is_http != server.is_http:
                 continue
-            if server.tls is not None and server.tls.terminates and not server.is_http:
+            if server.terminates_tls and not server.is_http:
                 names = set(_sni_hosts(server)) or {"*"}
                 taken = claimed.setdefault(key, set())
                 if names & taken:
@@ -190,9 +233,7 @@ def _l4_chains(
             chain = lc.FilterChain(filters=[_tcp_proxy(target)])
             if server.tls is not None:
                 chain.filter_chain_match.server_names.extend(_sni_hosts(server))
-                chain.transport_socket.CopyFrom(
-                    transport_socket(downstream_tls_context(server.tls))
-                )
+                chain.transport_socket.CopyFrom(_server_tls(server))
             # As istiod: the first VirtualService route that fits serves the whole server.
             return [chain]
     return chains
@@ -202,7 +243,7 @@ def _https_chain(bound: BoundServer, stat_prefix: str) -> lc.FilterChain:
     assert bound.server.tls is not None
     return lc.FilterChain(
         filter_chain_match=lc.FilterChainMatch(server_names=_sni_hosts(bound.server)),
-        transport_socket=transport_socket(downstream_tls_context(bound.server.tls)),
+        transport_socket=_server_tls(bound.server),
         filters=[
             http_connection_manager(
                 bound.server.name or stat_prefix, rds_name=bound.route_name, use_remote_address=True
@@ -216,6 +257,8 @@ def _server_chains(
 ) -> list[lc.FilterChain]:
     if b.server.terminates_https:
         return [_https_chain(b, stat_prefix)]
+    if b.server.tls is not None and b.server.tls.mode == "AUTO_PASSTHROUGH":
+        return _auto_passthrough_chains(ctx, b.server, namespace)
     return _l4_chains(ctx, b, port, namespace)
 
 

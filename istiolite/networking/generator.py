@@ -31,7 +31,7 @@ from istiolite.networking.listener import sidecar_listeners
 from istiolite.networking.resource import Resource, to_resource
 from istiolite.networking.route import outbound_route_configs
 from istiolite.networking.sidecar_scope import egress_services, inbound_cluster_for
-from istiolite.networking.workload import inbound_ports, sidecar_of
+from istiolite.networking.workload import inbound_mtls, inbound_ports, sidecar_of
 from istiolite.networking.workload import proxy_labels as _labels
 from istiolite.push.cache import (
     ENDPOINT_KINDS,
@@ -93,11 +93,12 @@ def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
                 egress_services(ctx, proxy.namespace, sidecar),
                 proxy.namespace,
                 labels if workload is not None else None,
+                auto_mtls=proxy.mesh_mtls,
             )
             + fixed_clusters(proxy),
         )
 
-    shared_key = ("cds-shared", proxy.type, scope, view, workload)
+    shared_key = ("cds-shared", proxy.type, scope, view, workload, proxy.mesh_mtls)
     if not inbound:
         return _resources(shared_key, type_urls.CLUSTER, build_shared)
 
@@ -106,7 +107,11 @@ def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
         own = _serialize(type_urls.CLUSTER, [inbound_cluster_for(p) for p in inbound])
         return dict(sorted({**shared, **own}.items()))
 
-    return _resources(("cds", proxy.type, scope, view, workload, inbound), type_urls.CLUSTER, build)
+    return _resources(
+        ("cds", proxy.type, scope, view, workload, proxy.mesh_mtls, inbound),
+        type_urls.CLUSTER,
+        build,
+    )
 
 
 # EDS: each cluster's assignment is an entry of its own (("cla", name): it depends on that
@@ -216,6 +221,10 @@ def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:
         scope,
         inbound_ports(ctx, proxy),
         inbound_policy_key(ctx, proxy),
+        # PeerAuthentication: the mode the workload's policies compose to, and whether the
+        # proxy can terminate mesh mTLS at all.
+        inbound_mtls(ctx, proxy),
+        proxy.mesh_mtls,
     )
     return _resources(
         shape,

@@ -23,6 +23,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
+from istiolite.model.peerauthentication import MtlsMode
 from istiolite.model.protocol import Protocol
 from istiolite.model.proxy import InterceptionMode, Proxy
 from istiolite.model.service import Service, ServicePort
@@ -35,7 +36,9 @@ from istiolite.networking.filters import (
     tcp_proxy,
     tls_inspector,
 )
+from istiolite.networking.inbound_mtls import Serve, chain_plans
 from istiolite.networking.inbound_policy import NO_POLICY, InboundPolicy, inbound_policy
+from istiolite.networking.mtls import istio_mutual_downstream
 from istiolite.networking.names import (
     BLACKHOLE_CLUSTER,
     INBOUND_PASSTHROUGH_CLUSTER,
@@ -54,11 +57,29 @@ from istiolite.networking.sidecar_scope import EgressScope, egress_scopes
 from istiolite.networking.tcp_route import TcpTarget, tcp_target, tls_targets
 from istiolite.networking.tls_context import HTTP_ALPN, downstream_tls_context, transport_socket
 from istiolite.networking.typed import bool_value, socket_address, uint32
-from istiolite.networking.workload import LOOPBACK_IP, WILDCARD_IP, InboundPort, inbound_ports
+from istiolite.networking.workload import (
+    LOOPBACK_IP,
+    WILDCARD_IP,
+    InboundPort,
+    inbound_mtls,
+    inbound_ports,
+)
 from istiolite.push.context import PushContext
 
 Listener: TypeAlias = listener_pb2.Listener
 PASSTHROUGH_FILTER_CHAIN = "PassthroughFilterChain"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMtls:
+    """One inbound port's effective PeerAuthentication mode, and whether the proxy holds a
+    mesh certificate to terminate mTLS with (networking.inbound_mtls)."""
+
+    mode: MtlsMode
+    mesh_mtls: bool
+
+
+PLAINTEXT = InboundMtls(MtlsMode.DISABLE, False)
 
 __all__ = ["LOOPBACK_IP", "WILDCARD_IP", "Listener", "sidecar_listeners"]
 
@@ -329,57 +350,73 @@ def _inbound_route(port: InboundPort) -> route_pb2.RouteConfiguration:
     )
 
 
-def _inbound_chains(port: InboundPort, policy: InboundPolicy) -> list[lc.FilterChain]:
+def _inbound_chains(
+    port: InboundPort, policy: InboundPolicy, mtls: InboundMtls = PLAINTEXT
+) -> list[lc.FilterChain]:
     name = listener_name(port.bind, port.target_port)
     stat_prefix = f"inbound_{name}"
     cluster = cluster_name(Direction.INBOUND, port.target_port)
     on_port = uint32(port.target_port)
-    http_filter = http_connection_manager(
-        stat_prefix, route_config=_inbound_route(port), policy_filters=policy.http_filters
-    )
-    if port.protocol.is_http:
-        chains = [
-            lc.FilterChain(
-                name=name,
-                filter_chain_match=lc.FilterChainMatch(destination_port=on_port),
-                filters=[http_filter],
-            )
-        ]
-    else:
-        chains = []
-        if port.protocol == Protocol.AUTO:
-            chains.append(
-                lc.FilterChain(
-                    name=f"{name}-http",
-                    filter_chain_match=lc.FilterChainMatch(
-                        destination_port=on_port, application_protocols=SNIFFED_HTTP_PROTOCOLS
-                    ),
-                    filters=[http_filter],
-                )
-            )
-        chains.append(
-            lc.FilterChain(
-                name=name,
-                filter_chain_match=lc.FilterChainMatch(destination_port=on_port),
-                filters=[*policy.tcp_filters, tcp_proxy(stat_prefix, cluster)],
-            )
-        )
     if port.tls is not None:
-        # A Sidecar ingress port terminating TLS from certificate files (SIMPLE, MUTUAL,
-        # OPTIONAL_MUTUAL): HTTP ALPN only when HTTP is inside, and no version floor.
+        # A Sidecar ingress port terminating TLS itself (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, from
+        # files): its own TLS replaces mesh mTLS, as istiod. HTTP ALPN only when HTTP is inside,
+        # and no version floor.
+        plans = chain_plans(port.protocol, MtlsMode.DISABLE, mesh_mtls=False)
         context = downstream_tls_context(
             port.tls,
             alpn=HTTP_ALPN if port.protocol.is_http else (),
             min_version="",
             state_optional_client_certificate=True,
         )
-        for chain in chains:
-            chain.transport_socket.CopyFrom(transport_socket(context))
+        own_tls: base_pb2.TransportSocket | None = transport_socket(context)
+    else:
+        plans = chain_plans(port.protocol, mtls.mode, mesh_mtls=mtls.mesh_mtls)
+        own_tls = None
+    chains = []
+    for plan in plans:
+        match = lc.FilterChainMatch(
+            destination_port=on_port,
+            transport_protocol=plan.transport,
+            application_protocols=plan.alpn,
+        )
+        if plan.serve == Serve.HTTP:
+            filters = [
+                http_connection_manager(
+                    stat_prefix,
+                    route_config=_inbound_route(port),
+                    policy_filters=policy.http_filters,
+                    sidecar_inbound=True,
+                )
+            ]
+        elif plan.serve == Serve.TCP:
+            filters = [*policy.tcp_filters, tcp_proxy(stat_prefix, cluster)]
+        else:
+            filters = [tcp_proxy(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER)]
+        chain = lc.FilterChain(name=name + plan.suffix, filter_chain_match=match, filters=filters)
+        if plan.mtls:
+            chain.transport_socket.CopyFrom(
+                transport_socket(istio_mutual_downstream(http=plan.serve == Serve.HTTP))
+            )
+        elif own_tls is not None:
+            chain.transport_socket.CopyFrom(own_tls)
+        chains.append(chain)
     return chains
 
 
+def _inspectors(chains: Sequence[lc.FilterChain], sniffed: bool) -> list[lc.ListenerFilter]:
+    """TLS inspector where a chain matches TLS, then HTTP inspector for sniffed ports."""
+    found = []
+    if any(c.filter_chain_match.transport_protocol for c in chains):
+        found.append(tls_inspector())
+    if sniffed:
+        found.append(http_inspector())
+    return found
+
+
 def virtual_inbound(
-    ports: Sequence[InboundPort], policy: Callable[[int], InboundPolicy] = lambda _: NO_POLICY
+    ports: Sequence[InboundPort],
+    policy: Callable[[int], InboundPolicy] = lambda _: NO_POLICY,
+    mtls: Callable[[int], InboundMtls] = lambda _: PLAINTEXT,
 ) -> Listener:
     chains = [
         lc.FilterChain(
@@ -391,7 +428,7 @@ def virtual_inbound(
     ]
     captured = [p for p in ports if not p.bind_to_port]
     for port in captured:
-        chains.extend(_inbound_chains(port, policy(port.target_port)))
+        chains.extend(_inbound_chains(port, policy(port.target_port), mtls(port.target_port)))
     listener = Listener(
         name=VIRTUAL_INBOUND,
         address=socket_address(WILDCARD_IP, VIRTUAL_INBOUND_PORT),
@@ -403,23 +440,25 @@ def virtual_inbound(
             filters=[tcp_proxy(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER)],
         ),
     )
-    if any(p.protocol == Protocol.AUTO for p in captured):
-        listener.listener_filters.append(http_inspector())
+    listener.listener_filters.extend(
+        _inspectors(chains, any(p.protocol == Protocol.AUTO for p in captured))
+    )
     return listener
 
 
-def bound_inbound_listener(port: InboundPort, policy: InboundPolicy = NO_POLICY) -> Listener:
+def bound_inbound_listener(
+    port: InboundPort, policy: InboundPolicy = NO_POLICY, mtls: InboundMtls = PLAINTEXT
+) -> Listener:
     """A Sidecar ingress port that binds (captureMode NONE, or no iptables): a listener of its
     own on `<bind>:<port>`, named `<bind>_<port>`, with the chains virtualInbound would have."""
-    listener = Listener(
+    chains = _inbound_chains(port, policy, mtls)
+    return Listener(
         name=listener_name(port.bind, port.target_port),
         address=socket_address(port.bind, port.target_port),
         traffic_direction=base_pb2.INBOUND,
-        filter_chains=_inbound_chains(port, policy),
+        filter_chains=chains,
+        listener_filters=_inspectors(chains, port.protocol == Protocol.AUTO),
     )
-    if port.protocol == Protocol.AUTO:
-        listener.listener_filters.append(http_inspector())
-    return listener
 
 
 # --- all of a sidecar's listeners ---------------------------------------------------------------
@@ -439,12 +478,20 @@ def sidecar_listeners(
     def policy(target_port: int) -> InboundPolicy:
         return inbound_policy(ctx, proxy, target_port)
 
+    effective = inbound_mtls(ctx, proxy) if inbound else None
+
+    def mtls(target_port: int) -> InboundMtls:
+        assert effective is not None
+        return InboundMtls(effective.for_port(target_port), proxy.mesh_mtls)
+
     listeners += [
-        bound_inbound_listener(p, policy(p.target_port)) for p in inbound if p.bind_to_port
+        bound_inbound_listener(p, policy(p.target_port), mtls(p.target_port))
+        for p in inbound
+        if p.bind_to_port
     ]
     if proxy.interception_mode != InterceptionMode.NONE:
         listeners.append(virtual_outbound(registry_only))
-        listeners.append(virtual_inbound(inbound, policy))
+        listeners.append(virtual_inbound(inbound, policy, mtls))
     # A name can come up twice only if an ingress bind equals an egress bind and port: the
     # first (outbound) stays, as Envoy would refuse the pair.
     unique: dict[str, Listener] = {}

@@ -315,8 +315,8 @@ def apply_locality_weighted_lb(cluster: Cluster, policy: TrafficPolicy | None) -
 
 def apply_tls(cluster: Cluster, tls: ClientTls | None) -> None:
     """`trafficPolicy.tls` → the cluster's TLS transport socket, as istiod's
-    buildUpstreamClusterTLSContext. DISABLE: none. ISTIO_MUTUAL: not translated yet (see
-    DestinationRule.unapplied)."""
+    buildUpstreamClusterTLSContext. DISABLE: none. ISTIO_MUTUAL: the mesh's certificates,
+    applied by cluster_mtls (it needs the service's identities)."""
     if tls is None or tls.mode not in ("SIMPLE", "MUTUAL"):
         return
     cluster.transport_socket.CopyFrom(

@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from istiolite.model.destinationrule import ConnectionPool
+from istiolite.model.peerauthentication import EffectiveMtls
 from istiolite.model.protocol import Protocol
 from istiolite.model.proxy import InterceptionMode, Proxy
 from istiolite.model.service import Service
@@ -42,6 +43,16 @@ class InboundPort:
 def proxy_labels(ctx: PushContext, proxy: Proxy) -> dict[str, str]:
     pod = ctx.pod(proxy.namespace, proxy.pod_name)
     return proxy.labels or (pod.meta.labels if pod else {})
+
+
+def inbound_mtls(ctx: PushContext, proxy: Proxy) -> EffectiveMtls:
+    """The PeerAuthentication mode the proxy's workload enforces (per port where its workload
+    policy says so). Memoized by namespace and labels."""
+    labels = proxy_labels(ctx, proxy)
+    return memoized(
+        ("effective-mtls", proxy.namespace, frozenset(labels.items())),
+        lambda: ctx.effective_mtls(proxy.namespace, labels),
+    )
 
 
 def sidecar_of(ctx: PushContext, proxy: Proxy) -> Sidecar | None:

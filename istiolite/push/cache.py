@@ -34,10 +34,14 @@ STRUCTURAL: frozenset[str] = frozenset(
         "Sidecar",
         "Gateway",
         "Namespace",
+        "PeerAuthentication",
     }
 )
 # What an endpoint assignment reads besides its endpoints: the service and its subsets.
-ENDPOINT_KINDS: frozenset[str] = frozenset({"Service", "ServiceEntry", "DestinationRule"})
+# PeerAuthentication: a workload whose policy is DISABLE gets no auto-mTLS metadata.
+ENDPOINT_KINDS: frozenset[str] = frozenset(
+    {"Service", "ServiceEntry", "DestinationRule", "PeerAuthentication"}
+)
 # Past this many entries the cache starts over (with a full push): a bound whatever the churn.
 MAX_ENTRIES = 250_000
 _NONE: frozenset[Any] = frozenset()

@@ -11,6 +11,13 @@ from istiolite.model.destinationrule import DestinationRule, Subset
 from istiolite.model.endpointslice import EndpointSlice
 from istiolite.model.gateway import Gateway
 from istiolite.model.meta import ObjectKey
+from istiolite.model.peerauthentication import (
+    EffectiveMtls,
+    MtlsMode,
+    PeerAuthentication,
+    compose,
+    namespace_mode,
+)
 from istiolite.model.secret import Secret
 from istiolite.model.server_tls import ServerTLS
 from istiolite.model.service import Service, ServicePort
@@ -21,9 +28,18 @@ from istiolite.model.virtualservice_delegate import merge_delegates
 from istiolite.model.visibility import NONE, PRIVATE, exported_to, is_public
 from istiolite.model.workload import SUBZONE_LABEL, Namespace, Node, Pod
 from istiolite.model.workloadentry import WorkloadEntry
-from istiolite.push.dependencies import ANY, SERVICE_ENDPOINTS, record
+from istiolite.push.dependencies import (
+    ANY,
+    SERVICE_ACCOUNTS,
+    SERVICE_ENDPOINTS,
+    record,
+    unrecorded,
+)
 
 T = TypeVar("T")
+# A workload with a sidecar that accepts Istio mTLS carries this label (istiod's TLSModeLabel).
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+ISTIO_TLS_MODE = "istio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +77,9 @@ class ServiceEndpoint:
     pod: str  # "ns/name" when the endpoint points at a Pod, else ""
     weight: int = 1  # a WorkloadEntry's (or ServiceEntry endpoint's) `weight`; pods 1
     workload_entry: str = ""  # "ns/name" when the endpoint is a WorkloadEntry, else ""
+    # Takes auto mTLS: its workload has a sidecar (label security.istio.io/tlsMode: istio) and
+    # no PeerAuthentication DISABLE on this port (istiod's mtlsChecker).
+    mesh_mtls: bool = False
 
 
 class PushContext:
@@ -88,6 +107,7 @@ class PushContext:
         self.workload_entries: list[WorkloadEntry] = []
         gateways: list[Gateway] = []
         self._secrets: dict[tuple[str, str], Secret] = {}
+        peer_authentications: list[PeerAuthentication] = []
         # Fields set but not translated, per object (found by the schema when it was parsed).
         self._unapplied_fields: list[tuple[ObjectKey, tuple[tuple[str, str], ...]]] = []
         for key, obj in objects.items():
@@ -119,6 +139,13 @@ class PushContext:
                     gateways.append(obj)
                 case "Secret":
                     self._secrets[(key.namespace, key.name)] = obj
+                case "PeerAuthentication":
+                    peer_authentications.append(obj)
+        # PeerAuthentications by namespace, oldest first (files have no creation time:
+        # namespace/name order stands in for it, as for the other kinds).
+        self._peer_authentications: dict[str, list[PeerAuthentication]] = defaultdict(list)
+        for policy in sorted(peer_authentications, key=lambda p: (p.namespace, p.meta.name)):
+            self._peer_authentications[policy.namespace].append(policy)
         # ServiceEntry hosts join the registry; a Kubernetes Service keeps a host both declare,
         # and among entries the first by namespace/name wins.
         self._entry_endpoints: dict[str, ServiceEntry] = {}
@@ -620,6 +647,41 @@ class PushContext:
             out += [ConfigWarning(str(key), f, m, unapplied=True) for f, m in fields]
         return out
 
+    # --- PeerAuthentication (istiod's AuthenticationPolicies) ------------------------------
+
+    @property
+    def trust_domain(self) -> str:
+        """The SPIFFE trust domain of the mesh's identities (Istio's default: the DNS domain)."""
+        return self.domain
+
+    def peer_authentications_for(
+        self, namespace: str, labels: Mapping[str, str]
+    ) -> list[PeerAuthentication]:
+        """The PeerAuthentications that apply to a workload: its namespace's and the root
+        namespace's whose selector (if any) matches its labels, oldest first."""
+        return [
+            p
+            for ns in dict.fromkeys((namespace, ROOT_NAMESPACE))
+            for p in self._peer_authentications.get(ns, ())
+            if p.selects(labels)
+        ]
+
+    def effective_mtls(self, namespace: str, labels: Mapping[str, str]) -> EffectiveMtls:
+        """The mutual TLS mode a workload's sidecar enforces inbound (per port where its
+        workload policy says so), composed as istiod."""
+        if not self._peer_authentications:
+            return EffectiveMtls()
+        return compose(self.peer_authentications_for(namespace, labels), namespace)
+
+    def namespace_mtls_mode(self, namespace: str) -> MtlsMode:
+        """istiod's GetNamespaceMutualTLSMode (namespace, else mesh policy; UNSET if none)."""
+        policies = [
+            p
+            for ns in dict.fromkeys((namespace, ROOT_NAMESPACE))
+            for p in self._peer_authentications.get(ns, ())
+        ]
+        return namespace_mode(policies, namespace)
+
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Sidecar | None:
         """As istiod: a Sidecar in the workload's namespace whose selector matches, else the one
         there without a selector, else the root namespace's default."""
@@ -729,6 +791,8 @@ class PushContext:
                             labels=pod.meta.labels if pod else {},
                             service_account=pod.service_account if pod else "",
                             pod=f"{pod.meta.namespace}/{pod.meta.name}" if pod else "",
+                            mesh_mtls=pod is not None
+                            and self.takes_mesh_mtls(pod.meta.namespace, pod.meta.labels, target),
                         ),
                     )
         for endpoint in self._service_workloads(service, port, labels):
@@ -770,7 +834,7 @@ class PushContext:
             else:
                 number = workload.ports.get(port.name) if port.name else None
                 number = number or port.target_port
-            out.append(_workload_endpoint(workload, workload.address, number))
+            out.append(self._workload_endpoint(workload, workload.address, number))
         return out
 
     def service_accounts(self, service: Service, trust_domain: str) -> tuple[str, ...]:
@@ -786,6 +850,18 @@ class PushContext:
                     ns = (ep.pod or ep.workload_entry).partition("/")[0] or service.namespace
                     accounts.add(f"spiffe://{trust_domain}/ns/{ns}/sa/{ep.service_account}")
         return tuple(sorted(accounts))
+
+    def service_identities(self, service: Service) -> tuple[str, ...]:
+        """`service_accounts` in the mesh's trust domain, recorded as the narrower dependency
+        SERVICE_ACCOUNTS: a cluster verifying these identities is rebuilt when the set changes
+        (push.identities), not on every endpoint change."""
+        record(SERVICE_ACCOUNTS, service.namespace, service.name)
+        with unrecorded():
+            return self._memo(
+                "identities",
+                self.hostname(service),
+                lambda: self.service_accounts(service, self.trust_domain),
+            )
 
     def workload_entry_services(self, workload: WorkloadEntry) -> list[Service]:
         """The services whose endpoints this WorkloadEntry is (or would be) among: Kubernetes
@@ -832,6 +908,9 @@ class PushContext:
                     service_account=ep.service_account,
                     pod="",
                     weight=ep.weight,
+                    mesh_mtls=self.takes_mesh_mtls(
+                        entry.namespace, ep.labels, ep.ports.get(port.name, target)
+                    ),
                 )
                 for ep in entry.endpoints
                 if all(ep.labels.get(k) == v for k, v in selector.items())
@@ -841,11 +920,32 @@ class PushContext:
         else:
             dns = entry.resolution.startswith("DNS")
             out = [
-                _workload_endpoint(w, w.address, w.ports.get(port.name, target))
+                self._workload_endpoint(w, w.address, w.ports.get(port.name, target))
                 for w in self.workload_entries_in(entry.namespace)
                 if (dns or w.is_ip) and all(w.labels.get(k) == v for k, v in selector.items())
             ]
         return sorted(out, key=lambda e: (e.address, e.port))
+
+    def _workload_endpoint(
+        self, workload: WorkloadEntry, address: str, port: int
+    ) -> ServiceEndpoint:
+        return ServiceEndpoint(
+            address=address,
+            port=port,
+            locality=Locality.parse(workload.locality),
+            labels=workload.labels,
+            service_account=workload.service_account,
+            pod="",
+            weight=workload.weight,
+            workload_entry=f"{workload.namespace}/{workload.meta.name}",
+            mesh_mtls=self.takes_mesh_mtls(workload.namespace, workload.labels, port),
+        )
+
+    def takes_mesh_mtls(self, namespace: str, labels: Mapping[str, str], port: int) -> bool:
+        """Whether auto mTLS may use TLS to this workload port (istiod's mtlsChecker)."""
+        if labels.get(TLS_MODE_LABEL) != ISTIO_TLS_MODE:
+            return False
+        return self.effective_mtls(namespace, labels).for_port(port) != MtlsMode.DISABLE
 
     def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> list[Service]:
         """Services in `namespace` whose non-empty selector matches these workload labels."""
@@ -866,19 +966,6 @@ def _put(index: dict[Any, Any], key: Any, obj: Any) -> None:
         index.pop(key, None)
     else:
         index[key] = obj
-
-
-def _workload_endpoint(workload: WorkloadEntry, address: str, port: int) -> ServiceEndpoint:
-    return ServiceEndpoint(
-        address=address,
-        port=port,
-        locality=Locality.parse(workload.locality),
-        labels=workload.labels,
-        service_account=workload.service_account,
-        pod="",
-        weight=workload.weight,
-        workload_entry=f"{workload.namespace}/{workload.meta.name}",
-    )
 
 
 def _export_key(dr: DestinationRule) -> frozenset[str]:

@@ -12,7 +12,8 @@ cache.STRUCTURAL).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,9 @@ from istiolite.model.meta import ObjectKey
 ANY = "*"
 # The endpoints of Service (namespace, name): its EndpointSlices.
 SERVICE_ENDPOINTS = "ServiceEndpoints"
+# The identities (service accounts) of a Service's endpoints: changes only when that set does,
+# so the clusters verifying them are not rebuilt by every endpoint change (push.identities).
+SERVICE_ACCOUNTS = "ServiceAccounts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,17 @@ def record(kind: str, namespace: str = ANY, name: str = ANY) -> None:
     found = current_recording.get()
     if found is not None:
         found.deps.add(Dep(kind, namespace, name))
+
+
+@contextmanager
+def unrecorded() -> Iterator[None]:
+    """Reads inside are not recorded: for a value whose own, narrower dependency the caller
+    records instead (SERVICE_ACCOUNTS)."""
+    token = current_recording.set(None)
+    try:
+        yield
+    finally:
+        current_recording.reset(token)
 
 
 def record_child(key: Hashable) -> None:

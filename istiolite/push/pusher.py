@@ -23,6 +23,7 @@ from istiolite.model.store import ChangeSet, ConfigStore
 from istiolite.push.cache import Invalidation, ResourceCache
 from istiolite.push.context import ConfigWarning, PushContext
 from istiolite.push.dependencies import changed_deps
+from istiolite.push.identities import identity_deps
 from istiolite.push.request import PushRequest
 
 log = get_logger("push")
@@ -97,7 +98,10 @@ class Pusher:
         old_ctx, old_snapshot = self.context, self._snapshot
         snapshot = self._store.snapshot()
         ctx = old_ctx.derive(snapshot, keys, old_snapshot, version=self._version())
-        invalidation = self._cache.advance(old_ctx, ctx, changed_deps(keys, old_snapshot, snapshot))
+        deps = changed_deps(keys, old_snapshot, snapshot)
+        if ctx.services is old_ctx.services:  # derived: only endpoints and the like changed
+            deps |= identity_deps(old_ctx, ctx, keys, old_snapshot, snapshot)
+        invalidation = self._cache.advance(old_ctx, ctx, deps)
         request = decide(keys, invalidation, started=first_seen)
         build_seconds = time.perf_counter() - started
         metrics.CONTEXT_INIT.observe(build_seconds)

@@ -11,7 +11,6 @@ import pytest
 from istiolite.cli import main
 from istiolite.model.destinationrule import ClientTls, parse_destination_rule
 from istiolite.model.validation import ValidationError
-from tests.support.objects import context, service
 
 WHERE = "spec.trafficPolicy.tls"
 
@@ -220,7 +219,7 @@ def test_merge_as_istio() -> None:
     assert v1_port is not None and v1_port.tls is not None and v1_port.tls.mode == "MUTUAL"
 
 
-def test_istio_mutual_is_listed_as_unapplied() -> None:
+def test_istio_mutual_is_applied_so_not_listed_as_unapplied() -> None:
     dr = parse_destination_rule(
         rule(
             {
@@ -242,26 +241,14 @@ def test_istio_mutual_is_listed_as_unapplied() -> None:
             }
         )
     )
-    assert [f for f, _ in dr.unapplied()] == [
-        "spec.trafficPolicy.tls.mode",
-        "spec.trafficPolicy.portLevelSettings[1].tls.mode",
-        "spec.subsets[1].trafficPolicy.tls.mode",
-    ]
-    assert all("not applied yet" in message for _, message in dr.unapplied())
+    assert dr.unapplied() == []
     assert (
         parse_destination_rule(rule({"trafficPolicy": {"tls": {"mode": "SIMPLE"}}})).unapplied()
         == []
     )
 
 
-def test_istio_mutual_is_a_warning_of_the_push_context() -> None:
-    ctx = context(service("db", "shop"), rule({"trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}))
-    [warning] = [w for w in ctx.reference_warnings() if w.object.startswith("DestinationRule")]
-    assert warning.object == "DestinationRule shop/db"
-    assert warning.field == "spec.trafficPolicy.tls.mode"
-
-
-def test_validate_prints_the_istio_mutual_warning_and_succeeds(
+def test_validate_accepts_istio_mutual_without_a_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "rule.yaml"
@@ -271,9 +258,7 @@ def test_validate_prints_the_istio_mutual_warning_and_succeeds(
         "spec:\n  host: db\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n"
     )
     assert main(["validate", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "warning: DestinationRule shop/db: spec.trafficPolicy.tls.mode:" in out
-    assert "accepted but not applied yet" in out
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_validate_rejects_mutual_without_a_key(

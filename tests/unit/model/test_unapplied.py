@@ -236,8 +236,6 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("Gateway", "spec.servers[1].tls.caCrl", "/etc/certs/crl.pem", NOT_YET),
     ("Gateway", "spec.servers[1].tls.verifyCertificateSpki", ["2hq1aFfGmBKp5Ckg8ooi="], NOT_YET),
     ("Gateway", "spec.servers[1].tls.verifyCertificateHash", ["AB:CD:EF"], NOT_YET),
-    ("ServiceEntry", "spec.location", "MESH_INTERNAL", NOT_YET),
-    ("ServiceEntry", "spec.subjectAltNames", ["spiffe://partner/sa/api"], NOT_YET),
     ("ServiceEntry", "spec.endpoints[0].network", "external", NOT_YET),
     ("WorkloadEntry", "spec.network", "vm-net", NOT_YET),
     ("Sidecar", "spec.ingress[0].connectionPool.tcp.idleTimeout", "1m", NOT_YET),
@@ -400,8 +398,6 @@ def test_the_list_per_kind() -> None:
         ],
         "ServiceEntry": [
             "endpoints.network",
-            "location",
-            "subjectAltNames",
         ],
         "Sidecar": [
             "inboundConnectionPool.http.maxConcurrentStreams",
@@ -413,6 +409,7 @@ def test_the_list_per_kind() -> None:
             "ingress.tls.verifyCertificateSpki",
         ],
         "WorkloadEntry": ["network"],
+        "PeerAuthentication": [],
     }
 
 
@@ -431,6 +428,9 @@ def test_the_list_per_kind() -> None:
             False,
         ),
         ("ServiceEntry", "spec.location", "MESH_EXTERNAL"),
+        # Applied since mesh mTLS (auto mTLS, the SANs it verifies).
+        ("ServiceEntry", "spec.location", "MESH_INTERNAL"),
+        ("ServiceEntry", "spec.subjectAltNames", ["spiffe://partner/sa/api"]),
         # Null or empty: as if not written.
         ("VirtualService", "spec.tcp[0].match[0].destinationSubnets", []),
         ("VirtualService", "spec.tls[0].match[0].sourceLabels", {}),
@@ -516,14 +516,13 @@ def test_rules_shadowed_for_their_host_are_reported_too() -> None:
     second["spec"]["trafficPolicy"]["tls"] = {"mode": "ISTIO_MUTUAL"}
     objects = [(w.object, w.field) for w in unapplied_warnings(context(first, second))]
     assert objects == [
-        ("DestinationRule shop/reviews-2", "spec.trafficPolicy.tls.mode"),
         ("DestinationRule shop/reviews", "spec.trafficPolicy.retryBudget"),
         ("DestinationRule shop/reviews-2", "spec.trafficPolicy.retryBudget"),
     ]
 
 
 @pytest.mark.parametrize("mode", ["ISTIO_MUTUAL", "AUTO_PASSTHROUGH"])
-def test_gateway_servers_waiting_for_the_mesh_ca_are_left_out_with_a_warning(mode: str) -> None:
+def test_gateway_servers_with_mesh_tls_modes_are_served_without_a_warning(mode: str) -> None:
     raw = base("Gateway")
     raw["spec"]["servers"].append(
         {
@@ -533,17 +532,9 @@ def test_gateway_servers_waiting_for_the_mesh_ca_are_left_out_with_a_warning(mod
         }
     )
     ctx = context(raw)
-    assert unapplied_warnings(ctx) == [
-        ConfigWarning(
-            "Gateway istio-system/public",
-            "spec.servers[2].tls.mode",
-            f"{mode} is accepted but not applied yet: this server is left out until the mesh "
-            "CA exists",
-            unapplied=True,
-        )
-    ]
+    assert unapplied_warnings(ctx) == []
     served = bound_servers(ctx, "istio-system", {"istio": "ingressgateway"})
-    assert all(port != 15443 for _, port in served)
+    assert ("0.0.0.0", 15443) in served
     assert ("0.0.0.0", 80) in served  # the other servers stay
 
 

@@ -25,6 +25,7 @@ from tests.unit.networking.helpers import (
     listeners,
     router,
     routes,
+    tcp_proxy,
 )
 
 GW_NS = "istio-system"
@@ -384,7 +385,7 @@ def test_bind_address_names_the_listener_and_the_route() -> None:
     assert "http.8080.127.0.0.1" in routes(ctx, router())
 
 
-def test_servers_not_translated_yet_are_left_out() -> None:
+def test_auto_passthrough_routes_mesh_sni_to_the_named_cluster() -> None:
     ctx = mesh(
         gateway(
             http(),
@@ -393,15 +394,39 @@ def test_servers_not_translated_yet_are_left_out() -> None:
                 "hosts": ["*.local"],
                 "tls": {"mode": "AUTO_PASSTHROUGH"},
             },
+        )
+    )
+    found = listener(ctx, "0.0.0.0_15443")
+    assert [f.name for f in found.listener_filters] == [INSPECTOR]
+    by_sni = {tuple(c.filter_chain_match.server_names): tcp_proxy(c) for c in found.filter_chains}
+    sni = ("outbound_.80_._.hello.web.svc.cluster.local",)
+    assert set(by_sni) == {sni}
+    proxy = by_sni[sni]
+    assert proxy is not None and proxy.cluster == HELLO
+    assert not found.filter_chains[0].HasField("transport_socket")  # still encrypted: passed on
+
+
+def test_istio_mutual_server_terminates_with_the_mesh_certificate() -> None:
+    ctx = mesh(
+        gateway(
             {
                 "port": {"number": 8443, "name": "https-istio", "protocol": "HTTPS"},
                 "hosts": ["*"],
                 "tls": {"mode": "ISTIO_MUTUAL"},
-            },
+            }
         )
     )
-    assert set(listeners(ctx, router())) == {"0.0.0.0_80"}
-    assert set(routes(ctx, router())) == {"http.80"}
+    (chain,) = listener(ctx, "0.0.0.0_8443").filter_chains
+    context = tls_pb2.DownstreamTlsContext()
+    chain.transport_socket.typed_config.Unpack(context)
+    assert context.require_client_certificate.value is True
+    common = context.common_tls_context
+    assert [s.name for s in common.tls_certificate_sds_secret_configs] == ["default"]
+    assert common.tls_certificate_sds_secret_configs[0].sds_config == ADS
+    validation = common.combined_validation_context.validation_context_sds_secret_config
+    assert validation.name == "ROOTCA" and validation.sds_config == ADS
+    manager = http_manager(chain)
+    assert manager is not None and manager.rds.route_config_name.startswith("https.8443.")
 
 
 def test_server_port_of_the_gateway_service_listens_on_its_target_port() -> None:
