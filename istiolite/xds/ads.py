@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -293,7 +294,12 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: igno
                 conn.inbound_room.release()
                 if conn.proxy is None:
                     # The node's claim is checked before anything is generated for it.
-                    secrets.identify(conn.stream.identify(item))
+                    proxy = conn.stream.identify(item)
+                    secrets.identify(proxy)
+                    if secrets.identity is not None and self.workload_certs is not None:
+                        # It will hold a mesh certificate: auto-mTLS and PERMISSIVE mTLS
+                        # chains are generated only for such proxies (networking/mtls.py).
+                        conn.stream.proxy = dataclasses.replace(proxy, mesh_mtls=True)
                 await secrets.prepare(item)
                 started = time.perf_counter()
                 responses = conn.stream.on_request(item, self.context)

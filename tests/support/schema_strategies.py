@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from istiolite.model import schema
+from istiolite.model import kinds, schema
 from istiolite.model.schema import MapOf, Msg
 
 SA = st.SearchStrategy[Any]
@@ -437,7 +437,7 @@ def istio_object(kind: str) -> SA:
     )
     return targets.flatmap(lambda target: message(spec, 0, target)).map(
         lambda body: {
-            "apiVersion": "networking.istio.io/v1",
+            "apiVersion": f"{KIND_GROUPS[kind]}/v1",
             "kind": kind,
             "metadata": {"name": "fuzz", "namespace": "default"},
             "spec": body,
@@ -446,3 +446,4 @@ def istio_object(kind: str) -> SA:
 
 
 KINDS = tuple(schema.SPECS)
+KIND_GROUPS = {name: kinds.KINDS[name].group for name in KINDS}
