@@ -413,6 +413,7 @@ def test_the_list_per_kind() -> None:
             "ingress.tls.verifyCertificateSpki",
         ],
         "WorkloadEntry": ["network"],
+        "AuthorizationPolicy": [],
     }
 
 
