@@ -397,7 +397,10 @@ spec:
         notIpBlocks: [10.9.0.1]
         remoteIpBlocks: [192.0.2.0/24]
         notRemoteIpBlocks: [192.0.2.7]
-    - source: {serviceAccounts: [shop/web], notServiceAccounts: [bot], trustDomains: [cluster.local]}
+    - source:
+        serviceAccounts: [shop/web]
+        notServiceAccounts: [bot]
+        trustDomains: [cluster.local]
     to:
     - operation:
         hosts: [api.shop]
