@@ -9,6 +9,7 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as tcp_rbac_pb2
 from google.protobuf import json_format
 
 from istiolite.model.authorization_policy import AuthorizationPolicy, parse_authorization_policy
+from istiolite.model.meta import ObjectKey
 from istiolite.networking.authz import (
     authz_filters,
     authz_key,
@@ -250,8 +251,6 @@ def test_policies_that_apply_to_a_workload_and_the_cache_key() -> None:
         parse({"selector": {"matchLabels": {"app": "web"}}, "rules": [{}]}, name="web"),
         parse({"action": "DENY", "rules": [{}]}, name="other", namespace="billing"),
     ):
-        from istiolite.model.meta import ObjectKey
-
         objects[ObjectKey("AuthorizationPolicy", p.namespace, p.meta.name)] = p
     ctx = PushContext(objects, domain="cluster.local", version="1")
     assert authz_key(ctx, "shop", {"app": "api"}) == ("istio-system/mesh", "shop/api")
