@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from istiolite.model.authorization_policy import parse_authorization_policy
 from istiolite.model.destinationrule import parse_destination_rule
 from istiolite.model.endpointslice import parse_endpointslice
 from istiolite.model.gateway import parse_gateway
@@ -23,6 +24,7 @@ from istiolite.model.workloadentry import parse_workload_entry
 
 # Istio serves its networking API under all three versions, with the same schema.
 _ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+_SECURITY_VERSIONS = ("v1", "v1beta1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,14 @@ KINDS: dict[str, Kind] = {
             "PeerAuthentication",
             True,
             parse_peer_authentication,
+        ),
+        # security.istio.io serves v1 and v1beta1 with one schema.
+        Kind(
+            "security.istio.io",
+            _SECURITY_VERSIONS,
+            "AuthorizationPolicy",
+            True,
+            parse_authorization_policy,
         ),
     )
 }

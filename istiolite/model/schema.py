@@ -438,6 +438,58 @@ PEER_AUTHENTICATION = Msg(
     portLevelMtls=MapOf(_PEER_MTLS),
 )
 
+# --- AuthorizationPolicy (security.istio.io) ------------------------------------------------
+
+_POLICY_TARGET_REF = Msg("PolicyTargetReference", group=S, kind=S, name=S, namespace=S)
+AUTHORIZATION_POLICY = Msg(
+    "AuthorizationPolicy",
+    selector=TYPE_WORKLOAD_SELECTOR,
+    targetRef=_POLICY_TARGET_REF,
+    targetRefs=_POLICY_TARGET_REF,
+    action=S,
+    provider=Msg("ExtensionProvider", name=S),
+    rules=Msg(
+        "Rule",
+        **{
+            "from": Msg(
+                "Rule.From",
+                source=Msg(
+                    "Source",
+                    principals=S,
+                    notPrincipals=S,
+                    requestPrincipals=S,
+                    notRequestPrincipals=S,
+                    namespaces=S,
+                    notNamespaces=S,
+                    serviceAccounts=S,
+                    notServiceAccounts=S,
+                    trustDomains=S,
+                    notTrustDomains=S,
+                    ipBlocks=S,
+                    notIpBlocks=S,
+                    remoteIpBlocks=S,
+                    notRemoteIpBlocks=S,
+                ),
+            ),
+            "to": Msg(
+                "Rule.To",
+                operation=Msg(
+                    "Operation",
+                    hosts=S,
+                    notHosts=S,
+                    ports=S,
+                    notPorts=S,
+                    methods=S,
+                    notMethods=S,
+                    paths=S,
+                    notPaths=S,
+                ),
+            ),
+            "when": Msg("Condition", key=S, values=S, notValues=S),
+        },
+    ),
+)
+
 # --- the objects -----------------------------------------------------------------------------
 
 # ObjectMeta: only its own keys are checked (managedFields, ownerReferences … are not descended).
@@ -468,6 +520,7 @@ SPECS: dict[str, Msg] = {
     "Sidecar": SIDECAR,
     "WorkloadEntry": WORKLOAD_ENTRY,
     "PeerAuthentication": PEER_AUTHENTICATION,
+    "AuthorizationPolicy": AUTHORIZATION_POLICY,
 }
 
 # status is written by Istio's controllers (conditions, validationMessages …): allowed, unchecked.

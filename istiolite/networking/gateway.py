@@ -3,7 +3,7 @@ the VirtualServices bound to those Gateways, named and merged as istiod does."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -12,11 +12,15 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
 
 from istiolite.logs import get_logger
 from istiolite.model.gateway import Gateway, Server
 from istiolite.model.protocol import Protocol
 from istiolite.model.virtualservice import VirtualService
+from istiolite.networking.authz import gateway_rbac_filters
 from istiolite.networking.filters import http_connection_manager, tcp_proxy, tls_inspector
 from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.http_route import http_routes
@@ -239,24 +243,34 @@ def _l4_chains(
     return chains
 
 
-def _https_chain(bound: BoundServer, stat_prefix: str) -> lc.FilterChain:
+def _https_chain(
+    bound: BoundServer, stat_prefix: str, policy: Sequence[hcm.HttpFilter] = ()
+) -> lc.FilterChain:
     assert bound.server.tls is not None
     return lc.FilterChain(
         filter_chain_match=lc.FilterChainMatch(server_names=_sni_hosts(bound.server)),
         transport_socket=_server_tls(bound.server),
         filters=[
             http_connection_manager(
-                bound.server.name or stat_prefix, rds_name=bound.route_name, use_remote_address=True
+                bound.server.name or stat_prefix,
+                rds_name=bound.route_name,
+                use_remote_address=True,
+                policy_filters=policy,
             )
         ],
     )
 
 
 def _server_chains(
-    ctx: PushContext, b: BoundServer, port: int, namespace: str, stat_prefix: str
+    ctx: PushContext,
+    b: BoundServer,
+    port: int,
+    namespace: str,
+    labels: Mapping[str, str],
+    stat_prefix: str,
 ) -> list[lc.FilterChain]:
     if b.server.terminates_https:
-        return [_https_chain(b, stat_prefix)]
+        return [_https_chain(b, stat_prefix, gateway_rbac_filters(ctx, namespace, labels))]
     if b.server.tls is not None and b.server.tls.mode == "AUTO_PASSTHROUGH":
         return _auto_passthrough_chains(ctx, b.server, namespace)
     return _l4_chains(ctx, b, port, namespace)
@@ -277,7 +291,11 @@ def gateway_listeners(
                 lc.FilterChain(
                     filters=[
                         http_connection_manager(
-                            stat_prefix, rds_name=bound[0].route_name, use_remote_address=True
+                            stat_prefix,
+                            rds_name=bound[0].route_name,
+                            use_remote_address=True,
+                            # AuthorizationPolicies selecting the gateway (RBAC)
+                            policy_filters=gateway_rbac_filters(ctx, namespace, labels),
                         )
                     ]
                 )
@@ -289,7 +307,7 @@ def gateway_listeners(
         taken: set[str] = set()
         for b in bound:
             chains = guarded(
-                partial(_server_chains, ctx, b, port, namespace, stat_prefix),
+                partial(_server_chains, ctx, b, port, namespace, labels, stat_prefix),
                 object_name("Gateway", b.gateway),
                 field=f"servers[{b.server.name or port}]",
                 dropped=f"its filter chains on listener {name}",

@@ -18,6 +18,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from istiolite.model.proxy import Proxy
+from istiolite.networking.authz import authz_filters, authz_key
+from istiolite.networking.workload import proxy_labels
 from istiolite.push.context import PushContext
 
 
@@ -34,9 +36,13 @@ NO_POLICY = InboundPolicy()
 
 def inbound_policy(ctx: PushContext, proxy: Proxy, target_port: int) -> InboundPolicy:
     """The policy filters for one inbound port of `proxy`."""
-    return NO_POLICY
+    # AuthorizationPolicy -> RBAC (the same filters on every port: rules match ports).
+    authz = authz_filters(ctx, proxy.namespace, proxy_labels(ctx, proxy))
+    return InboundPolicy(http_filters=(*authz.http,), tcp_filters=(*authz.tcp,))
 
 
 def inbound_policy_key(ctx: PushContext, proxy: Proxy) -> Hashable:
     """What, besides the proxy's shape, decides its inbound policies (part of the LDS key)."""
-    return ()
+    # AuthorizationPolicy: which policies select the workload.
+    authz = authz_key(ctx, proxy.namespace, proxy_labels(ctx, proxy))
+    return (authz,)

@@ -10,7 +10,9 @@ TYPE_PREFIX = "type.googleapis.com/"
 
 def pack(msg: message.Message) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(msg, type_url_prefix="type.googleapis.com/")
+    # Deterministic: a map inside (RBAC policies, metadata) must serialize the same way every
+    # time, or the resource's version hash changes with no change in content.
+    packed.Pack(msg, type_url_prefix="type.googleapis.com/", deterministic=True)
     return packed
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from istiolite.model.authorization_policy import AuthorizationPolicy
 from istiolite.model.destinationrule import DestinationRule, Subset
 from istiolite.model.endpointslice import EndpointSlice
 from istiolite.model.gateway import Gateway
@@ -108,6 +109,7 @@ class PushContext:
         gateways: list[Gateway] = []
         self._secrets: dict[tuple[str, str], Secret] = {}
         peer_authentications: list[PeerAuthentication] = []
+        authorization_policies: list[AuthorizationPolicy] = []
         # Fields set but not translated, per object (found by the schema when it was parsed).
         self._unapplied_fields: list[tuple[ObjectKey, tuple[tuple[str, str], ...]]] = []
         for key, obj in objects.items():
@@ -141,11 +143,19 @@ class PushContext:
                     self._secrets[(key.namespace, key.name)] = obj
                 case "PeerAuthentication":
                     peer_authentications.append(obj)
+                case "AuthorizationPolicy":
+                    authorization_policies.append(obj)
         # PeerAuthentications by namespace, oldest first (files have no creation time:
         # namespace/name order stands in for it, as for the other kinds).
         self._peer_authentications: dict[str, list[PeerAuthentication]] = defaultdict(list)
         for policy in sorted(peer_authentications, key=lambda p: (p.namespace, p.meta.name)):
             self._peer_authentications[policy.namespace].append(policy)
+        # AuthorizationPolicies by namespace (istiod: by creation time; here by name).
+        self._authz: dict[str, list[AuthorizationPolicy]] = defaultdict(list)
+        for authz_policy in sorted(
+            authorization_policies, key=lambda p: (p.namespace, p.meta.name)
+        ):
+            self._authz[authz_policy.namespace].append(authz_policy)
         # ServiceEntry hosts join the registry; a Kubernetes Service keeps a host both declare,
         # and among entries the first by namespace/name wins.
         self._entry_endpoints: dict[str, ServiceEntry] = {}
@@ -294,6 +304,58 @@ class PushContext:
         """(name, Secret) of a namespace, by name."""
         record("Secret", namespace, ANY)
         return sorted((n, s) for (ns, n), s in self._secrets.items() if ns == namespace)
+
+    def authorization_policies(
+        self, namespace: str, labels: Mapping[str, str]
+    ) -> tuple[AuthorizationPolicy, ...]:
+        """The AuthorizationPolicies that apply to a workload (istiod's ListAuthorizationPolicies):
+        those of the root namespace and of its own that select it. Recorded per namespace."""
+        out: list[AuthorizationPolicy] = []
+        for ns in dict.fromkeys((ROOT_NAMESPACE, namespace)):
+            record("AuthorizationPolicy", ns, ANY)
+            out.extend(p for p in self._authz.get(ns, ()) if p.applies_to(namespace, labels))
+        return tuple(out)
+
+    def _authorization_warnings(self) -> list[ConfigWarning]:
+        """Policies that select no workload istiolite knows (no Pod or WorkloadEntry with the
+        labels), and what each policy's model found (HTTP-only fields, waypoint targets …)."""
+        out = []
+        for _, policies in sorted(self._authz.items()):
+            for policy in policies:
+                where = f"AuthorizationPolicy {policy.key}"
+                out += [ConfigWarning(where, f, msg) for f, msg in policy.warnings()]
+                message = self._selects_nothing(policy)
+                if message:
+                    field = "spec.targetRefs" if policy.target_refs else "spec.selector"
+                    out.append(ConfigWarning(where, field, message))
+        return out
+
+    def _selects_nothing(self, policy: AuthorizationPolicy) -> str:
+        if not policy.target_refs and not policy.selector:
+            return ""  # the whole namespace (or mesh)
+        workloads = [(ns, pod.meta.labels) for (ns, _), pod in self._pods.items()]
+        workloads += [(w.namespace, w.labels) for w in self.workload_entries]
+        if any(
+            policy.applies_to(ns, labels)
+            for ns, labels in workloads
+            if policy.namespace in (ROOT_NAMESPACE, ns)
+        ):
+            return ""
+        scope = (
+            "any namespace"
+            if policy.namespace == ROOT_NAMESPACE
+            else f"namespace {policy.namespace!r}"
+        )
+        if policy.target_refs:
+            return (
+                f"no Pod in {scope} belongs to a targeted Gateway: the policy applies to no "
+                "workload istiolite knows of"
+            )
+        selector = ",".join(f"{k}={v}" for k, v in sorted((policy.selector or {}).items()))
+        return (
+            f"no Pod or WorkloadEntry in {scope} has the labels {selector}: the policy "
+            "applies only to proxies whose own labels match"
+        )
 
     # --- exportTo (istiod's serviceIndex, virtualServiceIndex, destinationRuleIndex) ---------
 
@@ -641,6 +703,7 @@ class PushContext:
         for gateway in self.gateways:
             where = f"Gateway {gateway.key}"
             out += [ConfigWarning(where, f, m, unapplied=True) for f, m in gateway.unapplied()]
+        out += self._authorization_warnings()
         for key, fields in sorted(
             self._unapplied_fields, key=lambda item: (item[0].kind, item[0].namespace, item[0].name)
         ):

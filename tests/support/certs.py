@@ -10,6 +10,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from istiolite.demo.certs import CertificateAuthority, KeyPair, tls_secret
 
@@ -19,6 +21,7 @@ __all__ = [
     "client_context",
     "revocation_list",
     "server_context",
+    "spiffe_pair",
     "tls_secret",
 ]
 
@@ -40,6 +43,36 @@ def revocation_list(ca: CertificateAuthority, *revoked: KeyPair) -> bytes:
             .build()
         )
     return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def spiffe_pair(ca: CertificateAuthority, uri: str) -> KeyPair:
+    """A workload certificate as the mesh CA makes one: the SPIFFE URI as its only SAN
+    (critical), empty subject, client and server use; for mTLS peers in tests."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=2))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), key_pem)
 
 
 def _load_pair(ctx: ssl.SSLContext, pair: KeyPair) -> None:

@@ -410,6 +410,7 @@ def test_the_list_per_kind() -> None:
         ],
         "WorkloadEntry": ["network"],
         "PeerAuthentication": [],
+        "AuthorizationPolicy": [],
     }
 
 
