@@ -10,6 +10,7 @@ from istiolite.model.destinationrule import parse_destination_rule
 from istiolite.model.endpointslice import parse_endpointslice
 from istiolite.model.gateway import parse_gateway
 from istiolite.model.meta import ObjectKey, ObjectMeta
+from istiolite.model.requestauthentication import parse_request_authentication
 from istiolite.model.schema import check_fields, unapplied_fields
 from istiolite.model.secret import parse_secret
 from istiolite.model.service import parse_service
@@ -22,6 +23,8 @@ from istiolite.model.workloadentry import parse_workload_entry
 
 # Istio serves its networking API under all three versions, with the same schema.
 _ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+# ... and its security API under two.
+_SECURITY_VERSIONS = ("v1", "v1beta1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,13 @@ KINDS: dict[str, Kind] = {
         Kind("networking.istio.io", _ISTIO_VERSIONS, "Sidecar", True, parse_sidecar),
         Kind("networking.istio.io", _ISTIO_VERSIONS, "Gateway", True, parse_gateway),
         Kind("networking.istio.io", _ISTIO_VERSIONS, "WorkloadEntry", True, parse_workload_entry),
+        Kind(
+            "security.istio.io",
+            _SECURITY_VERSIONS,
+            "RequestAuthentication",
+            True,
+            parse_request_authentication,
+        ),
     )
 }
 

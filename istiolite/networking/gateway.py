@@ -12,6 +12,9 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm,
+)
 
 from istiolite.logs import get_logger
 from istiolite.model.gateway import Gateway, Server
@@ -19,6 +22,7 @@ from istiolite.model.virtualservice import VirtualService
 from istiolite.networking.filters import http_connection_manager, tcp_proxy, tls_inspector
 from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.http_route import http_routes
+from istiolite.networking.inbound_policy import gateway_http_policy
 from istiolite.networking.names import listener_name
 from istiolite.networking.tcp_route import TcpTarget, guarded_l4_target
 from istiolite.networking.tls_context import downstream_tls_context, transport_socket
@@ -198,24 +202,34 @@ def _l4_chains(
     return chains
 
 
-def _https_chain(bound: BoundServer, stat_prefix: str) -> lc.FilterChain:
+def _https_chain(
+    bound: BoundServer, stat_prefix: str, policy: tuple[hcm.HttpFilter, ...]
+) -> lc.FilterChain:
     assert bound.server.tls is not None
     return lc.FilterChain(
         filter_chain_match=lc.FilterChainMatch(server_names=_sni_hosts(bound.server)),
         transport_socket=transport_socket(downstream_tls_context(bound.server.tls)),
         filters=[
             http_connection_manager(
-                bound.server.name or stat_prefix, rds_name=bound.route_name, use_remote_address=True
+                bound.server.name or stat_prefix,
+                rds_name=bound.route_name,
+                use_remote_address=True,
+                policy_filters=policy,
             )
         ],
     )
 
 
 def _server_chains(
-    ctx: PushContext, b: BoundServer, port: int, namespace: str, stat_prefix: str
+    ctx: PushContext,
+    b: BoundServer,
+    port: int,
+    namespace: str,
+    stat_prefix: str,
+    policy: tuple[hcm.HttpFilter, ...],
 ) -> list[lc.FilterChain]:
     if b.server.terminates_https:
-        return [_https_chain(b, stat_prefix)]
+        return [_https_chain(b, stat_prefix, policy)]
     return _l4_chains(ctx, b, port, namespace)
 
 
@@ -223,6 +237,8 @@ def gateway_listeners(
     ctx: PushContext, namespace: str, labels: Mapping[str, str]
 ) -> list[listener_pb2.Listener]:
     listeners = []
+    # Authentication and authorization ahead of the HTTP routes (inbound_policy).
+    policy = gateway_http_policy(ctx, namespace, labels)
     for (bind, port), bound in sorted(bound_servers(ctx, namespace, labels).items()):
         name = listener_name(bind, port)
         listener = listener_pb2.Listener(
@@ -234,7 +250,10 @@ def gateway_listeners(
                 lc.FilterChain(
                     filters=[
                         http_connection_manager(
-                            stat_prefix, rds_name=bound[0].route_name, use_remote_address=True
+                            stat_prefix,
+                            rds_name=bound[0].route_name,
+                            use_remote_address=True,
+                            policy_filters=policy,
                         )
                     ]
                 )
@@ -246,7 +265,7 @@ def gateway_listeners(
         taken: set[str] = set()
         for b in bound:
             chains = guarded(
-                partial(_server_chains, ctx, b, port, namespace, stat_prefix),
+                partial(_server_chains, ctx, b, port, namespace, stat_prefix, policy),
                 object_name("Gateway", b.gateway),
                 field=f"servers[{b.server.name or port}]",
                 dropped=f"its filter chains on listener {name}",
