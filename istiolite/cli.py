@@ -94,6 +94,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "loopback/Unix peers, for the Secrets a proxy's own Gateways and DestinationRules name",
     )
     p.add_argument(
+        "--jwks-refresh-interval",
+        type=float,
+        default=float(env_default("JWKS_REFRESH_INTERVAL", str(20 * 60))),
+        metavar="SECONDS",
+        help="how often the key sets of RequestAuthentication jwksUris are fetched again "
+        "(istiod: 20 minutes); a failed fetch is retried sooner, with backoff",
+    )
+    p.add_argument(
         "--log-format", choices=("json", "console"), default=env_default("LOG_FORMAT", "json")
     )
     p.add_argument(
@@ -139,6 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         debug_on_http=args.debug_on_http,
         dev_plaintext_sds=args.dev_plaintext_sds,
+        jwks_refresh_interval=max(0.1, args.jwks_refresh_interval),
     )
 
     async def main() -> None:

@@ -29,6 +29,7 @@ from istiolite.push.errors import GenerationError
 from istiolite.push.pusher import Pusher
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
+from istiolite.sources.jwks import JwksFetcher
 from istiolite.xds import reflection
 from istiolite.xds.ads import AdsService, Connection, _without_secrets
 from istiolite.xds.csds import CsdsService
@@ -55,6 +56,7 @@ class Istiolite:
         self.settings = settings
         self.store = ConfigStore()
         self.files = FileSource(settings.config_dirs, self.store)
+        self.jwks = JwksFetcher(self.store, refresh_interval=settings.jwks_refresh_interval)
         self.cache = ResourceCache()
         self.generator = ConfigGenerator(self.cache)
         # Key material on this plaintext port only in the development mode (and then only to
@@ -131,6 +133,9 @@ class Istiolite:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.files.load_all()
+        # The keys of the jwksUris the config names, before the startup push (bounded wait).
+        await self.jwks.first_round()
+        self.store.subscribe(self.jwks.on_change)
         # Subscribed after the initial load: that load is the startup push, not a change.
         self.store.subscribe(lambda changes: self.debouncer.add((time.monotonic(), changes)))
         self.pusher.start()
@@ -172,6 +177,7 @@ class Istiolite:
         tasks = [
             asyncio.create_task(self.debouncer.run(), name="debounce"),
             asyncio.create_task(self.files.run(stop), name="files"),
+            asyncio.create_task(self.jwks.run(stop), name="jwks"),
         ]
         try:
             await stop.wait()

@@ -40,3 +40,5 @@ class Settings:
     debug_on_http: str = "local"
     # Development only: SDS key material on the plaintext gRPC port (to loopback/Unix peers).
     dev_plaintext_sds: bool = False
+    # RequestAuthentication jwksUri key sets: refreshed this often (istiod: 20 minutes).
+    jwks_refresh_interval: float = 20 * 60.0
