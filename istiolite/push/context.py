@@ -674,15 +674,14 @@ class PushContext:
                         )
                         out.append(ConfigWarning(where, f"spec.jwtRules[{i}]", message))
                         continue
+                    # Not fetched (yet, or offline: validate, render): nothing to report.
                     found = self._jwks.get(rule.jwks_uri)
-                    if found is None or (not found.keys and not found.error):
-                        message = "the key set is not fetched yet; tokens are rejected (401)"
-                    elif found.error and found.keys:
-                        message = f"fetching failed ({found.error}); the last good keys are used"
-                    elif found.error:
-                        message = f"fetching failed ({found.error}); tokens are rejected (401)"
-                    else:
+                    if found is None or not found.error:
                         continue
+                    if found.keys:
+                        message = f"fetching failed ({found.error}); the last good keys are used"
+                    else:
+                        message = f"fetching failed ({found.error}); tokens are rejected (401)"
                     out.append(ConfigWarning(where, field, message))
         return out
 

@@ -226,3 +226,22 @@ def test_a_fetched_key_set_change_drops_only_the_listeners_that_inline_it() -> N
     )
     assert config is not None
     assert config.providers["origins-0"].local_jwks.inline_string == jwks(KEY)
+
+
+def test_fetch_failures_and_missing_keys_are_config_warnings() -> None:
+    raws = objects.parse(
+        policy("jwt", "default", None, {"issuer": "i", "jwksUri": URI}, {"issuer": "bare"})
+    )
+    offline = PushContext(raws, domain="cluster.local", version="1")
+    # Offline (validate, render) nothing is fetched: only the rule without keys is reported.
+    assert [(w.field, "OpenID" in w.message) for w in offline.reference_warnings()] == [
+        ("spec.jwtRules[1]", True)
+    ]
+    for keys, says in (("", "tokens are rejected (401)"), (jwks(KEY), "last good keys")):
+        failed = JwksKeySet(ObjectMeta(URI, ""), URI, keys=keys, error="status 503")
+        ctx = PushContext(
+            {**raws, ObjectKey(JWKS_KIND, "", URI): failed}, domain="cluster.local", version="2"
+        )
+        [warning] = [w for w in ctx.reference_warnings() if w.field.endswith("jwksUri")]
+        assert warning.object == "RequestAuthentication default/jwt"
+        assert "status 503" in warning.message and says in warning.message
