@@ -22,6 +22,7 @@ from tests.support.processes import (
     dump_section,
     http_get,
     sidecar_envoy,
+    start_gateway_mesh,
     stop_all,
 )
 from tests.support.wait import wait_for
@@ -204,3 +205,61 @@ def test_key_server_down_at_start_and_bad_policies_stay_contained(
     assert ("RequestAuthentication default/bad-jwks", "spec.jwtRules[0].jwks") in rejected
     assert ("RequestAuthentication default/bad-uri", "spec.jwtRules[0].jwksUri") in rejected
     _no_rejections(envoy)
+
+
+def test_gateway_verifies_tokens_before_routing(tmp_path: Path) -> None:
+    """A policy selecting the ingress gateway's pods: jwt_authn on its HTTP server."""
+    key, stranger = SigningKey("ES256"), SigningKey("ES256")
+    gateway_port, app_port = free_port(), free_port()
+    app = EchoServer("127.0.0.1", app_port, "hello-1").start()
+    config = tmp_path / "config"
+    config.mkdir()
+    edge = request_authentication(
+        "edge", {"issuer": INLINE_ISSUER, "jwks": jwks(key), "fromParams": ["token"]}
+    )
+    edge["metadata"]["namespace"] = "istio-system"
+    edge["spec"]["selector"] = {"matchLabels": {"istio": "ingressgateway"}}
+    mesh.write(
+        config / "mesh.yaml",
+        mesh.service("hello", "web", 80, target_port=app_port),
+        mesh.endpoint_slice("hello", "web", app_port, ["127.0.0.1"]),
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "web-gw", "namespace": "istio-system"},
+            "spec": {
+                "selector": {"istio": "ingressgateway"},
+                "servers": [
+                    {
+                        "port": {"number": gateway_port, "name": "http", "protocol": "HTTP"},
+                        "hosts": ["hello.example.com"],
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "hello", "namespace": "web"},
+            "spec": {
+                "hosts": ["hello.example.com"],
+                "gateways": ["istio-system/web-gw"],
+                "http": [{"route": [{"destination": {"host": "hello"}}]}],
+            },
+        },
+        edge,
+    )
+    cp = envoy = None
+    try:
+        cp, envoy = start_gateway_mesh([config], tmp_path, namespace="istio-system", delta=True)
+
+        def status(path: str) -> int:
+            return http_request("127.0.0.1", gateway_port, "hello.example.com", path).status
+
+        wait_for(lambda: status("/") == 200, what="gateway routes")
+        assert status(f"/?token={key.sign(claims(INLINE_ISSUER))}") == 200
+        assert status(f"/?token={stranger.sign(claims(INLINE_ISSUER), kid=key.kid)}") == 401
+        _no_rejections(envoy)
+    finally:
+        stop_all(envoy, cp)
+        app.stop()
