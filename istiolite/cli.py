@@ -164,6 +164,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     _add_security(p)
     p.add_argument(
+        "--jwks-refresh-interval",
+        type=float,
+        default=float(env_default("JWKS_REFRESH_INTERVAL", str(20 * 60))),
+        metavar="SECONDS",
+        help="how often the key sets of RequestAuthentication jwksUris are fetched again "
+        "(istiod: 20 minutes); a failed fetch is retried sooner, with backoff",
+    )
+    p.add_argument(
         "--log-format", choices=("json", "console"), default=env_default("LOG_FORMAT", "json")
     )
     p.add_argument(
@@ -218,6 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
         workload_cert_ttl=args.workload_cert_ttl,
         max_workload_cert_ttl=args.max_workload_cert_ttl,
         kubeconfig=args.kubeconfig,
+        jwks_refresh_interval=max(0.1, args.jwks_refresh_interval),
     )
 
     async def main() -> None:

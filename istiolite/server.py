@@ -33,6 +33,7 @@ from istiolite.security.ca import MeshCA
 from istiolite.security.secure_port import SecureFrontEnd, serving_names
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
+from istiolite.sources.jwks import JwksFetcher
 from istiolite.sources.kube.client import KubeClient
 from istiolite.xds import reflection
 from istiolite.xds.ads import AdsService, Connection
@@ -61,6 +62,7 @@ class Istiolite:
         self.settings = settings
         self.store = ConfigStore()
         self.files = FileSource(settings.config_dirs, self.store)
+        self.jwks = JwksFetcher(self.store, refresh_interval=settings.jwks_refresh_interval)
         self.cache = ResourceCache()
         self.generator = ConfigGenerator(self.cache)
         # The mesh CA (CAError naming the file when --ca-dir is unusable) and the authenticator
@@ -179,6 +181,9 @@ class Istiolite:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.files.load_all()
+        # The keys of the jwksUris the config names, before the startup push (bounded wait).
+        await self.jwks.first_round()
+        self.store.subscribe(self.jwks.on_change)
         # Subscribed after the initial load: that load is the startup push, not a change.
         self.store.subscribe(lambda changes: self.debouncer.add((time.monotonic(), changes)))
         self.pusher.start()
@@ -231,6 +236,7 @@ class Istiolite:
             asyncio.create_task(self.debouncer.run(), name="debounce"),
             asyncio.create_task(self.files.run(stop), name="files"),
             asyncio.create_task(self.ca.watch(), name="ca-watch"),
+            asyncio.create_task(self.jwks.run(stop), name="jwks"),
         ]
         try:
             await stop.wait()

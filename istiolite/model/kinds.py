@@ -12,6 +12,7 @@ from istiolite.model.endpointslice import parse_endpointslice
 from istiolite.model.gateway import parse_gateway
 from istiolite.model.meta import ObjectKey, ObjectMeta
 from istiolite.model.peerauthentication import parse_peer_authentication
+from istiolite.model.requestauthentication import parse_request_authentication
 from istiolite.model.schema import check_fields, unapplied_fields
 from istiolite.model.secret import parse_secret
 from istiolite.model.service import parse_service
@@ -24,6 +25,7 @@ from istiolite.model.workloadentry import parse_workload_entry
 
 # Istio serves its networking API under all three versions, with the same schema.
 _ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+# ... and its security API under two.
 _SECURITY_VERSIONS = ("v1", "v1beta1")
 
 
@@ -68,6 +70,13 @@ KINDS: dict[str, Kind] = {
             "AuthorizationPolicy",
             True,
             parse_authorization_policy,
+        ),
+        Kind(
+            "security.istio.io",
+            _SECURITY_VERSIONS,
+            "RequestAuthentication",
+            True,
+            parse_request_authentication,
         ),
     )
 }

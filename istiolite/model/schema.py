@@ -490,6 +490,35 @@ AUTHORIZATION_POLICY = Msg(
     ),
 )
 
+# --- security.istio.io RequestAuthentication ---------------------------------------------------
+
+# istio.type.v1beta1.PolicyTargetReference
+POLICY_TARGET_REFERENCE = Msg("PolicyTargetReference", group=S, kind=S, name=S, namespace=S)
+
+REQUEST_AUTHENTICATION = Msg(
+    "RequestAuthentication",
+    selector=TYPE_WORKLOAD_SELECTOR,
+    targetRef=POLICY_TARGET_REFERENCE,
+    targetRefs=POLICY_TARGET_REFERENCE,
+    jwtRules=Msg(
+        "JWTRule",
+        issuer=S,
+        audiences=S,
+        jwksUri=S,
+        jwks_uri=S,  # the field's declared JSON name; the CRD accepts both spellings
+        jwks=S,
+        fromHeaders=Msg("JWTHeader", name=S, prefix=S),
+        fromParams=S,
+        fromCookies=S,
+        outputPayloadToHeader=S,
+        outputClaimToHeaders=Msg("ClaimToHeader", header=S, claim=S),
+        forwardOriginalToken=S,
+        timeout=S,
+        spaceDelimitedClaims=S,
+        presence=ignored("istiod does not apply it either (a missing token passes)"),
+    ),
+)
+
 # --- the objects -----------------------------------------------------------------------------
 
 # ObjectMeta: only its own keys are checked (managedFields, ownerReferences … are not descended).
@@ -521,6 +550,7 @@ SPECS: dict[str, Msg] = {
     "WorkloadEntry": WORKLOAD_ENTRY,
     "PeerAuthentication": PEER_AUTHENTICATION,
     "AuthorizationPolicy": AUTHORIZATION_POLICY,
+    "RequestAuthentication": REQUEST_AUTHENTICATION,
 }
 
 # status is written by Istio's controllers (conditions, validationMessages …): allowed, unchecked.

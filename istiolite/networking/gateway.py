@@ -3,7 +3,7 @@ the VirtualServices bound to those Gateways, named and merged as istiod does."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -20,10 +20,10 @@ from istiolite.logs import get_logger
 from istiolite.model.gateway import Gateway, Server
 from istiolite.model.protocol import Protocol
 from istiolite.model.virtualservice import VirtualService
-from istiolite.networking.authz import gateway_rbac_filters
 from istiolite.networking.filters import http_connection_manager, tcp_proxy, tls_inspector
 from istiolite.networking.guard import guarded, object_name
 from istiolite.networking.http_route import http_routes
+from istiolite.networking.inbound_policy import gateway_http_policy
 from istiolite.networking.mtls import istio_mutual_gateway, sni_name
 from istiolite.networking.names import Direction, cluster_name, listener_name
 from istiolite.networking.tcp_route import TcpTarget, guarded_l4_target
@@ -244,7 +244,7 @@ def _l4_chains(
 
 
 def _https_chain(
-    bound: BoundServer, stat_prefix: str, policy: Sequence[hcm.HttpFilter] = ()
+    bound: BoundServer, stat_prefix: str, policy: tuple[hcm.HttpFilter, ...]
 ) -> lc.FilterChain:
     assert bound.server.tls is not None
     return lc.FilterChain(
@@ -266,11 +266,11 @@ def _server_chains(
     b: BoundServer,
     port: int,
     namespace: str,
-    labels: Mapping[str, str],
     stat_prefix: str,
+    policy: tuple[hcm.HttpFilter, ...],
 ) -> list[lc.FilterChain]:
     if b.server.terminates_https:
-        return [_https_chain(b, stat_prefix, gateway_rbac_filters(ctx, namespace, labels))]
+        return [_https_chain(b, stat_prefix, policy)]
     if b.server.tls is not None and b.server.tls.mode == "AUTO_PASSTHROUGH":
         return _auto_passthrough_chains(ctx, b.server, namespace)
     return _l4_chains(ctx, b, port, namespace)
@@ -280,6 +280,8 @@ def gateway_listeners(
     ctx: PushContext, namespace: str, labels: Mapping[str, str]
 ) -> list[listener_pb2.Listener]:
     listeners = []
+    # Authentication and authorization ahead of the HTTP routes (inbound_policy).
+    policy = gateway_http_policy(ctx, namespace, labels)
     for (bind, port), bound in sorted(bound_servers(ctx, namespace, labels).items()):
         name = listener_name(bind, port)
         listener = listener_pb2.Listener(
@@ -294,8 +296,7 @@ def gateway_listeners(
                             stat_prefix,
                             rds_name=bound[0].route_name,
                             use_remote_address=True,
-                            # AuthorizationPolicies selecting the gateway (RBAC)
-                            policy_filters=gateway_rbac_filters(ctx, namespace, labels),
+                            policy_filters=policy,
                         )
                     ]
                 )
@@ -307,7 +308,7 @@ def gateway_listeners(
         taken: set[str] = set()
         for b in bound:
             chains = guarded(
-                partial(_server_chains, ctx, b, port, namespace, labels, stat_prefix),
+                partial(_server_chains, ctx, b, port, namespace, stat_prefix, policy),
                 object_name("Gateway", b.gateway),
                 field=f"servers[{b.server.name or port}]",
                 dropped=f"its filter chains on listener {name}",

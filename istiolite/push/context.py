@@ -11,6 +11,7 @@ from istiolite.model.authorization_policy import AuthorizationPolicy
 from istiolite.model.destinationrule import DestinationRule, Subset
 from istiolite.model.endpointslice import EndpointSlice
 from istiolite.model.gateway import Gateway
+from istiolite.model.jwks import JWKS_KIND, JwksKeySet
 from istiolite.model.meta import ObjectKey
 from istiolite.model.peerauthentication import (
     EffectiveMtls,
@@ -19,6 +20,7 @@ from istiolite.model.peerauthentication import (
     compose,
     namespace_mode,
 )
+from istiolite.model.requestauthentication import RequestAuthentication
 from istiolite.model.secret import Secret
 from istiolite.model.server_tls import ServerTLS
 from istiolite.model.service import Service, ServicePort
@@ -110,6 +112,9 @@ class PushContext:
         self._secrets: dict[tuple[str, str], Secret] = {}
         peer_authentications: list[PeerAuthentication] = []
         authorization_policies: list[AuthorizationPolicy] = []
+        # RequestAuthentication by namespace; fetched JWKS by URI (sources/jwks.py).
+        request_authns: dict[str, list[RequestAuthentication]] = defaultdict(list)
+        self._jwks: dict[str, JwksKeySet] = {}
         # Fields set but not translated, per object (found by the schema when it was parsed).
         self._unapplied_fields: list[tuple[ObjectKey, tuple[tuple[str, str], ...]]] = []
         for key, obj in objects.items():
@@ -145,6 +150,10 @@ class PushContext:
                     peer_authentications.append(obj)
                 case "AuthorizationPolicy":
                     authorization_policies.append(obj)
+                case "RequestAuthentication":
+                    request_authns[key.namespace].append(obj)
+                case "JwksKeySet":
+                    self._jwks[key.name] = obj
         # PeerAuthentications by namespace, oldest first (files have no creation time:
         # namespace/name order stands in for it, as for the other kinds).
         self._peer_authentications: dict[str, list[PeerAuthentication]] = defaultdict(list)
@@ -156,6 +165,10 @@ class PushContext:
             authorization_policies, key=lambda p: (p.namespace, p.meta.name)
         ):
             self._authz[authz_policy.namespace].append(authz_policy)
+        self._request_authns = {
+            ns: tuple(sorted(found, key=lambda r: r.meta.name))
+            for ns, found in request_authns.items()
+        }
         # ServiceEntry hosts join the registry; a Kubernetes Service keeps a host both declare,
         # and among entries the first by namespace/name wins.
         self._entry_endpoints: dict[str, ServiceEntry] = {}
@@ -250,10 +263,11 @@ class PushContext:
         # Views built on first use start empty (they are cheap, and read nothing that changed).
         new._scoped_views = {}
         new._dr_memo = {}
-        new._pods, new._nodes, new._secrets = (
+        new._pods, new._nodes, new._secrets, new._jwks = (
             dict(self._pods),
             dict(self._nodes),
             dict(self._secrets),
+            dict(self._jwks),
         )
         slices = dict(self._slices)
         for key in changed:
@@ -265,6 +279,8 @@ class PushContext:
                     _put(new._nodes, key.name, after)
                 case "Secret":
                     _put(new._secrets, (key.namespace, key.name), after)
+                case "JwksKeySet":
+                    _put(new._jwks, key.name, after)
                 case "EndpointSlice":
                     for group in {(o.namespace, o.service_name) for o in (before, after) if o}:
                         members = [s for s in slices.get(group, ()) if s.meta.name != key.name]
@@ -299,6 +315,25 @@ class PushContext:
     def secret(self, namespace: str, name: str) -> Secret | None:
         record("Secret", namespace, name)
         return self._secrets.get((namespace, name))
+
+    def request_authentications_for(
+        self, namespace: str, labels: Mapping[str, str]
+    ) -> tuple[RequestAuthentication, ...]:
+        """The RequestAuthentications that apply to a workload (sidecar or gateway) of
+        `namespace` with `labels`: its namespace's and the root namespace's, as istiod picks
+        them (RequestAuthentication.applies_to), by namespace and name."""
+        found: list[RequestAuthentication] = []
+        for ns in sorted({namespace, ROOT_NAMESPACE}):
+            record("RequestAuthentication", ns, ANY)
+            found += [
+                r for r in self._request_authns.get(ns, ()) if r.applies_to(namespace, labels)
+            ]
+        return tuple(found)
+
+    def jwks_key_set(self, uri: str) -> JwksKeySet | None:
+        """What the JWKS fetcher holds for `uri` (None: not fetched yet)."""
+        record(JWKS_KIND, "", uri)
+        return self._jwks.get(uri)
 
     def secrets_in(self, namespace: str) -> list[tuple[str, Secret]]:
         """(name, Secret) of a namespace, by name."""
@@ -704,6 +739,7 @@ class PushContext:
             where = f"Gateway {gateway.key}"
             out += [ConfigWarning(where, f, m, unapplied=True) for f, m in gateway.unapplied()]
         out += self._authorization_warnings()
+        out += self._request_authentication_warnings()
         for key, fields in sorted(
             self._unapplied_fields, key=lambda item: (item[0].kind, item[0].namespace, item[0].name)
         ):
@@ -744,6 +780,35 @@ class PushContext:
             for p in self._peer_authentications.get(ns, ())
         ]
         return namespace_mode(policies, namespace)
+
+    def _request_authentication_warnings(self) -> list[ConfigWarning]:
+        """jwtRules whose keys are not (or no longer) fetched, and settings that do nothing."""
+        out = []
+        for ns in sorted(self._request_authns):
+            for policy in self._request_authns[ns]:
+                where = f"RequestAuthentication {policy.key}"
+                out += [ConfigWarning(where, f, m, unapplied=True) for f, m in policy.unapplied()]
+                for i, rule in enumerate(policy.jwt_rules):
+                    field = f"spec.jwtRules[{i}].jwksUri"
+                    if rule.jwks is not None:
+                        continue
+                    if not rule.jwks_uri:
+                        message = (
+                            "no jwks or jwksUri: istiolite does not discover keys through "
+                            "OpenID (set jwksUri); tokens of this issuer are rejected (401)"
+                        )
+                        out.append(ConfigWarning(where, f"spec.jwtRules[{i}]", message))
+                        continue
+                    # Not fetched (yet, or offline: validate, render): nothing to report.
+                    found = self._jwks.get(rule.jwks_uri)
+                    if found is None or not found.error:
+                        continue
+                    if found.keys:
+                        message = f"fetching failed ({found.error}); the last good keys are used"
+                    else:
+                        message = f"fetching failed ({found.error}); tokens are rejected (401)"
+                    out.append(ConfigWarning(where, field, message))
+        return out
 
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Sidecar | None:
         """As istiod: a Sidecar in the workload's namespace whose selector matches, else the one
@@ -1021,7 +1086,7 @@ class PushContext:
 
 # Kinds indexed object by object (no registry-wide index reads them): a change of only these
 # re-indexes just the changed objects (PushContext.derive).
-_PER_OBJECT_KINDS = frozenset({"Pod", "Node", "Secret", "EndpointSlice"})
+_PER_OBJECT_KINDS = frozenset({"Pod", "Node", "Secret", "EndpointSlice", JWKS_KIND})
 
 
 def _put(index: dict[Any, Any], key: Any, obj: Any) -> None:

@@ -148,6 +148,18 @@ spec:
   - hosts: ["./*", istio-system/*]
   outboundTrafficPolicy: {mode: REGISTRY_ONLY}
 """,
+    "RequestAuthentication": """
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: shop}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  jwtRules:
+  - issuer: https://issuer.example.com
+    jwksUri: https://issuer.example.com/keys
+    fromHeaders: [{name: x-jwt, prefix: "Bearer "}]
+    outputPayloadToHeader: x-payload
+""",
 }
 
 # (kind, field path, a valid value, expected message): each unapplied field, set alone on the
@@ -242,6 +254,7 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("Sidecar", "spec.inboundConnectionPool.http.maxConcurrentStreams", 10, NOT_YET),
     ("Sidecar", "spec.ingress[1].tls.caCrl", "/etc/crl.pem", NOT_YET),
     ("Sidecar", "spec.ingress[1].tls.verifyCertificateHash", ["AB:CD"], NOT_YET),
+    ("RequestAuthentication", "spec.jwtRules[0].presence", "REQUIRED", IGNORED),
 ]
 
 
@@ -411,6 +424,7 @@ def test_the_list_per_kind() -> None:
         "WorkloadEntry": ["network"],
         "PeerAuthentication": [],
         "AuthorizationPolicy": [],
+        "RequestAuthentication": ["jwtRules.presence"],
     }
 
 
