@@ -129,7 +129,11 @@ def envoy_validates(path: Path) -> tuple[bool, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", KINDS)
+# Random AuthorizationPolicy / RequestAuthentication objects almost never validate (principal,
+# issuer and key formats); their Envoy config is covered by their own real-Envoy tests.
+@pytest.mark.parametrize(
+    "kind", [k for k in KINDS if k not in ("AuthorizationPolicy", "RequestAuthentication")]
+)
 def test_envoy_accepts_the_config_of_fuzzed_objects_that_validate(
     kind: str, tmp_path: Path
 ) -> None:
