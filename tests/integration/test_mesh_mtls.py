@@ -331,3 +331,14 @@ def test_mesh_mtls_between_two_sidecars(running: Mesh) -> None:
     m.peer_authentication("PERMISSIVE")
     wait_for(lambda: _ok(m.plain), timeout=30, what="plaintext accepted under PERMISSIVE")
     assert m.via_client().status == 200
+
+    # DISABLE: the server serves plaintext only, and the client's auto mTLS follows the
+    # destination's policy (istiod), so the sidecar's request still arrives, without XFCC.
+    m.peer_authentication("DISABLE")
+
+    def plaintext_hop() -> bool:
+        reply = m.via_client()
+        return reply.status == 200 and "x-forwarded-client-cert" not in _headers(reply)
+
+    wait_for(plaintext_hop, timeout=30, what="the sidecar's request in plaintext under DISABLE")
+    assert _ok(m.plain)
