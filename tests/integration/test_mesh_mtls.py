@@ -60,14 +60,20 @@ class Mesh:
         """One plaintext request straight to the server sidecar's inbound port."""
         return http_request(self.server_ip, self.inbound_port, HOST)
 
-    def peer_authentication(self, mode: str) -> None:
+    def peer_authentication(self, mode: str, port_level: dict[int, str] | None = None) -> None:
+        spec: dict[str, Any] = {
+            "selector": {"matchLabels": {"app": "server"}},
+            "mtls": {"mode": mode},
+        }
+        if port_level:
+            spec["portLevelMtls"] = {str(p): {"mode": m} for p, m in port_level.items()}
         mesh.write(
             self.config / "peer-authentication.yaml",
             {
                 "apiVersion": "security.istio.io/v1",
                 "kind": "PeerAuthentication",
                 "metadata": {"name": "server", "namespace": NS},
-                "spec": {"selector": {"matchLabels": {"app": "server"}}, "mtls": {"mode": mode}},
+                "spec": spec,
             },
         )
 
@@ -342,3 +348,17 @@ def test_mesh_mtls_between_two_sidecars(running: Mesh) -> None:
 
     wait_for(plaintext_hop, timeout=30, what="the sidecar's request in plaintext under DISABLE")
     assert _ok(m.plain)
+
+    # Port level: STRICT for the workload but PERMISSIVE on the inbound port → plaintext accepted
+    # there again, and the sidecar's hop is mutual TLS once more (XFCC back).
+    m.peer_authentication("STRICT", {m.inbound_port: "PERMISSIVE"})
+
+    def mtls_hop() -> bool:
+        reply = m.via_client()
+        return f"URI={CLIENT_URI}" in _headers(reply).get("x-forwarded-client-cert", "")
+
+    wait_for(mtls_hop, timeout=30, what="mutual TLS again under STRICT with a PERMISSIVE port")
+    assert _ok(m.plain)
+    # And the opposite: DISABLE for the workload, STRICT on the port → plaintext closed.
+    m.peer_authentication("DISABLE", {m.inbound_port: "STRICT"})
+    wait_for(lambda: _refused(m.plain), timeout=30, what="plaintext refused on a STRICT port")
