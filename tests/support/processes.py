@@ -249,7 +249,9 @@ def _synced_envoy(
 ) -> EnvoyProcess:
     envoy = EnvoyProcess(workdir, cp.xds_address, node_id, **options)
     try:
-        wait_for(envoy.synced, what=f"envoy {node_id} synced")
+        # First sync includes the workload certificate (SDS) when clusters use mesh mTLS: give a
+        # loaded 2-core CI machine room.
+        wait_for(envoy.synced, timeout=30.0, what=f"envoy {node_id} synced")
     except BaseException:
         envoy.stop()
         raise
