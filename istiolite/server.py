@@ -30,6 +30,7 @@ from istiolite.push.pusher import Pusher
 from istiolite.security import ca_service
 from istiolite.security.authn import Authenticator
 from istiolite.security.ca import MeshCA
+from istiolite.security.local_tokens import LocalTokenVerifier
 from istiolite.security.secure_port import SecureFrontEnd, serving_names
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
@@ -75,6 +76,11 @@ class Istiolite:
             max_ttl=settings.max_workload_cert_ttl,
         )
         self.authenticator = Authenticator(settings.trust_domain)
+        if settings.token_issuer_key is not None:
+            # TokenIssuerError naming the file when it holds no usable public key.
+            self.authenticator.local = LocalTokenVerifier.load(
+                settings.token_issuer_key, settings.token_issuer, settings.trust_domain
+            )
         self.ads = AdsService(
             PushContext({}, domain=settings.domain, version="empty"),
             generator=self.generator,

@@ -75,5 +75,8 @@ class Settings:
     max_workload_cert_ttl: timedelta = timedelta(days=90)
     # Kubernetes API (TokenReview): a kubeconfig, else the in-cluster config inside a pod.
     kubeconfig: Path | None = None
+    # A local token authority beside TokenReview: the issuer's public key (PEM or JWKS) and name.
+    token_issuer_key: Path | None = None
+    token_issuer: str = "https://kubernetes.default.svc.cluster.local"
     # RequestAuthentication jwksUri key sets: refreshed this often (istiod: 20 minutes).
     jwks_refresh_interval: float = 20 * 60.0
