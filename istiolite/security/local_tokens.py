@@ -291,7 +291,10 @@ class LocalTokenVerifier:
             kube = kube if isinstance(kube, dict) else {}
             account = kube.get("serviceaccount")
             account_name = account.get("name") if isinstance(account, dict) else None
-            if (kube.get("namespace"), account_name) != (identity.namespace, identity.service_account):
+            if (kube.get("namespace"), account_name) != (
+                identity.namespace,
+                identity.service_account,
+            ):
                 raise AuthenticationFailed(
                     "token's kubernetes.io namespace/serviceaccount do not match its 'sub'"
                 )
