@@ -10,8 +10,8 @@ from contextlib import ExitStack
 
 import pytest
 
+from istiolite.demo.mesh.netns import reap_stale, unavailable_reason
 from tests.e2e.harness import MeshNetwork
-from tests.support.netns import reap_stale, unavailable_reason
 
 
 @functools.cache

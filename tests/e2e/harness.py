@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from istiolite.demo.echo import EchoServer
-from tests.support.netns import (
+from istiolite.demo.mesh.netns import (
     PROXY_GID,
     PROXY_UID,
     Netns,

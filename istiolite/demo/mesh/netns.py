@@ -1,6 +1,6 @@
-"""Linux network namespaces as test "pods": create, wire, enter, intercept with iptables; remove.
+"""Linux network namespaces as "pods": create, wire, enter, intercept with iptables; remove.
 
-Everything here acts only inside namespaces it created (named `iltest-<pid>-<name>`), so nothing
+Everything here acts only inside namespaces it created (named `ilmesh-<pid>-<name>`), so nothing
 touches the host's own interfaces, routes or iptables. Deleting a namespace removes its
 interfaces (a veth pair goes with either end) and its iptables rules (nat tables are per
 namespace, for both the nf_tables and the legacy backends).
@@ -9,7 +9,8 @@ The test process enters a namespace per call, in a short-lived thread (`Netns.ca
 has its own network namespace, so a socket made there belongs to the namespace for its whole life,
 whichever thread uses it later. That is how a server is bound inside a namespace and how the
 test's own client makes its connections as root from inside a "pod" (so iptables redirects them).
-Child processes are started inside with `ip netns exec <name> ...` (`Netns.argv`).
+Child processes are started inside with `ip netns exec <name> ...` (`Netns.argv`), which also
+bind-mounts the files of `/etc/netns/<name>/` over `/etc/` for them: a pod's own `/etc/hosts`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-PREFIX = "iltest"
+PREFIX = "ilmesh"
 NETNS_DIR = Path("/var/run/netns")
+ETC_NETNS_DIR = Path("/etc/netns")  # per-namespace /etc files for `ip netns exec`
 _CLONE_NEWNET = 0x40000000
 _SBIN = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 
@@ -93,10 +95,12 @@ def unavailable_reason() -> str | None:
 
 
 def reap_stale() -> list[str]:
-    """Delete the namespaces and temporary directories named `iltest-<pid>-...` that a test
-    process left when it died without cleaning up (that pid is gone)."""
+    """Delete the namespaces, /etc/netns entries and temporary directories named
+    `ilmesh-<pid>-...` that a process left when it died without cleaning up (that pid is gone).
+    Processes still inside such a namespace were started with a parent-death signal and are
+    gone with their parent."""
     removed = []
-    for directory in (NETNS_DIR, Path(tempfile.gettempdir())):
+    for directory in (NETNS_DIR, ETC_NETNS_DIR, Path(tempfile.gettempdir())):
         if not directory.is_dir():
             continue
         for entry in directory.iterdir():
@@ -128,6 +132,20 @@ class Netns:
     def path(self) -> Path:
         return NETNS_DIR / self.name
 
+    @property
+    def etc(self) -> Path:
+        return ETC_NETNS_DIR / self.name
+
+    def write_hosts(self, entries: list[tuple[str, list[str]]]) -> Path:
+        """The pod's own /etc/hosts (seen by processes started with `argv`)."""
+        self.etc.mkdir(parents=True, exist_ok=True)
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+        lines += [f"{ip}\t{' '.join(names)}" for ip, names in entries]
+        hosts = self.etc / "hosts"
+        hosts.write_text("\n".join(lines) + "\n")
+        hosts.chmod(0o644)
+        return hosts
+
     def create(self) -> Netns:
         _ip("netns", "add", self.name)
         self.ip("link", "set", "lo", "up")
@@ -138,6 +156,8 @@ class Netns:
         no process is left inside; callers stop their processes first."""
         if self.path.exists():
             _ip("netns", "delete", self.name)
+        if self.etc.is_dir() and not self.etc.is_symlink():
+            shutil.rmtree(self.etc, ignore_errors=True)
 
     def __repr__(self) -> str:
         return f"Netns({self.name!r})"
@@ -173,7 +193,19 @@ class Netns:
             raise TimeoutError(f"{fn!r} in {self.name} still running after {timeout}s")
         if "error" in outcome:
             raise outcome["error"]
-        return outcome["value"]
+        value: T = outcome["value"]
+        return value
+
+    def thread(self, fn: Callable[[], None], name: str) -> threading.Thread:
+        """Start `fn()` in a daemon thread inside this namespace (a long-running client)."""
+
+        def target() -> None:
+            _enter(self.path)
+            fn()
+
+        thread = threading.Thread(target=target, name=f"{self.name}-{name}", daemon=True)
+        thread.start()
+        return thread
 
     # --- iptables --------------------------------------------------------------------------
 
