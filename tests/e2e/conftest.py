@@ -10,6 +10,8 @@ from contextlib import ExitStack
 
 import pytest
 
+from istiolite.demo.mesh import bookinfo
+from istiolite.demo.mesh.cluster import Mesh
 from istiolite.demo.mesh.netns import reap_stale, unavailable_reason
 from tests.e2e.harness import MeshNetwork
 
@@ -33,3 +35,15 @@ def mesh_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshNetwo
     with ExitStack() as stack:
         network = MeshNetwork.create(stack, tmp_path_factory.mktemp("e2e"))
         yield network
+
+
+@pytest.fixture(scope="module")
+def bookinfo_mesh() -> Iterator[Mesh]:
+    """The demo's bookinfo mesh (istiolite.demo.mesh), torn down after the module."""
+    reason = _unavailable()
+    if reason:
+        pytest.fail(f"e2e set-up unavailable: {reason} (deselect with -m 'not e2e')")
+    with Mesh(bookinfo.SERVICES) as mesh:
+        mesh.start()
+        mesh.add_pods(bookinfo.PODS)
+        yield mesh
