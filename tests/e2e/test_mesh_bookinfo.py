@@ -26,6 +26,7 @@ from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow, pytest.mark.e2e]
 
+EXAMPLES = bookinfo.EXAMPLES  # the files the demo tells users to try
 NS = bookinfo.NAMESPACE
 PORT = bookinfo.PORT
 
@@ -134,54 +135,19 @@ def test_strict_peer_authentication_refuses_a_pod_without_sidecar(mesh: Mesh) ->
             return 0
 
     assert plaintext() == 200  # PERMISSIVE (no policy): plaintext accepted
-    mesh.apply(
-        "peer-authentication.yaml",
-        {
-            "apiVersion": "security.istio.io/v1",
-            "kind": "PeerAuthentication",
-            "metadata": {"name": "default", "namespace": NS},
-            "spec": {"mtls": {"mode": "STRICT"}},
-        },
-    )
+    mesh.copy_in(EXAMPLES / "strict-mtls.yaml")
     try:
         wait_for(lambda: plaintext() == 0, timeout=30, what="plaintext refused under STRICT")
         for _ in range(5):
             assert plaintext() == 0
             assert call(mesh, "sleep", "ratings").status == 200  # the mesh client still works
     finally:
-        mesh.delete("peer-authentication.yaml")
+        mesh.delete("strict-mtls.yaml")
     wait_for(lambda: plaintext() == 200, timeout=30, what="plaintext accepted again")
 
 
 def test_canary_90_10_over_1000_calls(mesh: Mesh) -> None:
-    mesh.apply(
-        "reviews-canary.yaml",
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "DestinationRule",
-            "metadata": {"name": "reviews", "namespace": NS},
-            "spec": {
-                "host": "reviews",
-                "subsets": [{"name": v, "labels": {"version": v}} for v in ("v1", "v2", "v3")],
-            },
-        },
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "VirtualService",
-            "metadata": {"name": "reviews", "namespace": NS},
-            "spec": {
-                "hosts": ["reviews"],
-                "http": [
-                    {
-                        "route": [
-                            {"destination": {"host": "reviews", "subset": "v1"}, "weight": 90},
-                            {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10},
-                        ]
-                    }
-                ],
-            },
-        },
-    )
+    mesh.copy_in(EXAMPLES / "reviews-canary.yaml")
     sleep, vip = mesh.pods["sleep"], mesh.cluster_ip("reviews")
     try:
         wait_for(
@@ -202,23 +168,7 @@ def test_canary_90_10_over_1000_calls(mesh: Mesh) -> None:
 
 
 def test_fault_injection_shows_in_the_callers_responses(mesh: Mesh) -> None:
-    mesh.apply(
-        "ratings-fault.yaml",
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "VirtualService",
-            "metadata": {"name": "ratings", "namespace": NS},
-            "spec": {
-                "hosts": ["ratings"],
-                "http": [
-                    {
-                        "fault": {"abort": {"httpStatus": 503, "percentage": {"value": 100}}},
-                        "route": [{"destination": {"host": "ratings"}}],
-                    }
-                ],
-            },
-        },
-    )
+    mesh.copy_in(EXAMPLES / "ratings-fault.yaml")
     try:
         wait_for(lambda: call(mesh, "sleep", "ratings").status == 503, timeout=30, what="fault")
         reply = call(mesh, "sleep", "ratings")
@@ -233,29 +183,7 @@ def test_fault_injection_shows_in_the_callers_responses(mesh: Mesh) -> None:
 
 
 def test_authorization_policy_allows_one_caller_and_denies_another(mesh: Mesh) -> None:
-    mesh.apply(
-        "ratings-authz.yaml",
-        {
-            "apiVersion": "security.istio.io/v1",
-            "kind": "AuthorizationPolicy",
-            "metadata": {"name": "ratings", "namespace": NS},
-            "spec": {
-                "selector": {"matchLabels": {"app": "ratings"}},
-                "action": "ALLOW",
-                "rules": [
-                    {
-                        "from": [
-                            {
-                                "source": {
-                                    "principals": [f"cluster.local/ns/{NS}/sa/bookinfo-reviews"]
-                                }
-                            }
-                        ]
-                    }
-                ],
-            },
-        },
-    )
+    mesh.copy_in(EXAMPLES / "ratings-authz.yaml")
     reviews = mesh.pods["reviews-v2"]
     try:
         wait_for(lambda: call(mesh, "sleep", "ratings").status == 403, timeout=30, what="deny")

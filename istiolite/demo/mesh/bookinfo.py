@@ -4,7 +4,11 @@ and `legacy`, a pod without a sidecar (no Envoy, no interception, not `tlsMode: 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from istiolite.demo.mesh.cluster import PodSpec, ServiceSpec
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "bookinfo"
 
 NAMESPACE = "bookinfo"
 PORT = 9080

@@ -248,8 +248,8 @@ class Pod:
         return out
 
     def histograms(self, suffix: str) -> dict[str, dict[str, float | None]]:
-        """Envoy's histograms whose name ends with `suffix`: name → {quantile: value} over the
-        proxy's whole life (cumulative)."""
+        """Envoy's histograms whose name ends with `suffix`: name → {quantile: value} of the
+        last stats interval (5 s), or of the proxy's whole life when that interval saw none."""
         found: dict[str, dict[str, float | None]] = {}
         for stat in json.loads(self.admin("/stats?format=json&filter=" + suffix).body)["stats"]:
             histograms = stat.get("histograms")
@@ -258,7 +258,10 @@ class Pod:
             quantiles = histograms.get("supported_quantiles", [])
             for computed in histograms.get("computed_quantiles", []):
                 if computed["name"].endswith(suffix):
-                    values = [v.get("cumulative") for v in computed["values"]]
+                    values = [
+                        v.get("interval") if v.get("interval") is not None else v.get("cumulative")
+                        for v in computed["values"]
+                    ]
                     found[computed["name"]] = {
                         f"p{q:g}": v for q, v in zip(quantiles, values, strict=False)
                     }
@@ -460,9 +463,16 @@ class Mesh:
 
     def apply(self, name: str, *objects: dict[str, Any]) -> Path:
         """Write a user config file (VirtualService, policies, ...) into the config dir."""
+        return self.apply_text(name, yaml.safe_dump_all(list(objects), sort_keys=False))
+
+    def copy_in(self, source: Path) -> Path:
+        """Copy a YAML file (e.g. from examples/bookinfo) into the config dir, atomically."""
+        return self.apply_text(source.name, source.read_text())
+
+    def apply_text(self, name: str, text: str) -> Path:
         path = self.config_dir / name
         tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(yaml.safe_dump_all(list(objects), sort_keys=False))
+        tmp.write_text(text)
         tmp.rename(path)
         return path
 

@@ -77,7 +77,8 @@ class Load:
                     conn = None
             except (OSError, http.client.HTTPException) as err:
                 result = Result(start, 0, time.monotonic() - start, error=type(err).__name__)
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 conn = None
             self.statuses[result.status] += 1
             if len(self.results) < MAX_RECORDED:
