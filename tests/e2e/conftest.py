@@ -22,6 +22,13 @@ def _unavailable() -> str | None:
     return unavailable_reason()
 
 
+def require_e2e() -> None:
+    """Fail (never skip) with the reason when namespaces cannot be used here."""
+    reason = _unavailable()
+    if reason:
+        pytest.fail(f"e2e set-up unavailable: {reason} (deselect with -m 'not e2e')")
+
+
 @pytest.fixture(scope="module")
 def mesh_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshNetwork]:
     """The network namespace with istiolite running; tests add upstreams and pods. Everything
@@ -40,9 +47,7 @@ def mesh_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshNetwo
 @pytest.fixture(scope="module")
 def bookinfo_mesh() -> Iterator[Mesh]:
     """The demo's bookinfo mesh (istiolite.demo.mesh), torn down after the module."""
-    reason = _unavailable()
-    if reason:
-        pytest.fail(f"e2e set-up unavailable: {reason} (deselect with -m 'not e2e')")
+    require_e2e()
     with Mesh(bookinfo.SERVICES) as mesh:
         mesh.start()
         mesh.add_pods(bookinfo.PODS)
