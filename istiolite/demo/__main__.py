@@ -314,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     Layout.add_arguments(parser)
     args = parser.parse_args(argv)
+    loopback_only = _loopback_flags(parser, sys.argv[1:] if argv is None else argv)
+    if loopback_only and not args.loopback:
+        print(f"demo: {', '.join(loopback_only)}: options of the loopback demo, which runs",
+              file=sys.stderr)  # fmt: skip
+        args.loopback = True
     if not args.loopback:
         from istiolite.demo.mesh.netns import unavailable_reason
 
@@ -348,6 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     except (DemoError, subprocess.CalledProcessError) as err:
         print(f"demo: {err}", file=sys.stderr)
         return 1
+
+
+def _loopback_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The options given that only the loopback demo has (its ports, addresses, --workdir)."""
+    mesh_flags = {"--check", "--loopback", "--mesh-config", "--duration", "-h", "--help"}
+    known = {f for action in parser._actions for f in action.option_strings}
+    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("-")}
+    return sorted(f for f in given & known if f not in mesh_flags)
 
 
 def _mesh_demo(args: argparse.Namespace) -> int:
