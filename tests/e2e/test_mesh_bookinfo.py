@@ -196,30 +196,35 @@ def test_authorization_policy_allows_one_caller_and_denies_another(mesh: Mesh) -
     wait_for(lambda: call(mesh, "sleep", "ratings").status == 200, timeout=30, what="allowed")
 
 
-def test_pods_leave_and_join_under_load(mesh: Mesh) -> None:
+@pytest.mark.parametrize("crash", [False, True], ids=["deleted", "killed"])
+def test_pods_leave_and_join_under_load(mesh: Mesh, crash: bool) -> None:
+    """A pod deleted (endpoint first, then its processes) or killed outright (processes first):
+    once its endpoint has left every caller's config, no request fails; a new pod joins and
+    takes traffic."""
     sleep, productpage = mesh.pods["sleep"], mesh.pods["productpage-v1"]
-    gone = mesh.pods["reviews-v3"]
+    victim = next(p for p in mesh.pods.values() if p.spec.service == "reviews")
+    newcomer = PodSpec(f"reviews-new-{int(crash)}", "reviews", "bookinfo-reviews", "v3",
+                       calls=(f"ratings:{PORT}",))  # fmt: skip
     with Load(sleep, mesh.cluster_ip("reviews"), PORT, "reviews") as load:
-        wait_for(lambda: any(r.answered_by == "reviews-v3" for r in load.results), timeout=20,
-                 what="reviews-v3 serving")  # fmt: skip
-        # Its endpoint leaves every caller's config; then its processes and namespace go.
-        mesh.remove_pod("reviews-v3", callers=[sleep, productpage])
-        assert not gone.ns.path.exists()
+        wait_for(lambda: any(r.answered_by == victim.name for r in load.results), timeout=20,
+                 what=f"{victim.name} serving")  # fmt: skip
+        mesh.remove_pod(victim.name, callers=[sleep, productpage], crash=crash)
+        assert not victim.ns.path.exists()
         removed_at = time.monotonic()
         wait_for(lambda: len(load.since(removed_at)) >= 200, timeout=30, what="traffic after")
-        # A new pod joins and receives traffic.
-        joined = mesh.add_pod(PodSpec("reviews-v3b", "reviews", "bookinfo-reviews", "v3",
-                                      calls=(f"ratings:{PORT}",)))  # fmt: skip
+        joined = mesh.add_pod(newcomer)
         joined_at = time.monotonic()
         wait_for(lambda: any(r.answered_by == joined.name for r in load.since(joined_at)),
                  timeout=30, what="the new pod answering")  # fmt: skip
         wait_for(lambda: len(load.since(joined_at)) >= 200, timeout=30, what="traffic after")
     after_removal = load.since(removed_at)
     assert Counter(r.status for r in after_removal) == {200: len(after_removal)}
-    assert "reviews-v3" not in {r.answered_by for r in after_removal}
+    assert victim.name not in {r.answered_by for r in after_removal}
+    if not crash:  # deleted the Kubernetes way: not one request failed at all
+        assert Counter(r.status for r in load.results) == {200: len(load.results)}
     for caller in (sleep, productpage):
         assert joined.ip in caller.endpoints(outbound("reviews"))
-        assert gone.ip not in caller.endpoints(outbound("reviews"))
+        assert victim.ip not in caller.endpoints(outbound("reviews"))
 
 
 def _normalized(value: Any) -> Any:

@@ -151,6 +151,11 @@ class Child:
                 + self.log_tail()
             )
 
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -594,10 +599,15 @@ class Mesh:
 
         wait_until(ready, f"pod {pod.name} ready (sidecar synced, app answering)")
 
-    def remove_pod(self, name: str, *, callers: Iterable[Pod] = ()) -> None:
+    def remove_pod(self, name: str, *, callers: Iterable[Pod] = (), crash: bool = False) -> None:
         """As Kubernetes deletes a pod: its endpoint leaves the EndpointSlice first; once every
-        caller given no longer holds it, its processes stop and its namespace goes."""
+        caller given no longer holds it, its processes stop and its namespace goes. With
+        `crash`, its app and sidecar are killed (SIGKILL) first, as when a node loses a pod."""
         pod = self.pods[name]
+        if crash:
+            for child in (pod.app, pod.envoy):
+                if child is not None:
+                    child.kill()
         remaining = {k: v for k, v in self.pods.items() if k != name}
         self.pods, full = remaining, self.pods
         try:
