@@ -314,23 +314,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     Layout.add_arguments(parser)
     args = parser.parse_args(argv)
-    loopback_only = _loopback_flags(parser, sys.argv[1:] if argv is None else argv)
-    if loopback_only and not args.loopback:
-        print(f"demo: {', '.join(loopback_only)}: options of the loopback demo, which runs",
-              file=sys.stderr)  # fmt: skip
-        args.loopback = True
     if not args.loopback:
         from istiolite.demo.mesh.netns import unavailable_reason
 
         reason = unavailable_reason()
-        if reason is None:
+        loopback_only = _loopback_flags(parser, sys.argv[1:] if argv is None else argv)
+        if reason is None and not loopback_only:
             return _mesh_demo(args)
-        print(
-            f"demo: the network-namespace mesh cannot run here ({reason});"
-            " running the loopback demo instead",
-            file=sys.stderr,
-            flush=True,
+        why = (
+            f"the network-namespace mesh cannot run here ({reason})"
+            if reason is not None
+            else f"{', '.join(loopback_only)}: options of the loopback demo"
         )
+        print(f"demo: {why}; running the loopback demo", file=sys.stderr, flush=True)
     layout = Layout.from_args(args)
 
     problems = layout.problems()
