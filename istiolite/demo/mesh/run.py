@@ -4,6 +4,7 @@ summary; `--check` builds it, verifies it, tears it down and says what it saw.""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -158,19 +159,19 @@ def main(args: argparse.Namespace, before_teardown: Callable[[], None] = lambda:
     if reason is not None:
         raise MeshError(reason)
     mesh: Mesh | None = None
+    problems: list[str] = []
     try:
         mesh = build(list(args.mesh_config or []))
         if args.check:
             problems = check(mesh)
         else:
             serve(mesh, args.duration)
-            problems = []
     finally:
         before_teardown()
         if mesh is not None:
             mesh.close()
-    left = leftovers(mesh.pid if mesh is not None else 0)
-    _say(f"torn down: {'nothing left' if not left else 'LEFT: ' + ', '.join(left)}")
+        left = leftovers(os.getpid())
+        _say(f"torn down: {'nothing left' if not left else 'LEFT: ' + ', '.join(left)}")
     problems += [f"left behind: {p}" for p in left]
     for problem in problems:
         _say(f"PROBLEM: {problem}")
