@@ -511,12 +511,12 @@ class Mesh:
         if spec.name in self.pods:
             raise MeshError(f"pod {spec.name!r} exists already")
         with self._lock:
+            if self._next_ip > 250:
+                raise MeshError("no pod address left in the harness's /24 (240 pods)")
             ip = f"{self.network}.0.{self._next_ip}"
             self._next_ip += 1
             self._bridge_ports += 1
             port_name = f"veth{self._bridge_ports}"
-        if self._next_ip > 250:
-            raise MeshError("no pod address left in the /24 (250 pods)")
         ns = Netns(f"{PREFIX}-{self.pid}-{spec.name}"[:64])
         directory = self.workdir / "pods" / spec.name
         directory.mkdir(parents=True)
