@@ -91,6 +91,45 @@ def _add_security(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_webhooks(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--webhook-addr",
+        type=_secure_address,
+        default=env_default("WEBHOOK_ADDR", ":15017"),
+        help="HTTPS admission webhooks (/validate, /inject) with a mesh CA certificate for "
+        'istiod\'s names ("off": not served)',
+    )
+    p.add_argument(
+        "--injection-flavor",
+        choices=("istio", "envoy"),
+        default=env_default("INJECTION_FLAVOR", "istio"),
+        help="what /inject adds: Istio's sidecar (istio/proxyv2: pilot-agent + Envoy) or plain "
+        "Envoy started from an `istiolite bootstrap` init container",
+    )
+    p.add_argument(
+        "--proxy-image",
+        default=env_default("PROXY_IMAGE", "docker.io/istio/proxyv2:1.24.3"),
+        help="image of the istio flavour's istio-proxy and istio-init containers",
+    )
+    p.add_argument(
+        "--envoy-image",
+        default=env_default("ENVOY_IMAGE", "docker.io/envoyproxy/envoy:v1.32-latest"),
+        help="image of the envoy flavour's proxy container",
+    )
+    p.add_argument(
+        "--istiolite-image",
+        default=env_default("ISTIOLITE_IMAGE", "istiolite:dev"),
+        help="this control plane's image: the envoy flavour's init containers run its CLI",
+    )
+    p.add_argument(
+        "--native-sidecars",
+        action="store_true",
+        default=env_default("NATIVE_SIDECARS", "") in ("1", "true"),
+        help="inject istio-proxy as a Kubernetes native sidecar (1.29+; per pod also with the "
+        'annotation sidecar.istio.io/nativeSidecar: "true")',
+    )
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("serve", help="run the control plane")
     p.add_argument(
@@ -163,6 +202,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "loopback/Unix peers, for the Secrets a proxy's own Gateways and DestinationRules name",
     )
     _add_security(p)
+    _add_webhooks(p)
     p.add_argument(
         "--jwks-refresh-interval",
         type=float,
@@ -203,6 +243,13 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.injection_flavor not in ("istio", "envoy"):  # nor this one
+        print(
+            f"istiolite serve: --injection-flavor (ISTIOLITE_INJECTION_FLAVOR) "
+            f"{args.injection_flavor!r}: not one of istio, envoy",
+            file=sys.stderr,
+        )
+        return 2
     settings = Settings(
         config_dirs=list(args.config_dir),
         grpc_addr=args.grpc_addr,
@@ -227,6 +274,12 @@ def _serve(args: argparse.Namespace) -> int:
         max_workload_cert_ttl=args.max_workload_cert_ttl,
         kubeconfig=args.kubeconfig,
         jwks_refresh_interval=max(0.1, args.jwks_refresh_interval),
+        webhook_addr=args.webhook_addr,
+        injection_flavor=args.injection_flavor,
+        proxy_image=args.proxy_image,
+        envoy_image=args.envoy_image,
+        istiolite_image=args.istiolite_image,
+        native_sidecars=args.native_sidecars,
     )
 
     async def main() -> None:

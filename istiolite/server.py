@@ -35,6 +35,8 @@ from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.sources.jwks import JwksFetcher
 from istiolite.sources.kube.client import KubeClient
+from istiolite.webhooks.server import WebhookServer
+from istiolite.webhooks.sidecar_template import FLAVORS, InjectionConfig
 from istiolite.xds import reflection
 from istiolite.xds.ads import AdsService, Connection
 from istiolite.xds.csds import CsdsService
@@ -98,8 +100,10 @@ class Istiolite:
         )
         self.kube: KubeClient | None = None
         self.secure: SecureFrontEnd | None = None
+        self.webhooks: WebhookServer | None = None
         self._health = health.aio.HealthServicer()
         self.grpc_port = self.http_port = self.monitoring_port = self.secure_grpc_port = 0
+        self.webhook_port = 0
 
     @property
     def push_status(self) -> dict[str, Any]:
@@ -162,6 +166,45 @@ class Istiolite:
         log.info("secure port internal server", address=f"127.0.0.1:{internal_port}")
         return internal
 
+    def _namespace_labels(self, name: str) -> dict[str, str] | None:
+        namespace = self.ads.context.namespaces.get(name)
+        return None if namespace is None else dict(namespace.meta.labels)
+
+    async def _start_webhooks(self) -> None:
+        """/validate and /inject on --webhook-addr, HTTPS with a mesh CA certificate."""
+        settings = self.settings
+        if not settings.webhook_addr:
+            return
+        flavor = next((f for f in FLAVORS if f == settings.injection_flavor), None)
+        if flavor is None:
+            raise ValueError(
+                f"injection flavor {settings.injection_flavor!r}: not one of {FLAVORS}"
+            )
+        secure_port = split_host_port(settings.secure_grpc_addr or ":15012")[1]
+        injection = InjectionConfig(
+            flavor=flavor,
+            proxy_image=settings.proxy_image,
+            envoy_image=settings.envoy_image,
+            istiolite_image=settings.istiolite_image,
+            discovery_address=f"istiod.istio-system.svc:{secure_port}",
+            trust_domain=settings.trust_domain,
+            domain=settings.domain,
+            native_sidecars=settings.native_sidecars,
+        )
+        self.webhooks = WebhookServer(
+            self.ca,
+            dns_names=serving_names(settings.extra_sans),
+            injection=injection,
+            namespace_labels=self._namespace_labels,
+        )
+        host, port = split_host_port(settings.webhook_addr)
+        try:
+            self.webhook_port = await self.webhooks.start(host, port)
+        except OSError as err:
+            raise OSError(
+                f"cannot listen for the webhooks on {settings.webhook_addr}: {err}"
+            ) from None
+
     def _ready(self, _request: Request) -> Response:
         if self.files.loaded:
             return Response(200, "ok\n")
@@ -196,6 +239,7 @@ class Istiolite:
             raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
         await server.start()
         internal = await self._start_secure()
+        await self._start_webhooks()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         http = HttpServer(
             {
@@ -222,6 +266,11 @@ class Istiolite:
             secure_grpc=(
                 f"{split_host_port(self.settings.secure_grpc_addr)[0]}:{self.secure_grpc_port}"
                 if self.secure is not None
+                else "off"
+            ),
+            webhooks=(
+                f"{split_host_port(self.settings.webhook_addr)[0]}:{self.webhook_port}"
+                if self.webhooks is not None
                 else "off"
             ),
             ca_root_expiry=self.ca.expiry().isoformat(),
@@ -251,6 +300,8 @@ class Istiolite:
             await monitoring.stop()
             if self.secure is not None:
                 await self.secure.stop()
+            if self.webhooks is not None:
+                await self.webhooks.stop()
             if internal is not None:
                 await internal.stop(grace=1.0)
             await server.stop(grace=1.0)

@@ -77,3 +77,12 @@ class Settings:
     kubeconfig: Path | None = None
     # RequestAuthentication jwksUri key sets: refreshed this often (istiod: 20 minutes).
     jwks_refresh_interval: float = 20 * 60.0
+    # Admission webhooks (HTTPS; /validate, /inject). The CLI's default is istiod's ":15017";
+    # here "" means not served.
+    webhook_addr: str = ""
+    # Sidecar injection: "istio" (istio/proxyv2, pilot-agent) or "envoy" (plain Envoy).
+    injection_flavor: str = "istio"
+    proxy_image: str = "docker.io/istio/proxyv2:1.24.3"
+    envoy_image: str = "docker.io/envoyproxy/envoy:v1.32-latest"
+    istiolite_image: str = "istiolite:dev"
+    native_sidecars: bool = False
