@@ -73,6 +73,7 @@ class Process:
 class IstioliteProcess(Process):
     def __init__(self, config_dirs: list[Path], workdir: Path, *extra: str) -> None:
         self.grpc_port = self.http_port = self.monitoring_port = self.secure_grpc_port = 0
+        self.webhook_port = 0
         argv = [sys.executable, "-m", "istiolite.cli", "serve"]
         for d in config_dirs:
             argv += ["--config-dir", str(d)]
@@ -83,6 +84,7 @@ class IstioliteProcess(Process):
             "--http-addr", "127.0.0.1:0",
             "--monitoring-addr", "127.0.0.1:0",
             "--secure-grpc-addr", "127.0.0.1:0",
+            "--webhook-addr", "127.0.0.1:0",
             "--debounce-after", "0.05",
             *extra,
         ]  # fmt: skip
@@ -100,6 +102,8 @@ class IstioliteProcess(Process):
                 self.monitoring_port = int(str(event["monitoring"]).rpartition(":")[2])
                 secure = str(event.get("secure_grpc", "off"))
                 self.secure_grpc_port = 0 if secure == "off" else int(secure.rpartition(":")[2])
+                webhooks = str(event.get("webhooks", "off"))
+                self.webhook_port = 0 if webhooks == "off" else int(webhooks.rpartition(":")[2])
                 return True
         return False
 
