@@ -76,7 +76,7 @@ class Istiolite:
             workload_ttl=settings.workload_cert_ttl,
             max_ttl=settings.max_workload_cert_ttl,
         )
-        self.authenticator = Authenticator(settings.trust_domain)
+        self.authenticator = Authenticator(settings.trust_domain, cluster_id=settings.cluster_id)
         self.ads = AdsService(
             PushContext({}, domain=settings.domain, version="empty"),
             generator=self.generator,
