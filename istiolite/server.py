@@ -189,6 +189,7 @@ class Istiolite:
             discovery_address=f"istiod.istio-system.svc:{secure_port}",
             trust_domain=settings.trust_domain,
             domain=settings.domain,
+            cluster_id=settings.cluster_id,
             native_sidecars=settings.native_sidecars,
         )
         self.webhooks = WebhookServer(
