@@ -124,16 +124,12 @@ def iptables_init(config: InjectionConfig) -> dict[str, Any]:
         "-p", "15001", "-z", "15006", "-u", str(PROXY_UID), "-m", "REDIRECT",
         "-i", "*", "-x", "", "-b", "*", "-d", f"{PROMETHEUS_PORT},{HEALTH_PORT},{STATUS_PORT}",
     ]  # fmt: skip
-    if config.flavor == "envoy":
-        image, args = config.istiolite_image, ["iptables", *rules]
-    else:
-        image, args = (
-            config.proxy_image,
-            ["istio-iptables", *rules, "--log_output_level=default:info"],
-        )
+    # Both flavours use istio-iptables from the proxyv2 image: the rules are Istio's either way
+    # (istiolite has no iptables command of its own yet).
+    args = ["istio-iptables", *rules, "--log_output_level=default:info"]
     return {
         "name": INIT_CONTAINER,
-        "image": image,
+        "image": config.proxy_image,
         "args": args,
         "resources": RESOURCES,
         "securityContext": {

@@ -31,7 +31,8 @@ def _messages(msg: Msg, seen: dict[str, Msg]) -> dict[str, Msg]:
 def test_manifests_hold_the_generated_crds() -> None:
     committed = (ROOT / "manifests" / "base" / "crds.yaml").read_text()
     assert committed == crd_module.render(), (
-        "manifests/base/crds.yaml is stale: python -m istiolite.model.crds > manifests/base/crds.yaml"
+        "manifests/base/crds.yaml is stale: regenerate it with "
+        "python -m istiolite.model.crds > manifests/base/crds.yaml"
     )
 
 
