@@ -225,3 +225,14 @@ SDS_REFUSED = CounterVec(
     "ADS streams that asked for key material they may not receive, by reason.",
     ("reason",),
 )
+
+LEADER = Gauge(
+    "istiolite_leader",
+    "1 while this replica holds the leader-election Lease (and does the cluster writes)",
+    ["lease"],
+)
+OPERATOR_WRITES = CounterVec(
+    "istiolite_operator_writes_total",
+    "Writes the leader made to the cluster, by kind and result (ok, conflict, error)",
+    ("kind", "result"),
+)
