@@ -1,11 +1,17 @@
 """A small Kubernetes API server for tests: HTTPS with its own CA, bearer-token client
 authentication, real API paths and objects, strict about what it accepts as a real one is.
 
-Serves TokenReview (`POST /apis/authentication.k8s.io/v1/tokenreviews`) from a registry of
-service-account tokens; more resources are added with `add_route` (the Kubernetes source's
-list/watch will be). Runs its own event loop in a thread, so sync tests, async tests and
-istiolite subprocesses can all use it. `write_kubeconfig` writes what `kubectl` and
-`kubernetes_asyncio` load.
+Serves the resource API as kube-apiserver does (state in `kube_resources.py`): discovery, LIST
+with label/field selectors, `limit`/`continue` and resourceVersion, WATCH as chunked JSON lines
+whose chunk boundaries are not line boundaries (ADDED/MODIFIED/DELETED/BOOKMARK, 410 as an ERROR
+event, `sendInitialEvents` only when `streaming_lists`), create / replace (resourceVersion
+required, stale → 409) / merge, JSON, strategic and apply patches / delete, `/status`
+subresources, CRDs that can be installed and removed while clients watch, gzip for large
+responses, MicroTime checks on Leases, and TokenReview from a registry of service-account tokens.
+Tests drive it from their side with `put`, `delete`, `compact`, `end_watches` and
+`go_down`/`come_up` (an outage on the same port). Runs its own event loop in a thread, so sync
+tests, async tests and istiolite subprocesses can all use it. `write_kubeconfig` writes what
+`kubectl` and `kubernetes_asyncio` load.
 """
 
 from __future__ import annotations
@@ -31,6 +37,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.kube_resource_api import ResourceApi
+from tests.support.kube_resource_api import status_response as _status
+from tests.support.kube_resources import (
+    BUILTIN_TYPES,
+    INITIAL_NAMESPACES,
+    ISTIO_CRDS,
+    ApiError,
+    ResourceState,
+    crd_object,
+    crd_types,
+)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 TOKEN_REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
@@ -51,22 +69,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any
-
-
-def _status(code: int, reason: str, message: str) -> web.Response:
-    """A metav1.Status failure, as the API server answers errors."""
-    return web.json_response(
-        {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code,
-        },
-        status=code,
-    )
+    query: dict[str, str] = field(default_factory=dict)
 
 
 def _serving_pair(host: str) -> tuple[bytes, bytes, bytes]:
@@ -118,6 +121,12 @@ class KubeApiServer:
     lying_audiences: dict[str, tuple[str, ...]] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     port: int = 0
+    # A real server ends each watch after a while (minRequestTimeout, jittered); so does this one.
+    watch_timeout: float = 45.0
+    bookmark_interval: float = 1.0
+    # Whether WATCH accepts sendInitialEvents (the WatchList feature); otherwise 422.
+    streaming_lists: bool = False
+    istio_crds: bool = True
 
     def __post_init__(self) -> None:
         self.client_token = secrets.token_urlsafe(24)  # the kubeconfig's credential
@@ -129,6 +138,21 @@ class KubeApiServer:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._lock = threading.Lock()
+        self._state = ResourceState()
+        self._api = ResourceApi(
+            self._state,
+            self._lock,
+            watch_timeout=self.watch_timeout,
+            bookmark_interval=self.bookmark_interval,
+            streaming_lists=self.streaming_lists,
+        )
+        for rtype in BUILTIN_TYPES:
+            self._state.register(rtype)
+        for namespace in INITIAL_NAMESPACES:
+            self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        if self.istio_crds:
+            for group, kind, plural, versions in ISTIO_CRDS:
+                self.install_crd(group, kind, plural, versions)
 
     # --- registry ------------------------------------------------------------------------
 
@@ -144,6 +168,98 @@ class KubeApiServer:
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         """Serve another API path (exact match), authenticated like the rest."""
         self._routes[(method.upper(), path)] = handler
+
+    # --- objects, from the test's side ----------------------------------------------------
+
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace `obj` (status included) as if another client wrote it; watchers see
+        ADDED or MODIFIED. Returns the stored object."""
+        meta = obj.get("metadata") or {}
+        with self._lock:
+            rtype = self._state.type_of(obj["apiVersion"], obj["kind"])
+            namespace = (meta.get("namespace") or "default") if rtype.namespaced else ""
+            body = json.loads(json.dumps(obj))
+            body["metadata"].pop("resourceVersion", None)
+            self._state.validate_object(rtype, body, namespace)
+            try:
+                self._state.get(rtype, namespace, meta["name"])
+            except ApiError:
+                stored = self._state.create(rtype, namespace, body, with_status=True)
+                if rtype.kind == "CustomResourceDefinition":
+                    for t in crd_types(body):
+                        self._state.register(t)
+                return stored
+            return self._state.replace(rtype, namespace, body, subresource="all", require_rv=False)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        with self._lock:
+            rtype = self._state.type_of(api_version, kind)
+            try:
+                gone = self._state.delete(rtype, namespace if rtype.namespaced else "", name)
+            except ApiError:
+                return False
+            if kind == "CustomResourceDefinition":
+                spec = gone.get("spec") or {}
+                self._state.drop(spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
+            return True
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            try:
+                rtype = self._state.type_of(api_version, kind)
+                return self._state.get(rtype, namespace if rtype.namespaced else "", name)
+            except ApiError:
+                return None
+
+    def objects(
+        self, api_version: str, kind: str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            rtype = self._state.type_of(api_version, kind)
+            return [
+                self._state.present(rtype, o)
+                for o in self._state.select(rtype, namespace, lambda _: True, lambda _: True)
+            ]
+
+    def install_crd(
+        self,
+        group: str,
+        kind: str,
+        plural: str,
+        versions: tuple[str, ...] = ("v1",),
+        *,
+        namespaced: bool = True,
+    ) -> None:
+        """Install a CustomResourceDefinition: its object appears and discovery serves it."""
+        self.put(crd_object(group, kind, plural, versions, namespaced))
+
+    def uninstall_crd(self, group: str, plural: str) -> None:
+        self.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", f"{plural}.{group}")
+
+    @property
+    def resource_version(self) -> str:
+        with self._lock:
+            return str(self._state.rv)
+
+    def compact(self) -> None:
+        """Forget the event history: a watch or a list continuation from before now gets 410."""
+        with self._lock:
+            self._state.compact()
+
+    def end_watches(self) -> None:
+        """Close every open watch now, as the server's own watch timeout does."""
+        self._api.end_watches()
+
+    def go_down(self) -> None:
+        """An outage: stop listening and drop every connection (state is kept)."""
+        assert self._loop is not None
+        self._api.end_watches()
+        asyncio.run_coroutine_threadsafe(self._cleanup(), self._loop).result(15)
+
+    def come_up(self) -> None:
+        """Listen again on the same port, with the state as it was."""
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(15)
 
     def reviews(self) -> list[RecordedRequest]:
         with self._lock:
@@ -188,12 +304,21 @@ class KubeApiServer:
                 body = raw
         with self._lock:
             self.requests.append(
-                RecordedRequest(request.method, request.path, dict(request.headers), body)
+                RecordedRequest(
+                    request.method,
+                    request.path,
+                    dict(request.headers),
+                    body,
+                    dict(request.query),
+                )
             )
         if request.headers.get("Authorization") != f"Bearer {self.client_token}":
             return _status(401, "Unauthorized", "Unauthorized")
         route = self._routes.get((request.method, request.path))
         if route is None:
+            answer = await self._api.handle(request)
+            if answer is not None:
+                return answer
             if any(path == request.path for _, path in self._routes):
                 return _status(405, "MethodNotAllowed", f"{request.method} is not supported")
             return _status(404, "NotFound", "the server could not find the requested resource")
@@ -310,6 +435,10 @@ class KubeApiServer:
         return self
 
     async def _start(self) -> None:
+        self._api.loop = asyncio.get_running_loop()
+        await self._serve()
+
+    async def _serve(self) -> None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         with tempfile.TemporaryDirectory() as tmp:
             cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
@@ -319,9 +448,10 @@ class KubeApiServer:
             ctx.load_cert_chain(cert, key)
         app = web.Application(middlewares=[self._dispatch])
         app.router.add_route("*", "/{tail:.*}", self._unreachable)  # _dispatch answers all
-        self._runner = web.AppRunner(app, access_log=None)
+        # A short shutdown: go_down must drop open watches at once, as a dead server does.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=ctx)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=ctx, reuse_address=True)
         await site.start()
         server = site._server
         assert server is not None and server.sockets  # type: ignore[attr-defined]
@@ -329,7 +459,8 @@ class KubeApiServer:
 
     async def _cleanup(self) -> None:
         if self._runner is not None:
-            await self._runner.cleanup()
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:

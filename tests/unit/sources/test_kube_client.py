@@ -123,8 +123,10 @@ async def test_strict_like_a_real_api_server(apiserver: KubeApiServer, tmp_path:
                     response_types_map={201: "V1TokenReview"},
                 )
             assert err.value.status == code
-        with pytest.raises(client.ApiException) as err:
-            await client.CoreV1Api(api).list_namespaced_pod("default")
+        with pytest.raises(client.ApiException) as err:  # a kind no CRD installed
+            await client.CustomObjectsApi(api).list_namespaced_custom_object(
+                "example.io", "v1", "default", "widgets"
+            )
         assert err.value.status == 404
 
 
