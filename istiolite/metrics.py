@@ -225,6 +225,16 @@ SDS_REFUSED = CounterVec(
     "ADS streams that asked for key material they may not receive, by reason.",
     ("reason",),
 )
+KUBE_EVENTS = CounterVec(
+    "istiolite_kube_events",
+    "Kubernetes objects added, changed or deleted as the informers handed them on, by kind.",
+    ("kind",),
+)
+KUBE_WATCH_FAILURES = CounterVec(
+    "istiolite_kube_watch_failures",
+    "Kubernetes list/watch attempts that failed (retried with backoff), by kind.",
+    ("kind",),
+)
 
 LEADER = Gauge(
     "istiolite_leader",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +26,28 @@ log = get_logger("kube")
 TOKEN_REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 REQUEST_TIMEOUT = 10.0  # seconds for one API call, connect included
 MAX_RESPONSE_BYTES = 1024 * 1024
+# A list page (limit 500) of large objects; beyond it the page size is the problem.
+MAX_LIST_BYTES = 256 * 1024 * 1024
 FIELD_MANAGER = "istiolite"  # server-side apply's owner of the fields istiolite writes
 
 
 class KubeConfigError(ValueError):
     """The kubeconfig (or in-cluster config) cannot be used; the message says which and why."""
+
+
+class KubeUnavailable(ConnectionError):
+    """The API server could not be reached, dropped the connection, or went silent."""
+
+
+class ApiError(Exception):
+    """The API server answered with an error status (its metav1.Status message kept)."""
+
+    def __init__(self, path: str, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{path}: HTTP {status} {reason} {message}".rstrip())
+        self.path = path
+        self.status = status
+        self.reason = reason
+        self.message = message
 
 
 def in_cluster() -> bool:
@@ -139,6 +157,89 @@ class KubeClient:
             error=_string(review.get("error")),
         )
 
+    # --- reads ------------------------------------------------------------------------------
+
+    async def get_json(
+        self,
+        path: str,
+        query: dict[str, str] | None = None,
+        *,
+        max_bytes: int = MAX_LIST_BYTES,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> dict[str, Any]:
+        """GET a JSON object (a list page, discovery); ApiError for an error status,
+        KubeUnavailable when the server cannot be reached or answers too slowly, ValueError
+        for a body that is too large or not a JSON object. Gzip'd answers are accepted and
+        the size bound applies to the decompressed body."""
+        try:
+            response = await self._api.call_api(
+                path,
+                "GET",
+                query_params=list((query or {}).items()),
+                header_params=dict(_READ_HEADERS),
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=request_timeout,
+            )
+            try:
+                status = int(response.status)
+                data = await response.content.read(max_bytes + 1)
+            finally:
+                response.release()
+        except _failures() as err:
+            raise KubeUnavailable(f"GET {path}: {_describe(err)}") from None
+        if not 200 <= status <= 299:
+            raise _api_error(path, status, data)
+        if len(data) > max_bytes:
+            raise ValueError(f"GET {path}: response larger than {max_bytes} bytes")
+        try:
+            decoded = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise ValueError(f"GET {path}: response is not JSON") from None
+        if not isinstance(decoded, dict):
+            raise ValueError(f"GET {path}: response is not a JSON object")
+        return decoded
+
+    async def stream(
+        self,
+        path: str,
+        query: dict[str, str],
+        *,
+        connect_timeout: float = REQUEST_TIMEOUT,
+        read_timeout: float,
+    ) -> WatchStream:
+        """Open a streaming GET (a watch). The answer's headers are read here: an error status
+        raises ApiError (after reading its bounded Status body); data then comes from
+        `WatchStream.chunks`, which raises KubeUnavailable when nothing arrives for
+        `read_timeout` seconds (a dead connection that never said so)."""
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(
+            connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        try:
+            response = await self._api.call_api(
+                path,
+                "GET",
+                query_params=list(query.items()),
+                header_params=dict(_READ_HEADERS),
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except _failures() as err:
+            raise KubeUnavailable(f"watch {path}: {_describe(err)}") from None
+        status = int(response.status)
+        if not 200 <= status <= 299:
+            try:
+                data = await response.content.read(MAX_RESPONSE_BYTES)
+            except _failures():
+                data = b""
+            finally:
+                response.release()
+            raise _api_error(path, status, data)
+        return WatchStream(path, response)
+
     # --- writes ---------------------------------------------------------------------------
     # The operator's calls (istiolite/operator/): read-compare-write with resourceVersion
     # preconditions, merge patches and server-side apply. Errors name the object.
@@ -154,23 +255,27 @@ class KubeClient:
         subresource: str = "",
         collection: bool = False,
     ) -> dict[str, Any]:
-        """One call on `ref`; the decoded object, or KubeApiError (NotFound, Conflict, ...)."""
+        """One call on `ref`; the decoded object. KubeApiError (NotFound, Conflict, ...) for an
+        error status, KubeUnavailable when the server cannot be reached or is too slow."""
         path = ref.path(subresource=subresource, collection=collection)
-        response = await self._api.call_api(
-            path,
-            method,
-            query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
         try:
-            data = await response.content.read(MAX_RESPONSE_BYTES + 1)
-            status = int(response.status)
-        finally:
-            response.release()
+            response = await self._api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            try:
+                data = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                status = int(response.status)
+            finally:
+                response.release()
+        except _failures() as err:
+            raise KubeUnavailable(f"{method} {ref}: {_describe(err)}") from None
         if len(data) > MAX_RESPONSE_BYTES:
             raise KubeApiError(ref, method, status, "", f"response over {MAX_RESPONSE_BYTES} bytes")
         try:
@@ -250,6 +355,58 @@ class KubeClient:
         except NotFound:
             return False
         return True
+
+
+class WatchStream:
+    """An open watch: raw chunks as the server wrote them (not split at event boundaries)."""
+
+    def __init__(self, path: str, response: Any) -> None:
+        self._path = path
+        self._response = response
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Chunks until the server ends the stream; KubeUnavailable on a read timeout or a
+        dropped connection."""
+        content = self._response.content
+        while True:
+            try:
+                data = await content.readany()
+            except _failures() as err:
+                raise KubeUnavailable(f"watch {self._path}: {_describe(err)}") from None
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        self._response.close()
+
+
+_READ_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip"}
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """The exceptions a failed HTTP exchange raises (aiohttp imported only with a cluster)."""
+    import aiohttp
+
+    return (aiohttp.ClientError, OSError, TimeoutError)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    return f"{type(err).__name__}: {str(err)[:200]}".rstrip(": ")
+
+
+def _api_error(path: str, status: int, data: bytes) -> ApiError:
+    reason = message = ""
+    try:
+        body = orjson.loads(data) if data else {}
+    except orjson.JSONDecodeError:
+        body = {}
+    if isinstance(body, dict):
+        reason = _string(body.get("reason"))
+        message = _string(body.get("message"))[:300]
+    return ApiError(path, status, reason, message)
 
 
 def _string(value: object) -> str:
