@@ -21,6 +21,7 @@ from istiolite.model.meta import ObjectKey
 from istiolite.operator.workqueue import WorkQueue
 from istiolite.sources.kube.errors import NotFound
 from istiolite.sources.kube.refs import ObjectRef
+from istiolite.sources.kube.resources import WATCHED
 from istiolite.sources.kube.results import ObjectResult
 
 log = get_logger("status")
@@ -33,19 +34,6 @@ WORKERS = 4
 _SCHEMA_ERROR = {"code": "IST0106", "name": "SchemaValidationError"}
 _SCHEMA_ERROR_DOC = "https://istio.io/latest/docs/reference/config/analysis/ist0106/"
 _WARNING = {"name": "ConfigWarning"}
-
-# The resource (plural) of each Istio kind the status is written for.
-PLURALS = {
-    "VirtualService": "virtualservices",
-    "DestinationRule": "destinationrules",
-    "Gateway": "gateways",
-    "ServiceEntry": "serviceentries",
-    "WorkloadEntry": "workloadentries",
-    "Sidecar": "sidecars",
-    "PeerAuthentication": "peerauthentications",
-    "AuthorizationPolicy": "authorizationpolicies",
-    "RequestAuthentication": "requestauthentications",
-}
 
 
 class StatusApi(Protocol):
@@ -157,7 +145,8 @@ class StatusWriter:
 
     def changed(self, keys: frozenset[ObjectKey]) -> None:
         for key in keys:
-            if key.kind in PLURALS:
+            kind = WATCHED.get(key.kind)
+            if kind is not None and kind.custom:  # the Istio kinds: they have a status
                 self.queue.add(key)
 
     def resync(self) -> None:
@@ -176,7 +165,8 @@ class StatusWriter:
         known = self._known.get(key)
         if known is not None and known == (result.generation, _without_times(desired)):
             return
-        ref = ObjectRef(result.api_version, key.kind, PLURALS[key.kind], key.namespace, key.name)
+        plural = WATCHED[key.kind].plural
+        ref = ObjectRef(result.api_version, key.kind, plural, key.namespace, key.name)
         try:
             current = await self._api.get(ref)
         except NotFound:
