@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -35,7 +36,6 @@ async def wait_until(
     what: str = "",
 ) -> T:
     """`wait_for` for coroutines: polls without blocking the event loop."""
-    import asyncio
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
