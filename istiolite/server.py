@@ -35,6 +35,8 @@ from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.sources.jwks import JwksFetcher
 from istiolite.sources.kube.client import KubeClient
+from istiolite.sources.kube.informer import InformerOptions
+from istiolite.sources.kube.source import KubeSource
 from istiolite.xds import reflection
 from istiolite.xds.ads import AdsService, Connection
 from istiolite.xds.csds import CsdsService
@@ -97,6 +99,7 @@ class Istiolite:
             self._push, quiet=settings.debounce_quiet, max_delay=settings.debounce_max
         )
         self.kube: KubeClient | None = None
+        self.kube_source: KubeSource | None = None
         self.secure: SecureFrontEnd | None = None
         self._health = health.aio.HealthServicer()
         self.grpc_port = self.http_port = self.monitoring_port = self.secure_grpc_port = 0
@@ -163,9 +166,34 @@ class Istiolite:
         return internal
 
     def _ready(self, _request: Request) -> Response:
-        if self.files.loaded:
-            return Response(200, "ok\n")
-        return Response(503, "config not loaded\n")
+        if not self.files.loaded:
+            return Response(503, "config not loaded\n")
+        if self.kube_source is not None and not self.kube_source.synced:
+            return Response(503, "kubernetes not synced\n")
+        return Response(200, "ok\n")
+
+    async def _start_kube(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
+        """Kubernetes as a source: its informers run from here on, and the first push waits
+        until each has listed once (as istiod waits for its caches), or until `stop`."""
+        if self.kube is None:
+            return None
+        self.kube_source = KubeSource(
+            self.kube,
+            self.store,
+            options=InformerOptions(namespaces=self.settings.watch_namespaces),
+        )
+        task = asyncio.create_task(self.kube_source.run(), name="kube-source")
+        synced = asyncio.create_task(self.kube_source.wait_synced())
+        stopped = asyncio.create_task(stop.wait())
+        started = time.monotonic()
+        await asyncio.wait({synced, stopped, task}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (synced, stopped):
+            waiter.cancel()
+        if task.done():
+            task.result()  # its failure, raised here
+        if self.kube_source.synced:
+            log.info("kubernetes synced", seconds=round(time.monotonic() - started, 3))
+        return task
 
     def _debug_routes(self) -> dict[str, Handler]:
         """The /debug/* pages as `--debug-on-http` says: loopback peers only (the port also
@@ -181,14 +209,15 @@ class Istiolite:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.files.load_all()
+        self.kube = await KubeClient.connect(self.settings.kubeconfig)
+        self.authenticator.reviewer = self.kube
+        kube_task = await self._start_kube(stop)
         # The keys of the jwksUris the config names, before the startup push (bounded wait).
         await self.jwks.first_round()
         self.store.subscribe(self.jwks.on_change)
         # Subscribed after the initial load: that load is the startup push, not a change.
         self.store.subscribe(lambda changes: self.debouncer.add((time.monotonic(), changes)))
         self.pusher.start()
-        self.kube = await KubeClient.connect(self.settings.kubeconfig)
-        self.authenticator.reviewer = self.kube
         server = self._grpc_server()
         host, port = split_host_port(self.settings.grpc_addr)
         self.grpc_port = server.add_insecure_port(f"{host}:{port}")
@@ -238,6 +267,8 @@ class Istiolite:
             asyncio.create_task(self.ca.watch(), name="ca-watch"),
             asyncio.create_task(self.jwks.run(stop), name="jwks"),
         ]
+        if kube_task is not None:
+            tasks.append(kube_task)
         try:
             await stop.wait()
         finally:
@@ -290,10 +321,10 @@ class DebugStatusView:
         return self._app.cache.errors()
 
     def sources(self) -> SourcesState:
-        store, files = self._app.store, self._app.files
+        store, files, kube = self._app.store, self._app.files, self._app.kube_source
         owners = store.all_owners()
         return SourcesState(
-            loaded=files.loaded,
+            loaded=files.loaded and (kube is None or kube.synced),
             objects={key: owners.get(key, []) for key in store.snapshot()},
-            errors=files.errors,
+            errors=files.errors + (kube.errors if kube is not None else []),
         )

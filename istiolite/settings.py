@@ -75,5 +75,8 @@ class Settings:
     max_workload_cert_ttl: timedelta = timedelta(days=90)
     # Kubernetes API (TokenReview): a kubeconfig, else the in-cluster config inside a pod.
     kubeconfig: Path | None = None
+    # Kubernetes objects read only from these namespaces (None: all), istiod's
+    # discoverySelectors in their simplest form; bounds memory on large clusters.
+    watch_namespaces: frozenset[str] | None = None
     # RequestAuthentication jwksUri key sets: refreshed this often (istiod: 20 minutes).
     jwks_refresh_interval: float = 20 * 60.0
