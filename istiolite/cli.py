@@ -102,6 +102,13 @@ def _add_security(p: argparse.ArgumentParser) -> None:
         metavar="NS[,NS...]",
         help="read Kubernetes objects only from these namespaces (default: all)",
     )
+    p.add_argument(
+        "--leader-lease-duration",
+        type=_duration,
+        default=env_default("LEADER_LEASE_DURATION", "30s"),
+        help="with a cluster: the leader-election Lease's duration; the leader renews it "
+        "within half of it and candidates try every quarter (default 30s, as istiod)",
+    )
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -240,6 +247,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_workload_cert_ttl=args.max_workload_cert_ttl,
         kubeconfig=args.kubeconfig,
         watch_namespaces=args.watch_namespaces,
+        leader_lease_duration=max(1.0, args.leader_lease_duration.total_seconds()),
         jwks_refresh_interval=max(0.1, args.jwks_refresh_interval),
     )
 

@@ -22,6 +22,8 @@ from istiolite.model.proxy import Proxy
 from istiolite.model.store import ChangeSet, ConfigStore
 from istiolite.networking.generator import ConfigGenerator
 from istiolite.networking.resource import Resource
+from istiolite.operator.cluster import ClusterOperator
+from istiolite.operator.leader import LeaseTimings
 from istiolite.push.cache import ResourceCache
 from istiolite.push.context import ConfigWarning, PushContext
 from istiolite.push.debounce import Debouncer
@@ -29,12 +31,12 @@ from istiolite.push.errors import GenerationError
 from istiolite.push.pusher import Pusher
 from istiolite.security import ca_service
 from istiolite.security.authn import Authenticator
-from istiolite.security.ca import MeshCA
+from istiolite.security.ca import MeshCA, has_plugin_files
 from istiolite.security.secure_port import SecureFrontEnd, serving_names
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.sources.jwks import JwksFetcher
-from istiolite.sources.kube.client import KubeClient
+from istiolite.sources.kube.client import KubeClient, in_cluster
 from istiolite.sources.kube.informer import InformerOptions
 from istiolite.sources.kube.source import KubeSource
 from istiolite.xds import reflection
@@ -69,12 +71,18 @@ class Istiolite:
         self.generator = ConfigGenerator(self.cache)
         # The mesh CA (CAError naming the file when --ca-dir is unusable) and the authenticator
         # of secure-port callers; its TokenReviewer is connected in run().
+        # With a cluster the root lives in a Secret (loaded in run(), before anything is
+        # signed) unless --ca-dir holds plug-in files; until then a placeholder.
+        self.ca_in_cluster = (settings.kubeconfig is not None or in_cluster()) and not (
+            has_plugin_files(settings.ca_dir)
+        )
         self.ca = MeshCA.load(
-            settings.ca_dir,
+            None if self.ca_in_cluster else settings.ca_dir,
             settings.trust_domain,
             key_type=settings.ca_key_type,
             workload_ttl=settings.workload_cert_ttl,
             max_ttl=settings.max_workload_cert_ttl,
+            placeholder=self.ca_in_cluster,
         )
         self.authenticator = Authenticator(settings.trust_domain)
         self.ads = AdsService(
@@ -100,6 +108,7 @@ class Istiolite:
         )
         self.kube: KubeClient | None = None
         self.kube_source: KubeSource | None = None
+        self.operator: ClusterOperator | None = None
         self.secure: SecureFrontEnd | None = None
         self._health = health.aio.HealthServicer()
         self.grpc_port = self.http_port = self.monitoring_port = self.secure_grpc_port = 0
@@ -182,6 +191,8 @@ class Istiolite:
             self.store,
             options=InformerOptions(namespaces=self.settings.watch_namespaces),
         )
+        if self.operator is not None:
+            self.operator.follow(self.kube_source)
         task = asyncio.create_task(self.kube_source.run(), name="kube-source")
         synced = asyncio.create_task(self.kube_source.wait_synced())
         stopped = asyncio.create_task(stop.wait())
@@ -211,7 +222,20 @@ class Istiolite:
         self.files.load_all()
         self.kube = await KubeClient.connect(self.settings.kubeconfig)
         self.authenticator.reviewer = self.kube
+        if self.kube is not None:
+            self.operator = ClusterOperator(
+                self.kube,
+                self.ca,
+                namespace=self.settings.pod_namespace,
+                identity=self.settings.pod_name,
+                timings=LeaseTimings.from_lease_duration(self.settings.leader_lease_duration),
+                ca_in_cluster=self.ca_in_cluster,
+                watch_namespaces=self.settings.watch_namespaces,
+            )
+            await self.operator.load_ca(stop)
         kube_task = await self._start_kube(stop)
+        if self.operator is not None:
+            self.operator.start()
         # The keys of the jwksUris the config names, before the startup push (bounded wait).
         await self.jwks.first_round()
         self.store.subscribe(self.jwks.on_change)
@@ -285,6 +309,8 @@ class Istiolite:
             if internal is not None:
                 await internal.stop(grace=1.0)
             await server.stop(grace=1.0)
+            if self.operator is not None:
+                await self.operator.stop()  # releases the Lease: another replica leads at once
             if self.kube is not None:
                 await self.kube.close()
             if self.ads.workload_certs is not None:
@@ -309,7 +335,10 @@ class DebugStatusView:
         return list(self._app.ads.connections.values())
 
     def push_status(self) -> Mapping[str, Any]:
-        return self._app.push_status
+        operator = self._app.operator
+        if operator is None:
+            return self._app.push_status
+        return {**self._app.push_status, "leader_election": operator.status()}
 
     def warnings(self) -> Sequence[ConfigWarning]:
         return self._app.warnings
