@@ -31,7 +31,7 @@ from istiolite.push.errors import GenerationError
 from istiolite.push.pusher import Pusher
 from istiolite.security import ca_service
 from istiolite.security.authn import Authenticator
-from istiolite.security.ca import MeshCA, has_plugin_files
+from istiolite.security.ca import MeshCA
 from istiolite.security.secure_port import SecureFrontEnd, serving_names
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
@@ -71,10 +71,11 @@ class Istiolite:
         self.generator = ConfigGenerator(self.cache)
         # The mesh CA (CAError naming the file when --ca-dir is unusable) and the authenticator
         # of secure-port callers; its TokenReviewer is connected in run().
-        # With a cluster the root lives in a Secret (loaded in run(), before anything is
-        # signed) unless --ca-dir holds plug-in files; until then a placeholder.
-        self.ca_in_cluster = (settings.kubeconfig is not None or in_cluster()) and not (
-            has_plugin_files(settings.ca_dir)
+        # With a cluster and no --ca-dir, the root lives in a Secret shared by every replica
+        # (loaded in run(), before anything is signed); until then a placeholder. --ca-dir, plug-in
+        # files or a self-signed root there, wins as istiod's mounted /etc/cacerts does.
+        self.ca_in_cluster = settings.ca_dir is None and (
+            settings.kubeconfig is not None or in_cluster()
         )
         self.ca = MeshCA.load(
             None if self.ca_in_cluster else settings.ca_dir,

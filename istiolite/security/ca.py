@@ -381,12 +381,6 @@ def _load_signer(
     return _load_self_signed(ca_dir, trust_domain, key_type, extra, placeholder=placeholder)
 
 
-def has_plugin_files(ca_dir: Path | None) -> bool:
-    """True when `ca_dir` holds Istio's plug-in CA (`ca-cert.pem`): it then wins over a
-    cluster's Secrets, as istiod's mounted /etc/cacerts does."""
-    return ca_dir is not None and (ca_dir / CA_CERT).exists()
-
-
 class MeshCA:
     """Implements `security.authority.CertificateAuthority`; also the serving certificate of the
     secure port. Thread-safe: the signer is replaced as a whole on reload."""
