@@ -68,7 +68,7 @@ async def test_replace_with_a_stale_resource_version_is_a_conflict(kube: KubeCli
 
 
 async def test_replace_needs_a_resource_version(kube: KubeClient) -> None:
-    with pytest.raises(ValueError, match="ConfigMap default/x: metadata.resourceVersion"):
+    with pytest.raises(ValueError, match=r"ConfigMap default/x: metadata\.resourceVersion"):
         await kube.replace(config_map("default", "x"), {"metadata": {}, "data": {}})
 
 
