@@ -127,6 +127,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--trust-domain", default=env_default("TRUST_DOMAIN", "cluster.local"))
     p.add_argument(
+        "--cluster-id",
+        default=env_default("CLUSTER_ID", "Kubernetes"),
+        help="name of the cluster served (istiod's CLUSTER_ID); a token caller naming another "
+        "cluster in its clusterid metadata is refused",
+    )
+    p.add_argument(
         "--domain",
         default=env_default("DOMAIN", "cluster.local"),
         help="cluster DNS domain of service host names",
@@ -229,6 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
         http_addr=args.http_addr,
         monitoring_addr=args.monitoring_addr,
         trust_domain=args.trust_domain,
+        cluster_id=args.cluster_id,
         domain=args.domain,
         debounce_quiet=args.debounce_after,
         debounce_max=args.debounce_max,

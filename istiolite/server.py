@@ -85,7 +85,7 @@ class Istiolite:
             max_ttl=settings.max_workload_cert_ttl,
             placeholder=self.ca_in_cluster,
         )
-        self.authenticator = Authenticator(settings.trust_domain)
+        self.authenticator = Authenticator(settings.trust_domain, cluster_id=settings.cluster_id)
         self.ads = AdsService(
             PushContext({}, domain=settings.domain, version="empty"),
             generator=self.generator,

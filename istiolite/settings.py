@@ -52,6 +52,9 @@ class Settings:
     http_addr: str = ":8080"
     monitoring_addr: str = ":15014"
     trust_domain: str = "cluster.local"
+    # The cluster this istiolite serves, as istiod's CLUSTER_ID: a caller whose `clusterid`
+    # metadata names another cluster is not judged with this cluster's TokenReview.
+    cluster_id: str = "Kubernetes"
     domain: str = "cluster.local"
     debounce_quiet: float = 0.1
     debounce_max: float = 10.0
