@@ -2,8 +2,8 @@
 root: Secret `cacerts` (the operator's plug-in CA) when present, else Secret `istio-ca-secret`
 (type `istio.io/ca-root`, a self-signed root), created by the first replica that finds none.
 Creation is a POST: when two replicas race, one wins and the other's 409 makes it re-read and
-load the winner's root, so there is never a second root. `--ca-dir` plug-in files win over both
-(the server does not call this then).
+load the winner's root, so there is never a second root. `--ca-dir` wins over both (the server
+does not use this then).
 """
 
 from __future__ import annotations
