@@ -16,6 +16,7 @@ from istiolite.logs import get_logger
 from istiolite.model.meta import ObjectKey
 from istiolite.operator.root_configmaps import CONFIGMAP_NAME, RootCertPublisher
 from istiolite.operator.status import StatusWriter
+from istiolite.operator.webhook_ca_bundle import CONFIGURATIONS, WebhookCaBundle
 from istiolite.sources.kube.client import KubeClient
 from istiolite.sources.kube.informer import Batch, Informer, InformerOptions
 from istiolite.sources.kube.resources import ApiResource
@@ -46,6 +47,7 @@ class LeaderWriters:
         self._options = options or InformerOptions()
         self.publisher: RootCertPublisher | None = None
         self.status: StatusWriter | None = None
+        self.webhook_ca_bundle: WebhookCaBundle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: list[asyncio.Task[None]] = []
 
@@ -88,7 +90,25 @@ class LeaderWriters:
         if self._results is not None:
             self.status = StatusWriter(self._kube, self._results)
             spawn(self.status.run(), "status-writer")
+        self._start_webhook_ca_bundle()
         log.info("leader writers started")
+
+    def _start_webhook_ca_bundle(self) -> None:
+        """The caBundle of the two webhook configurations, each watched by name."""
+        patcher = WebhookCaBundle(self._kube, self._bundle)
+        self.webhook_ca_bundle = patcher
+
+        def on_configuration(batch: Batch) -> None:
+            for _ns, name in batch.upserts:
+                patcher.configuration_changed(name)
+
+        for config in CONFIGURATIONS:
+            by_name = dataclasses.replace(
+                self._options, field_selector=f"metadata.name={config.name}", namespaces=None
+            )
+            informer = Informer(self._kube, config.resource, on_configuration, by_name)
+            self._spawn(informer.run(), f"webhook-config-{config.name}")
+        self._spawn(patcher.run(), "webhook-ca-bundle")
 
     def _spawn(self, work: Any, name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -98,6 +118,8 @@ class LeaderWriters:
     def root_changed(self) -> None:
         if self.publisher is not None and self._tasks:
             self.publisher.root_changed()
+        if self.webhook_ca_bundle is not None and self._tasks:
+            self.webhook_ca_bundle.root_changed()
 
     def results_changed(self, keys: frozenset[ObjectKey]) -> None:
         if self.status is not None and self._tasks:
@@ -110,6 +132,7 @@ class LeaderWriters:
         self._stopping = [t for t in self._stopping if not t.done()] + tasks
         self.publisher = None
         self.status = None
+        self.webhook_ca_bundle = None
         if tasks:
             log.info("leader writers stopped")
 
