@@ -125,6 +125,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ),
 )
 
+
 def _plural(kind: str) -> str:
     # ServiceEntry → serviceentries, AuthorizationPolicy → authorizationpolicies, Gateway →
     # gateways, as Istio's CRDs name them
