@@ -14,6 +14,12 @@ COPY docker/build-wheels.sh docker/
 RUN docker/build-wheels.sh /wheels /opt/build-venv
 
 FROM python:3.11-slim-bookworm
+# iptables: `istiolite iptables`, the envoy injection flavour's istio-init (run as root there).
+# Debian's current package (security updates), not a pinned version.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 1337 istiolite \
     && useradd --system --uid 1337 --gid 1337 --no-create-home --shell /usr/sbin/nologin istiolite
 COPY --from=build /wheels /tmp/wheels

@@ -328,7 +328,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from istiolite import bootstrap, render, validate
+    from istiolite import bootstrap, iptables, render, validate
     from istiolite.cli_inspect import proxy_config, proxy_status
 
     parser = argparse.ArgumentParser(prog="istiolite", description=__doc__)
@@ -344,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     proxy_config.add_arguments(config)
     check = sub.add_parser("validate", help="check Kubernetes / Istio YAML files as serve would")
     validate.add_arguments(check)
+    tables = sub.add_parser(
+        "iptables", help="set up istio-init's traffic capture (REDIRECT) in a pod, as root"
+    )
+    iptables.add_arguments(tables)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -372,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         from istiolite import validate
 
         return validate.run(args)
+    if args.command == "iptables":
+        from istiolite import iptables
+
+        return iptables.run(args)
     print(__version__)
     return 0
 

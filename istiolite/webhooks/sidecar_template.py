@@ -124,12 +124,15 @@ def iptables_init(config: InjectionConfig) -> dict[str, Any]:
         "-p", "15001", "-z", "15006", "-u", str(PROXY_UID), "-m", "REDIRECT",
         "-i", "*", "-x", "", "-b", "*", "-d", f"{PROMETHEUS_PORT},{HEALTH_PORT},{STATUS_PORT}",
     ]  # fmt: skip
-    # Both flavours use istio-iptables from the proxyv2 image: the rules are Istio's either way
-    # (istiolite has no iptables command of its own yet).
-    args = ["istio-iptables", *rules, "--log_output_level=default:info"]
+    # The same flags either way: istiolite's own command takes istio-iptables' arguments.
+    if config.flavor == "envoy":
+        image, args = config.istiolite_image, ["iptables", *rules]
+    else:
+        image = config.proxy_image
+        args = ["istio-iptables", *rules, "--log_output_level=default:info"]
     return {
         "name": INIT_CONTAINER,
-        "image": config.proxy_image,
+        "image": image,
         "args": args,
         "resources": RESOURCES,
         "securityContext": {

@@ -254,7 +254,8 @@ def test_envoy_flavour_injects_plain_envoy_with_an_istiolite_bootstrap() -> None
     assert spec["containers"][0]["readinessProbe"] == {
         "httpGet": {"path": "/ready", "port": "http"}
     }
-    assert spec["initContainers"][0]["args"][0] == "istio-iptables"
+    init = spec["initContainers"][0]
+    assert (init["image"], init["args"][0]) == ("istiolite:dev", "iptables")
 
 
 def test_only_pod_creation_is_patched() -> None:
