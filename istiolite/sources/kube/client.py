@@ -116,7 +116,7 @@ class KubeClient:
             _request_timeout=REQUEST_TIMEOUT,
         )
         try:
-            data = await response.content.read(MAX_RESPONSE_BYTES + 1)
+            data = await read_body(response.content, MAX_RESPONSE_BYTES)
             status = int(response.status)
         finally:
             response.release()
@@ -183,7 +183,7 @@ class KubeClient:
             )
             try:
                 status = int(response.status)
-                data = await response.content.read(max_bytes + 1)
+                data = await read_body(response.content, max_bytes)
             finally:
                 response.release()
         except _failures() as err:
@@ -232,7 +232,7 @@ class KubeClient:
         status = int(response.status)
         if not 200 <= status <= 299:
             try:
-                data = await response.content.read(MAX_RESPONSE_BYTES)
+                data = await read_body(response.content, MAX_RESPONSE_BYTES)
             except _failures():
                 data = b""
             finally:
@@ -270,7 +270,7 @@ class KubeClient:
                 _request_timeout=REQUEST_TIMEOUT,
             )
             try:
-                data = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                data = await read_body(response.content, MAX_RESPONSE_BYTES)
                 status = int(response.status)
             finally:
                 response.release()
@@ -382,6 +382,20 @@ class WatchStream:
 
 
 _READ_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip"}
+
+
+async def read_body(content: Any, limit: int) -> bytes:
+    """The body up to `limit` + 1 bytes (one more says "too large"). aiohttp's `read(n)` returns
+    whatever has arrived, not n bytes: a large body comes in many reads."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _failures() -> tuple[type[BaseException], ...]:
