@@ -83,12 +83,14 @@ async def run(namespaces: int, objects: int, new: int) -> None:
         try:
             t0 = time.monotonic()
             writers.start()
-            publish = await _until(lambda: _published(api, names, pem["value"]), 300, 0.05, t0)
-            status = await _until(
-                lambda: writers.status is not None and writers.status.writes >= objects,
-                300,
-                0.05,
-                t0,
+            publish, status = await asyncio.gather(
+                _until(lambda: _published(api, names, pem["value"]), 300, 0.05, t0),
+                _until(
+                    lambda: writers.status is not None and writers.status.writes >= objects,
+                    300,
+                    0.02,
+                    t0,
+                ),
             )
             pem["value"] = "-----BEGIN CERTIFICATE-----\ntwo\n-----END CERTIFICATE-----\n"
             writers.root_changed()
