@@ -236,7 +236,7 @@ def test_the_ca_waits_for_the_api_server(cluster: Cluster) -> None:
         assert "CA loaded from the cluster" in proc.log()
         assert cluster.apiserver.get("v1", "Secret", NS, "istio-ca-secret") is not None
     finally:
+        proc.stop()  # first: whatever else fails, the process does not outlive the test
         if down:
             cluster.apiserver.come_up()
-        proc.stop()
     assert proc.proc.returncode == 0
