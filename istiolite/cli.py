@@ -40,6 +40,11 @@ def _duration(value: str) -> timedelta:
     return ttl
 
 
+def _namespaces(value: str) -> frozenset[str] | None:
+    names = frozenset(n.strip() for n in value.split(",") if n.strip())
+    return names or None
+
+
 def _add_security(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--secure-grpc-addr",
@@ -87,7 +92,22 @@ def _add_security(p: argparse.ArgumentParser) -> None:
         "--kubeconfig",
         type=Path,
         default=Path(env_default("KUBECONFIG", "")) if env_default("KUBECONFIG", "") else None,
-        help="Kubernetes API for TokenReview (default: the in-cluster config inside a pod)",
+        help="Kubernetes API: the source of Services, EndpointSlices, Pods and Istio config, "
+        "and the TokenReview authority (default: the in-cluster config inside a pod)",
+    )
+    p.add_argument(
+        "--watch-namespaces",
+        type=_namespaces,
+        default=_namespaces(env_default("WATCH_NAMESPACES", "")),
+        metavar="NS[,NS...]",
+        help="read Kubernetes objects only from these namespaces (default: all)",
+    )
+    p.add_argument(
+        "--leader-lease-duration",
+        type=_duration,
+        default=env_default("LEADER_LEASE_DURATION", "30s"),
+        help="with a cluster: the leader-election Lease's duration; the leader renews it "
+        "within half of it and candidates try every quarter (default 30s, as istiod)",
     )
 
 
@@ -191,11 +211,11 @@ def _serve(args: argparse.Namespace) -> int:
     from istiolite.logs import configure_logging
     from istiolite.security.ca import CAError
     from istiolite.server import Istiolite
-    from istiolite.sources.kube.client import KubeConfigError
+    from istiolite.sources.kube.client import KubeConfigError, in_cluster
 
     configure_logging(args.log_format, args.log_level)
-    if not args.config_dir:
-        print("istiolite serve: give at least one --config-dir", file=sys.stderr)
+    if not args.config_dir and args.kubeconfig is None and not in_cluster():
+        print("istiolite serve: give at least one --config-dir, or --kubeconfig", file=sys.stderr)
         return 2
     for directory in args.config_dir:
         if not directory.is_dir():
@@ -233,6 +253,8 @@ def _serve(args: argparse.Namespace) -> int:
         workload_cert_ttl=args.workload_cert_ttl,
         max_workload_cert_ttl=args.max_workload_cert_ttl,
         kubeconfig=args.kubeconfig,
+        watch_namespaces=args.watch_namespaces,
+        leader_lease_duration=max(1.0, args.leader_lease_duration.total_seconds()),
         jwks_refresh_interval=max(0.1, args.jwks_refresh_interval),
     )
 

@@ -225,3 +225,24 @@ SDS_REFUSED = CounterVec(
     "ADS streams that asked for key material they may not receive, by reason.",
     ("reason",),
 )
+KUBE_EVENTS = CounterVec(
+    "istiolite_kube_events",
+    "Kubernetes objects added, changed or deleted as the informers handed them on, by kind.",
+    ("kind",),
+)
+KUBE_WATCH_FAILURES = CounterVec(
+    "istiolite_kube_watch_failures",
+    "Kubernetes list/watch attempts that failed (retried with backoff), by kind.",
+    ("kind",),
+)
+
+LEADER = Gauge(
+    "istiolite_leader",
+    "1 while this replica holds the leader-election Lease (and does the cluster writes)",
+    ["lease"],
+)
+OPERATOR_WRITES = CounterVec(
+    "istiolite_operator_writes_total",
+    "Writes the leader made to the cluster, by kind and result (ok, conflict, error)",
+    ("kind", "result"),
+)

@@ -46,11 +46,15 @@ def dump_section(dump: dict[str, Any], section: str) -> list[dict[str, Any]]:
 class Process:
     """A child process whose output goes to a file; stopped by PID, killed if it lingers."""
 
-    def __init__(self, argv: list[str], log_path: Path) -> None:
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
         )
 
     def log(self) -> str:
@@ -71,7 +75,13 @@ class Process:
 
 
 class IstioliteProcess(Process):
-    def __init__(self, config_dirs: list[Path], workdir: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        config_dirs: list[Path],
+        workdir: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.grpc_port = self.http_port = self.monitoring_port = self.secure_grpc_port = 0
         argv = [sys.executable, "-m", "istiolite.cli", "serve"]
         for d in config_dirs:
@@ -86,7 +96,7 @@ class IstioliteProcess(Process):
             "--debounce-after", "0.05",
             *extra,
         ]  # fmt: skip
-        super().__init__(argv, workdir / "istiolite.log")
+        super().__init__(argv, workdir / "istiolite.log", env)
         wait_for(self._serving, timeout=30, what="istiolite serving")
         wait_for(self._ready, timeout=30, what="istiolite /ready")
 
