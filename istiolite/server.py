@@ -278,6 +278,11 @@ class Istiolite:
                 watch_namespaces=self.settings.watch_namespaces,
             )
             await self.operator.load_ca(stop)
+            if (
+                stop.is_set()
+            ):  # stopped while the API was unreachable: never sign with the placeholder
+                await self.kube.close()
+                return
         kube_task = await self._start_kube(stop)
         if self.operator is not None:
             self.operator.start()

@@ -34,6 +34,7 @@ PLUGIN_SECRET = "cacerts"
 CA_SECRET_TYPE = "istio.io/ca-root"
 PRIVATE_KEY = "key.pem"  # istiod writes it, empty, next to the others
 _MAX_TRIES = 5
+_PEM_END = b"-----END CERTIFICATE-----"
 
 
 class SecretApi(Protocol):
@@ -58,6 +59,18 @@ def decoded_data(obj: dict[str, Any], where: str) -> dict[str, bytes]:
         except (binascii.Error, ValueError):
             raise CAError(f"{where} key {key}: not valid base64") from None
     return out
+
+
+def plugin_keys(data: dict[str, bytes]) -> dict[str, bytes]:
+    """`cacerts` as istiod also takes it from cert-manager (a kubernetes.io/tls Secret:
+    `tls.crt` the CA certificate and chain, `tls.key`, `ca.crt` the root) in Istio's names."""
+    if data.get(CA_CERT) or not (data.get("tls.crt") and data.get("tls.key")):
+        return data
+    chain = data["tls.crt"]
+    end = chain.find(_PEM_END)
+    first = chain[: end + len(_PEM_END)] + b"\n" if end >= 0 else chain
+    return {CA_CERT: first, CA_KEY: data["tls.key"], CERT_CHAIN: chain,
+            ROOT_CERT: data.get("ca.crt", b"")}  # fmt: skip
 
 
 class ClusterCA:
@@ -86,7 +99,7 @@ class ClusterCA:
                 found = created
             ref, obj = found
             where = f"Secret {ref.namespace}/{ref.name}"
-            signer = signer_from_secret(decoded_data(obj, where), where)
+            signer = signer_from_secret(plugin_keys(decoded_data(obj, where)), where)
             self._ca.install(signer, where)
             self.source = f"{ref.namespace}/{ref.name}"
             return self.source
@@ -135,7 +148,7 @@ class ClusterCA:
                     continue  # deleted: keep signing; the next start creates a new one
                 ref, obj = found
                 where = f"Secret {ref.namespace}/{ref.name}"
-                signer = signer_from_secret(decoded_data(obj, where), where)
+                signer = signer_from_secret(plugin_keys(decoded_data(obj, where)), where)
                 if self._ca.install(signer, where):
                     self.source = f"{ref.namespace}/{ref.name}"
             except CAError as err:

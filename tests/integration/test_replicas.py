@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from istiolite._generated.istio.v1.auth import ca_pb2
 from tests.support.kube_apiserver import KubeApiServer
-from tests.support.processes import IstioliteProcess, http_get, stop_all
+from tests.support.processes import IstioliteProcess, Process, http_get, stop_all
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
@@ -209,3 +210,33 @@ def test_a_killed_leader_is_replaced_after_the_lease_expires(cluster: Cluster) -
         wait_for(lambda: _published(cluster, "after-kill"), timeout=10, what="b publishes")
     finally:
         stop_all(a, b)
+
+
+def test_the_ca_waits_for_the_api_server(cluster: Cluster) -> None:
+    """Started while the API server is down: nothing is served (no certificate from a root
+    that is not the cluster's) until it answers; then the cluster's root is created and used."""
+    cluster.apiserver.go_down()
+    workdir = cluster.work / "late"
+    workdir.mkdir()
+    argv = [
+        sys.executable, "-m", "istiolite.cli", "serve",
+        "--kubeconfig", str(cluster.kubeconfig),
+        "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+        "--monitoring-addr", "127.0.0.1:0", "--secure-grpc-addr", "127.0.0.1:0",
+    ]  # fmt: skip
+    proc = Process(argv, workdir / "istiolite.log", {"POD_NAME": "late", "POD_NAMESPACE": NS})
+    down = True
+    try:
+        wait_for(lambda: "cannot load the CA from the cluster" in proc.log(), timeout=20,
+                 what="the CA load retried")  # fmt: skip
+        assert proc.alive() and '"event": "serving"' not in proc.log()
+        cluster.apiserver.come_up()
+        down = False
+        wait_for(lambda: '"event": "serving"' in proc.log(), timeout=30, what="serving")
+        assert "CA loaded from the cluster" in proc.log()
+        assert cluster.apiserver.get("v1", "Secret", NS, "istio-ca-secret") is not None
+    finally:
+        proc.stop()  # first: whatever else fails, the process does not outlive the test
+        if down:
+            cluster.apiserver.come_up()
+    assert proc.proc.returncode == 0

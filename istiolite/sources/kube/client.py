@@ -116,7 +116,7 @@ class KubeClient:
             _request_timeout=REQUEST_TIMEOUT,
         )
         try:
-            data = await response.content.read(MAX_RESPONSE_BYTES + 1)
+            data = await _read_bounded(response.content, MAX_RESPONSE_BYTES + 1)
             status = int(response.status)
         finally:
             response.release()
@@ -183,7 +183,7 @@ class KubeClient:
             )
             try:
                 status = int(response.status)
-                data = await response.content.read(max_bytes + 1)
+                data = await _read_bounded(response.content, max_bytes + 1)
             finally:
                 response.release()
         except _failures() as err:
@@ -232,7 +232,7 @@ class KubeClient:
         status = int(response.status)
         if not 200 <= status <= 299:
             try:
-                data = await response.content.read(MAX_RESPONSE_BYTES)
+                data = await _read_bounded(response.content, MAX_RESPONSE_BYTES)
             except _failures():
                 data = b""
             finally:
@@ -270,7 +270,7 @@ class KubeClient:
                 _request_timeout=REQUEST_TIMEOUT,
             )
             try:
-                data = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                data = await _read_bounded(response.content, MAX_RESPONSE_BYTES + 1)
                 status = int(response.status)
             finally:
                 response.release()
@@ -389,6 +389,18 @@ def _failures() -> tuple[type[BaseException], ...]:
     import aiohttp
 
     return (aiohttp.ClientError, OSError, TimeoutError)
+
+
+async def _read_bounded(content: Any, limit: int) -> bytes:
+    """The body up to its end or `limit` bytes, whichever comes first (one `read(n)` returns
+    only what has arrived so far)."""
+    data = bytearray()
+    while len(data) < limit:
+        chunk = await content.read(limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
 
 
 def _describe(err: BaseException) -> str:

@@ -137,20 +137,27 @@ class Informer:
             started, events = time.monotonic(), self.events
             try:
                 await self._cycle()
+                healthy = True
             except _Gone:
                 log.info("kubernetes watch expired; relisting", resource=str(self.resource))
                 self._rv = ""
-                continue
+                healthy = True
             except (KubeUnavailable, ApiError, ProtocolError, ValueError) as err:
-                failures += 1
-                self._note_failure(err, failures)
-                await asyncio.sleep(self._backoff(failures))
-                continue
-            if self.events > events or time.monotonic() - started >= _SHORT_WATCH_SECONDS:
+                self._note_failure(err, failures + 1)
+                healthy = False
+            except Exception as err:  # a bug here must not end the watch of this kind for good
+                log.exception("kubernetes informer failed", resource=str(self.resource))
+                self._note_failure(err, failures + 1)
+                healthy = False
+            # A cycle that ended at once without an event (a refused watch, a 410 right after
+            # the list) is retried with backoff too, so nothing can make this loop spin.
+            if healthy and (
+                self.events > events or time.monotonic() - started >= _SHORT_WATCH_SECONDS
+            ):
                 failures = 0
-            else:
-                failures += 1
-                await asyncio.sleep(self._backoff(failures))
+                continue
+            failures += 1
+            await asyncio.sleep(self._backoff(failures))
 
     def _note_failure(self, err: Exception, failures: int) -> None:
         metrics.KUBE_WATCH_FAILURES.inc(self.resource.kind)
@@ -349,7 +356,6 @@ class Informer:
         if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
             raise ProtocolError(f"watch of {self.resource}: an event without an object")
         kind, obj = event.get("type"), event["object"]
-        self.events += 1
         if kind == "ERROR":
             code = obj.get("code")
             if code == 410:
@@ -360,6 +366,7 @@ class Informer:
                 _str(obj.get("reason")),
                 _str(obj.get("message"))[:300],
             )
+        self.events += 1
         rv = _rv_of(obj)
         if kind == "BOOKMARK":
             if rv:

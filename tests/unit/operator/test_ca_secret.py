@@ -145,3 +145,29 @@ async def test_watch_installs_a_rotated_root(apiserver: KubeApiServer, kube: Kub
     finally:
         task.cancel()
     assert ca.root_pem() == cert != other.root_pem()
+
+
+async def test_cacerts_in_cert_manager_form(
+    apiserver: KubeApiServer, kube: KubeClient, tmp_path: Path
+) -> None:
+    """kubernetes.io/tls keys: tls.crt (the CA and its chain), tls.key, ca.crt (the root)."""
+    root, intermediate = write_plugin_dir(tmp_path / "cacerts")
+    apiserver.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "cacerts", "namespace": NS},
+            "type": "kubernetes.io/tls",
+            "data": _data(
+                {
+                    "tls.crt": intermediate.pem + root.pem,
+                    "tls.key": intermediate.key_pem,
+                    "ca.crt": root.pem,
+                }
+            ),
+        }
+    )
+    ca = _ca()
+    assert await ClusterCA(kube, ca, namespace=NS).load() == f"{NS}/cacerts"
+    assert ca.root_pem() == root.pem
+    assert apiserver.get("v1", "Secret", NS, "istio-ca-secret") is None  # no second root

@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 
+from istiolite.model.meta import ObjectKey
 from istiolite.model.store import ConfigStore
+from istiolite.operator.status import MAX_MESSAGE_CHARS, MAX_MESSAGES, desired_status
 from istiolite.operator.writers import LeaderWriters
 from istiolite.sources.kube.client import KubeClient
 from istiolite.sources.kube.informer import InformerOptions
+from istiolite.sources.kube.results import ObjectResult
 from istiolite.sources.kube.source import KubeSource
 from tests.support.kube_apiserver import KubeApiServer
 
@@ -145,3 +148,26 @@ async def test_a_status_only_change_is_not_a_config_change(
     await asyncio.sleep(0.5)
     assert len(changes) == seen
     assert _status_writes(apiserver, "quiet") == 1
+
+
+def test_warnings_become_warning_messages_and_counts_are_bounded() -> None:
+    key = ObjectKey("DestinationRule", "shop", "reviews")
+    result = ObjectResult(
+        generation=3,
+        api_version="networking.istio.io/v1",
+        warnings=[f"spec.trafficPolicy.field{i}: not applied by istiolite" for i in range(50)],
+    )
+    status = desired_status(key, result)
+    assert status["conditions"][0]["status"] == "True"
+    assert status["conditions"][0]["observedGeneration"] == 3
+    messages = status["validationMessages"]
+    assert len(messages) == MAX_MESSAGES
+    assert messages[0] == {
+        "type": {"name": "ConfigWarning"},
+        "level": "WARNING",
+        "message": "spec.trafficPolicy.field0: not applied by istiolite",
+    }
+    long = ObjectResult(1, "networking.istio.io/v1", errors=[("spec.hosts[0]", "x" * 5000)])
+    bad = desired_status(key, long)
+    assert len(bad["validationMessages"][0]["message"]) <= MAX_MESSAGE_CHARS
+    assert bad["conditions"][0]["message"].startswith("spec.hosts[0]: xxx")

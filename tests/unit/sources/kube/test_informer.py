@@ -273,3 +273,20 @@ async def test_namespace_selection_drops_other_namespaces(
         server.put(service("d", "shop"))
         await wait_until(lambda: "d" in recorder.names())
     assert set(recorder.objects) == {("shop", "a"), ("shop", "d")}
+
+
+async def test_large_gzipped_list_pages_arrive_whole(
+    server: KubeApiServer, kube: KubeClient
+) -> None:
+    # ~600 KiB per page: gzip'd by the server (over 128 KiB) and read over many TCP reads.
+    for i in range(600):
+        obj = service(f"s{i}")
+        obj["metadata"]["annotations"] = {"note": f"{i:04d}" * 250}
+        server.put(obj)
+    recorder = Recorder()
+    informer = _informer(kube, recorder)
+    async with running(informer.run()):
+        await wait_until(informer.synced.is_set, what="synced")
+    assert len(recorder.objects) == 600
+    assert recorder.objects[("default", "s599")]["metadata"]["annotations"]["note"] == "0599" * 250
+    assert _requests(server, watch=False)[0].headers.get("Accept-Encoding") == "gzip"
