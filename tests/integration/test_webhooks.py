@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 from cryptography import x509
 
+from istiolite.webhooks.admission import MAX_REVIEW_BYTES
 from tests.support.admission import (
     VALID_VS_SPEC,
     apply_patch,
@@ -192,3 +193,16 @@ def test_requests_are_counted_on_the_monitoring_port(webhooks: Webhooks) -> None
         'resource="virtualservices",reason="invalid"}' in text
     )
     assert "sidecar_injection_requests_total" in text
+
+
+def test_bodies_are_bounded_and_only_post_is_served(webhooks: Webhooks) -> None:
+    status, _data = webhooks.post("/validate", b" " * (MAX_REVIEW_BYTES + 1))
+    assert status == 413
+    conn = _VerifiedHTTPS(webhooks.istiolite.webhook_port, webhooks.context())
+    try:
+        conn.request("GET", "/inject")
+        response = conn.getresponse()
+        assert response.status == 405 and response.getheader("Allow") == "POST"
+        response.read()
+    finally:
+        conn.close()
