@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from istiolite.webhooks import sidecar_template as tpl
-from istiolite.webhooks.admission import AdmissionRequest, allow
+from istiolite.webhooks.admission import AdmissionRequest, allow, deny
 from istiolite.webhooks.probes import APP_PROBERS_ENV, rewrite_probes
 
 INJECT_KEY = "sidecar.istio.io/inject"
@@ -202,6 +202,34 @@ def sidecar_patch(
     return ops
 
 
+def _shape_problem(pod: Mapping[str, Any]) -> str | None:
+    """The first field whose JSON type is not a Pod's (only a caller other than the API server,
+    which decodes the Pod first, can send one), as `field: must be …`."""
+    checks: list[tuple[str, Any, type]] = [
+        ("metadata", pod.get("metadata"), dict),
+        ("spec", pod.get("spec"), dict),
+    ]
+    meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    assert isinstance(meta, dict) and isinstance(spec, dict)
+    checks += [(f"metadata.{k}", meta.get(k), dict) for k in ("labels", "annotations")]
+    checks.append(("metadata.ownerReferences", meta.get("ownerReferences"), list))
+    checks += [
+        (f"spec.{k}", spec.get(k), list) for k in ("containers", "initContainers", "volumes")
+    ]
+    for name, value, wanted in checks:
+        if value is not None and not isinstance(value, wanted):
+            return f"{name}: must be {'a mapping' if wanted is dict else 'a list'}"
+    for list_name in ("containers", "initContainers"):
+        for i, container in enumerate(spec.get(list_name) or []):
+            where = f"spec.{list_name}[{i}]"
+            if not isinstance(container, dict):
+                return f"{where}: must be a mapping"
+            if not isinstance(container.get("ports", []), list):
+                return f"{where}.ports: must be a list"
+    return None
+
+
 def inject_review(
     request: AdmissionRequest, config: tpl.InjectionConfig, namespace_labels: NamespaceLabels
 ) -> dict[str, Any]:
@@ -210,6 +238,9 @@ def inject_review(
         return allow(request)
     assert request.object is not None
     pod = request.object
+    problem = _shape_problem(pod)
+    if problem is not None:
+        return deny(request, f"{request.describe()}: {problem}")
     meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
     namespace = request.namespace or str((meta or {}).get("namespace") or "default")
     inject, _why = injection_decision(pod, namespace, namespace_labels)

@@ -264,3 +264,44 @@ def test_only_pod_creation_is_patched() -> None:
         parse_review(body(review(pod, namespace="apps", operation="UPDATE"))), CONFIG, _labels
     )
     assert patch_of(answer) is None and answer["response"]["allowed"] is True
+
+
+WEIRD = [None, [], "x", 7, {}, [1], {"a": 1}]
+PATHS = [
+    ("metadata",),
+    ("spec",),
+    ("metadata", "labels"),
+    ("metadata", "annotations"),
+    ("metadata", "ownerReferences"),
+    ("spec", "containers"),
+    ("spec", "initContainers"),
+    ("spec", "volumes"),
+    ("metadata", "generateName"),
+]
+
+
+@pytest.mark.parametrize("flavor", ["istio", "envoy"])
+@pytest.mark.parametrize("path", PATHS, ids=".".join)
+def test_any_shape_gets_an_answer_never_an_exception(flavor: str, path: tuple[str, ...]) -> None:
+    # Only the API server's decoded Pods are well formed; anyone reaching the port may send any.
+    config = InjectionConfig(flavor=flavor)  # type: ignore[arg-type]
+    for weird in WEIRD:
+        r = review(deployment_pod(), namespace="apps")
+        node = r["request"]["object"]
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = weird
+        answer = inject_review(parse_review(body(r)), config, _labels)["response"]
+        if not answer["allowed"]:
+            assert answer["status"]["message"].startswith("Pod apps/")
+            assert ".".join(path) in answer["status"]["message"]
+
+
+def test_a_malformed_pod_is_refused_naming_the_field() -> None:
+    r = review(deployment_pod(), namespace="apps")
+    r["request"]["object"]["spec"]["containers"][0]["ports"] = "8080"
+    answer = inject_review(parse_review(body(r)), CONFIG, _labels)["response"]
+    assert answer["allowed"] is False
+    assert answer["status"]["message"] == (
+        "Pod apps/hello-v1-5d9f8c7b6-: spec.containers[0].ports: must be a list"
+    )
