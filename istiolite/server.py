@@ -193,13 +193,13 @@ class Istiolite:
             raise ValueError(
                 f"injection flavor {settings.injection_flavor!r}: not one of {FLAVORS}"
             )
-        secure_port = split_host_port(settings.secure_grpc_addr or ":15012")[1]
+        # Sidecars reach the CA and xDS through the Service (istiod.istio-system.svc:15012),
+        # whatever address this process binds.
         injection = InjectionConfig(
             flavor=flavor,
             proxy_image=settings.proxy_image,
             envoy_image=settings.envoy_image,
             istiolite_image=settings.istiolite_image,
-            discovery_address=f"istiod.istio-system.svc:{secure_port}",
             trust_domain=settings.trust_domain,
             domain=settings.domain,
             cluster_id=settings.cluster_id,
