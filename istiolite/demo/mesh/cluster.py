@@ -8,7 +8,8 @@ interception, Envoy sidecars on istiolite's secure port with a service-account t
         eth0 <net>.0.N/24, default route via <net>.0.1 (ClusterIPs <net>.1.M route out and are
              answered by nobody: only the sidecar can send them somewhere)
         /etc/hosts (via /etc/netns): the pod's name and every service name → its ClusterIP
-        nat: istio-init's rules (outbound TCP → 15001 but uid/gid 1337, inbound TCP → 15006)
+        nat: `istiolite iptables` with the injector's arguments, as the istio-init container
+             (outbound TCP → 15001 but uid/gid 1337, inbound TCP → 15006)
         Envoy as uid/gid 1337: `istiolite bootstrap --token-file --xds-root-cert` for the secure
              port, INTERCEPTION_MODE=REDIRECT, its token minted by the mesh's TokenIssuer
         the app (`istiolite.demo.mesh.app`) as root, calling the next hop by service name
@@ -42,11 +43,11 @@ from typing import Any
 import yaml
 
 from istiolite.demo.mesh.netns import (
+    ISTIO_INIT_ARGS,
     PREFIX,
     PROXY_GID,
     PROXY_UID,
     Netns,
-    istio_iptables_rules,
     reap_stale,
     veth,
     which,
@@ -530,7 +531,8 @@ class Mesh:
         ns.ip("route", "add", "default", "via", self.gateway)
         ns.write_hosts(self._hosts(ip, spec.name))
         if spec.sidecar:
-            ns.iptables_restore(istio_iptables_rules())
+            # What the istio-init container does, with the injector's arguments.
+            ns.run(sys.executable, "-m", "istiolite.cli", "iptables", *ISTIO_INIT_ARGS)
             pod.envoy = self._start_envoy(pod)
         if spec.service is not None:
             argv = [

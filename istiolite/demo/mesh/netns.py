@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from istiolite import iptables
+
 T = TypeVar("T")
 
 PREFIX = "ilmesh"
@@ -55,9 +57,16 @@ def which(tool: str) -> str | None:
     return None
 
 
+def sbin_path() -> str:
+    """PATH with the sbin directories a non-login shell may lack (ip, iptables-restore)."""
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join([*parts, *(d for d in _SBIN if d not in parts)])
+
+
 def _run(argv: list[str], *, input: str | None = None, timeout: float = 30.0) -> str:
+    env = {**os.environ, "PATH": sbin_path()}
     done = subprocess.run(
-        argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        argv, input=input, capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
@@ -257,6 +266,14 @@ def veth(a: Netns, a_name: str, b: Netns, b_name: str) -> None:
     b.ip("link", "set", b_name, "up")
 
 
+# istio-init's arguments as the injector writes them for a sidecar in REDIRECT mode.
+ISTIO_INIT_ARGS = (
+    "-p", str(OUTBOUND_CAPTURE_PORT), "-z", str(INBOUND_CAPTURE_PORT),
+    "-u", str(PROXY_UID), "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*",
+    "-d", ",".join(str(p) for p in INBOUND_EXCLUDED_PORTS),
+)  # fmt: skip
+
+
 def istio_iptables_rules(
     *,
     proxy_uid: int = PROXY_UID,
@@ -265,38 +282,19 @@ def istio_iptables_rules(
     inbound_port: int = INBOUND_CAPTURE_PORT,
     inbound_excluded: tuple[int, ...] = INBOUND_EXCLUDED_PORTS,
 ) -> str:
-    """The nat rules istio-init installs for a sidecar in REDIRECT mode with the injector's
-    defaults (`istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*'
-    -d 15090,15021,15020`), as iptables-restore input.
+    """The nat rules istio-init installs for a sidecar in REDIRECT mode (with the defaults:
+    `istio-iptables -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*'
+    -d 15090,15021,15020`), as iptables-restore input: `istiolite iptables`' own rules.
 
     Outbound: every TCP connection made in the pod goes to 15001, except the proxy's own (owner
     uid or gid 1337), loopback traffic of the app, and 127.0.0.1. Inbound: every TCP connection
     arriving goes to 15006, except the excluded ports and HBONE (15008)."""
-    lines = [
-        "*nat",
-        ":ISTIO_INBOUND - [0:0]",
-        ":ISTIO_REDIRECT - [0:0]",
-        ":ISTIO_IN_REDIRECT - [0:0]",
-        ":ISTIO_OUTPUT - [0:0]",
-        f"-A ISTIO_INBOUND -p tcp --dport {HBONE_PORT} -j RETURN",
-        f"-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports {outbound_port}",
-        f"-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports {inbound_port}",
-        "-A PREROUTING -p tcp -j ISTIO_INBOUND",
-        *(f"-A ISTIO_INBOUND -p tcp --dport {port} -j RETURN" for port in inbound_excluded),
-        "-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT",
-        "-A OUTPUT -p tcp -j ISTIO_OUTPUT",
-        "-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN",
-    ]
-    for kind, ident in (("uid", proxy_uid), ("gid", proxy_gid)):
-        lines += [
-            f"-A ISTIO_OUTPUT -o lo ! -d 127.0.0.1/32 -p tcp ! --dport {HBONE_PORT}"
-            f" -m owner --{kind}-owner {ident} -j ISTIO_IN_REDIRECT",
-            f"-A ISTIO_OUTPUT -o lo -m owner ! --{kind}-owner {ident} -j RETURN",
-            f"-A ISTIO_OUTPUT -m owner --{kind}-owner {ident} -j RETURN",
-        ]
-    lines += [
-        "-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN",
-        "-A ISTIO_OUTPUT -j ISTIO_REDIRECT",
-        "COMMIT",
-    ]
-    return "\n".join(lines) + "\n"
+    return iptables.rules(
+        iptables.Capture(
+            outbound_port=outbound_port,
+            inbound_port=inbound_port,
+            proxy_uid=proxy_uid,
+            proxy_gid=proxy_gid,
+            exclude_inbound_ports=inbound_excluded,
+        )
+    )
