@@ -11,12 +11,14 @@ without failed requests, and the sidecars converge to the same config and keep t
 
 from __future__ import annotations
 
+import base64
 import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from istiolite.demo.mesh import bookinfo
 from istiolite.demo.mesh.cluster import Mesh, Pod, PodSpec
@@ -122,6 +124,29 @@ def test_calls_are_mutual_tls_with_the_callers_spiffe_ids(mesh: Mesh) -> None:
 
     wait_for(a_reviews_call_reached_ratings, timeout=20, what="reviews v2/v3 calling ratings")
     assert set(seen.values()) == {uri("bookinfo-reviews")}
+
+
+def test_each_sidecar_holds_its_own_identity_chained_to_the_mesh_root(mesh: Mesh) -> None:
+    """The `default` secret each Envoy got over SDS: its own SPIFFE ID, signed by the root in
+    istiolite's CA directory."""
+    root = x509.load_pem_x509_certificate((mesh.ca_dir / "root-cert.pem").read_bytes())
+    for pod in mesh.pods.values():
+        if pod.envoy is None:
+            continue
+        secrets = {
+            c["secret"]["name"]: c["secret"]
+            for c in pod.config_dump("dynamic_active_secrets")
+            if "secret" in c
+        }
+        inline = secrets["default"]["tls_certificate"]["certificate_chain"]["inline_bytes"]
+        chain = x509.load_pem_x509_certificates(base64.b64decode(inline))
+        san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.UniformResourceIdentifier) == [pod.spec.spiffe_id]
+        for cert, issuer in zip(chain, [*chain[1:], root], strict=True):
+            cert.verify_directly_issued_by(issuer)
+        # The key is there (Envoy's admin shows it redacted, never the key).
+        key = secrets["default"]["tls_certificate"]["private_key"]["inline_bytes"]
+        assert base64.b64decode(key) == b"[redacted]"
 
 
 def test_strict_peer_authentication_refuses_a_pod_without_sidecar(mesh: Mesh) -> None:
