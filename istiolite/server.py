@@ -296,4 +296,5 @@ class DebugStatusView:
             loaded=files.loaded,
             objects={key: owners.get(key, []) for key in store.snapshot()},
             errors=files.errors,
+            unsupported=files.unsupported,
         )

@@ -27,8 +27,9 @@ Listener = Callable[[ChangeSet], None]
 class ConfigStore:
     """Objects grouped by source (a file, a watch); the merged view is what translation reads.
 
-    When two sources define the same object, the source whose id sorts first wins, so the result
-    does not depend on the order files were read.
+    When two sources define the same object, the source whose id sorts last wins, so the result
+    does not depend on the order files were read: as `kubectl apply -f DIR` applies a directory's
+    files in name order, the later file is the one that stays (`winner_of`).
     """
 
     def __init__(self) -> None:
@@ -80,8 +81,11 @@ class ConfigStore:
         return MappingProxyType(dict(self._merged))
 
     def _winner(self, key: ObjectKey) -> Any | None:
-        for source in sorted(self._by_source):
-            obj = self._by_source[source].get(key)
-            if obj is not None:
-                return obj
-        return None
+        owners = [s for s, objs in self._by_source.items() if key in objs]
+        return self._by_source[winner_of(owners)][key] if owners else None
+
+
+def winner_of(sources: list[str]) -> str:
+    """Of the sources defining one object, the one whose definition is used (the same rule in
+    serve, render and validate)."""
+    return max(sources)
