@@ -151,6 +151,6 @@ def parse_object(raw: Any) -> tuple[ObjectKey, Any]:
     meta: ObjectMeta = obj.meta
     unapplied = unapplied_fields(raw)  # valid fields istiolite does not translate: warnings
     if unapplied:
-        meta = replace(meta, unapplied=unapplied)
+        meta = replace(meta, unapplied=meta.unapplied + unapplied)
         obj = replace(obj, meta=meta)
     return ObjectKey(kind_name, meta.namespace, meta.name), obj

@@ -146,6 +146,7 @@ CONNECTION_POOL = Msg(
         h2UpgradePolicy=S,
         useClientProtocol=S,
         maxConcurrentStreams=later(),
+        http2KeepAlive=later(Msg("HTTP2KeepAlive", interval=S, timeout=S)),
     ),
 )
 

@@ -248,13 +248,15 @@ def parse_duration(value: Any, where: str) -> float:
 
 
 def validate_host(host: Any, where: str) -> str:
+    """A host as istiod accepts it (a DNS name, `*` first); upper case is allowed as by istiod
+    and the name is returned lower-cased, as DNS and Envoy's domain matching compare it."""
     text = require_str(host, where, required=True)
-    labels = text.split(".")
+    labels = text.lower().split(".")
     if any(not _HOST_LABEL.match(label) for label in labels) or (
         "*" in text and not text.startswith("*")
     ):
         raise ValidationError(where, f"{text!r} is not a valid host (DNS name, '*' first)")
-    return text
+    return text.lower()
 
 
 def _string_match(raw: Any, where: str, *, allow_empty: bool = False) -> StringMatch | None:

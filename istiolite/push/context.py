@@ -929,13 +929,18 @@ class PushContext:
 
     def workload_entries_in(self, namespace: str) -> list[WorkloadEntry]:
         """The healthy WorkloadEntries of a namespace, by name (istiod drops an entry whose
-        health checks have not passed as if it were deleted)."""
+        health checks have not passed as if it were deleted). An entry with no address (one
+        reached through its network's gateway, which istiolite does not do) gives none."""
         record("WorkloadEntry", namespace, ANY)
         return self._memo(
             "workload-entries",
             namespace,
             lambda: sorted(
-                (w for w in self.workload_entries if w.namespace == namespace and w.healthy),
+                (
+                    w
+                    for w in self.workload_entries
+                    if w.namespace == namespace and w.healthy and w.address
+                ),
                 key=lambda w: w.meta.name,
             ),
         )

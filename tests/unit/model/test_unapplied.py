@@ -230,6 +230,12 @@ CASES: list[tuple[str, str, Any, str]] = [
         128,
         NOT_YET,
     ),
+    (
+        "DestinationRule",
+        "spec.trafficPolicy.connectionPool.http.http2KeepAlive",
+        {"interval": "15s", "timeout": "5s"},
+        NOT_YET,
+    ),
     ("DestinationRule", "spec.trafficPolicy.outlierDetection.consecutiveErrors", 5, NOT_YET),
     (
         "DestinationRule",
@@ -390,6 +396,7 @@ def test_the_list_per_kind() -> None:
                         "loadBalancer.warmupDurationSecs",
                         "connectionPool.tcp.idleTimeout",
                         "connectionPool.http.maxConcurrentStreams",
+                        "connectionPool.http.http2KeepAlive",
                         "outlierDetection.consecutiveErrors",
                         "outlierDetection.splitExternalLocalOriginErrors",
                         "outlierDetection.consecutiveLocalOriginFailures",
@@ -413,8 +420,10 @@ def test_the_list_per_kind() -> None:
             "endpoints.network",
         ],
         "Sidecar": [
+            "inboundConnectionPool.http.http2KeepAlive",
             "inboundConnectionPool.http.maxConcurrentStreams",
             "inboundConnectionPool.tcp.idleTimeout",
+            "ingress.connectionPool.http.http2KeepAlive",
             "ingress.connectionPool.http.maxConcurrentStreams",
             "ingress.connectionPool.tcp.idleTimeout",
             "ingress.tls.caCrl",

@@ -396,11 +396,7 @@ def test_tcp_service_entry_without_addresses_does_not_capture_the_port() -> None
 def test_tcp_service_entry_with_resolution_none_passes_its_port_through() -> None:
     found = listeners(context(entry("any", "NONE")), sidecar("shop"))
     assert only_tcp_cluster(found["0.0.0.0_5432"]) == "outbound|5432||any.example.com"
-    with_endpoints = context(
-        entry("some", "NONE", endpoints=[{"address": "203.0.113.7"}, {"address": "db.local"}])
-    )
-    found = listeners(with_endpoints, sidecar("shop"))
-    assert [n for n in found if n.endswith("_5432")] == ["203.0.113.7_5432"]
+    # (NONE with endpoints is refused, as by istiod: tests/unit/model/test_istio_validation_parity)
 
 
 def test_tcp_service_entry_with_an_address_range_matches_it_on_0000() -> None:
