@@ -122,6 +122,11 @@ def _endpoint(raw: Any, where: str, resolution: str, port_names: set[str]) -> Wo
             ) from None
     else:
         validate_workload_address(address, ports, f"{where}.address")
+    if address.startswith(UNIX_PREFIX) and resolution != "STATIC":
+        # Envoy resolves DNS clusters' addresses by name: a socket file is not one.
+        raise ValidationError(
+            f"{where}.address", f"a Unix socket endpoint needs resolution STATIC, not {resolution}"
+        )
     for name in ports:
         if name not in port_names:
             raise ValidationError(f"{where}.ports.{name}", "is not a port of the ServiceEntry")
