@@ -273,7 +273,7 @@ VIRTUAL_SERVICE = Msg(
             destinationSubnets=later(note=_L4_ANY_DESTINATION),
             port=S,
             sourceLabels=later(note=_L4_ANY_SOURCE),
-            gateways=later(note=_L4_ANY_GATEWAY),
+            gateways=S,
             sourceNamespace=later(note=_L4_ANY_SOURCE),
         ),
         route=_ROUTE_DESTINATION,

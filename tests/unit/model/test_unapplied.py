@@ -190,7 +190,6 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("VirtualService", "spec.tls[0].match[0].destinationSubnets", ["10.0.0.0/8"], NOT_YET),
     ("VirtualService", "spec.tls[0].match[0].sourceLabels", {"app": "edge"}, NOT_YET),
     ("VirtualService", "spec.tls[0].match[0].sourceNamespace", "shop", NOT_YET),
-    ("VirtualService", "spec.tls[0].match[0].gateways", ["mesh"], NOT_YET),
     (
         "DestinationRule",
         "spec.trafficPolicy.tunnel",
@@ -376,7 +375,6 @@ def test_the_list_per_kind() -> None:
             "tcp.match.sourceNamespace",
             "tcp.match.sourceSubnet",
             "tls.match.destinationSubnets",
-            "tls.match.gateways",
             "tls.match.sourceLabels",
             "tls.match.sourceNamespace",
         ],
