@@ -810,6 +810,10 @@ class PushContext:
                     out.append(ConfigWarning(where, field, message))
         return out
 
+    def sidecars_in(self, namespace: str) -> list[Sidecar]:
+        """Every Sidecar of a namespace, by name."""
+        return [c for c in self._sidecars if c.namespace == namespace]
+
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Sidecar | None:
         """As istiod: a Sidecar in the workload's namespace whose selector matches, else the one
         there without a selector, else the root namespace's default."""
