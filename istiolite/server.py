@@ -22,6 +22,8 @@ from istiolite.model.proxy import Proxy
 from istiolite.model.store import ChangeSet, ConfigStore
 from istiolite.networking.generator import ConfigGenerator
 from istiolite.networking.resource import Resource
+from istiolite.operator.cluster import ClusterOperator
+from istiolite.operator.leader import LeaseTimings
 from istiolite.push.cache import ResourceCache
 from istiolite.push.context import ConfigWarning, PushContext
 from istiolite.push.debounce import Debouncer
@@ -34,7 +36,11 @@ from istiolite.security.secure_port import SecureFrontEnd, serving_names
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.sources.jwks import JwksFetcher
-from istiolite.sources.kube.client import KubeClient
+from istiolite.sources.kube.client import KubeClient, in_cluster
+from istiolite.sources.kube.informer import InformerOptions
+from istiolite.sources.kube.source import KubeSource
+from istiolite.webhooks.server import WebhookServer
+from istiolite.webhooks.sidecar_template import FLAVORS, InjectionConfig
 from istiolite.xds import reflection
 from istiolite.xds.ads import AdsService, Connection
 from istiolite.xds.csds import CsdsService
@@ -67,12 +73,19 @@ class Istiolite:
         self.generator = ConfigGenerator(self.cache)
         # The mesh CA (CAError naming the file when --ca-dir is unusable) and the authenticator
         # of secure-port callers; its TokenReviewer is connected in run().
+        # With a cluster and no --ca-dir, the root lives in a Secret shared by every replica
+        # (loaded in run(), before anything is signed); until then a placeholder. --ca-dir, plug-in
+        # files or a self-signed root there, wins as istiod's mounted /etc/cacerts does.
+        self.ca_in_cluster = settings.ca_dir is None and (
+            settings.kubeconfig is not None or in_cluster()
+        )
         self.ca = MeshCA.load(
-            settings.ca_dir,
+            None if self.ca_in_cluster else settings.ca_dir,
             settings.trust_domain,
             key_type=settings.ca_key_type,
             workload_ttl=settings.workload_cert_ttl,
             max_ttl=settings.max_workload_cert_ttl,
+            placeholder=self.ca_in_cluster,
         )
         self.authenticator = Authenticator(settings.trust_domain, cluster_id=settings.cluster_id)
         self.ads = AdsService(
@@ -97,9 +110,13 @@ class Istiolite:
             self._push, quiet=settings.debounce_quiet, max_delay=settings.debounce_max
         )
         self.kube: KubeClient | None = None
+        self.kube_source: KubeSource | None = None
+        self.operator: ClusterOperator | None = None
         self.secure: SecureFrontEnd | None = None
+        self.webhooks: WebhookServer | None = None
         self._health = health.aio.HealthServicer()
         self.grpc_port = self.http_port = self.monitoring_port = self.secure_grpc_port = 0
+        self.webhook_port = 0
 
     @property
     def push_status(self) -> dict[str, Any]:
@@ -162,10 +179,77 @@ class Istiolite:
         log.info("secure port internal server", address=f"127.0.0.1:{internal_port}")
         return internal
 
+    def _namespace_labels(self, name: str) -> dict[str, str] | None:
+        namespace = self.ads.context.namespaces.get(name)
+        return None if namespace is None else dict(namespace.meta.labels)
+
+    async def _start_webhooks(self) -> None:
+        """/validate and /inject on --webhook-addr, HTTPS with a mesh CA certificate."""
+        settings = self.settings
+        if not settings.webhook_addr:
+            return
+        flavor = next((f for f in FLAVORS if f == settings.injection_flavor), None)
+        if flavor is None:
+            raise ValueError(
+                f"injection flavor {settings.injection_flavor!r}: not one of {FLAVORS}"
+            )
+        # Sidecars reach the CA and xDS through the Service (istiod.istio-system.svc:15012),
+        # whatever address this process binds.
+        injection = InjectionConfig(
+            flavor=flavor,
+            proxy_image=settings.proxy_image,
+            envoy_image=settings.envoy_image,
+            istiolite_image=settings.istiolite_image,
+            trust_domain=settings.trust_domain,
+            domain=settings.domain,
+            cluster_id=settings.cluster_id,
+            native_sidecars=settings.native_sidecars,
+        )
+        self.webhooks = WebhookServer(
+            self.ca,
+            dns_names=serving_names(settings.extra_sans),
+            injection=injection,
+            namespace_labels=self._namespace_labels,
+        )
+        host, port = split_host_port(settings.webhook_addr)
+        try:
+            self.webhook_port = await self.webhooks.start(host, port)
+        except OSError as err:
+            raise OSError(
+                f"cannot listen for the webhooks on {settings.webhook_addr}: {err}"
+            ) from None
+
     def _ready(self, _request: Request) -> Response:
-        if self.files.loaded:
-            return Response(200, "ok\n")
-        return Response(503, "config not loaded\n")
+        if not self.files.loaded:
+            return Response(503, "config not loaded\n")
+        if self.kube_source is not None and not self.kube_source.synced:
+            return Response(503, "kubernetes not synced\n")
+        return Response(200, "ok\n")
+
+    async def _start_kube(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
+        """Kubernetes as a source: its informers run from here on, and the first push waits
+        until each has listed once (as istiod waits for its caches), or until `stop`."""
+        if self.kube is None:
+            return None
+        self.kube_source = KubeSource(
+            self.kube,
+            self.store,
+            options=InformerOptions(namespaces=self.settings.watch_namespaces),
+        )
+        if self.operator is not None:
+            self.operator.follow(self.kube_source)
+        task = asyncio.create_task(self.kube_source.run(), name="kube-source")
+        synced = asyncio.create_task(self.kube_source.wait_synced())
+        stopped = asyncio.create_task(stop.wait())
+        started = time.monotonic()
+        await asyncio.wait({synced, stopped, task}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (synced, stopped):
+            waiter.cancel()
+        if task.done():
+            task.result()  # its failure, raised here
+        if self.kube_source.synced:
+            log.info("kubernetes synced", seconds=round(time.monotonic() - started, 3))
+        return task
 
     def _debug_routes(self) -> dict[str, Handler]:
         """The /debug/* pages as `--debug-on-http` says: loopback peers only (the port also
@@ -181,14 +265,33 @@ class Istiolite:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.files.load_all()
+        self.kube = await KubeClient.connect(self.settings.kubeconfig)
+        self.authenticator.reviewer = self.kube
+        if self.kube is not None:
+            self.operator = ClusterOperator(
+                self.kube,
+                self.ca,
+                namespace=self.settings.pod_namespace,
+                identity=self.settings.pod_name,
+                timings=LeaseTimings.from_lease_duration(self.settings.leader_lease_duration),
+                ca_in_cluster=self.ca_in_cluster,
+                watch_namespaces=self.settings.watch_namespaces,
+            )
+            await self.operator.load_ca(stop)
+            if (
+                stop.is_set()
+            ):  # stopped while the API was unreachable: never sign with the placeholder
+                await self.kube.close()
+                return
+        kube_task = await self._start_kube(stop)
+        if self.operator is not None:
+            self.operator.start()
         # The keys of the jwksUris the config names, before the startup push (bounded wait).
         await self.jwks.first_round()
         self.store.subscribe(self.jwks.on_change)
         # Subscribed after the initial load: that load is the startup push, not a change.
         self.store.subscribe(lambda changes: self.debouncer.add((time.monotonic(), changes)))
         self.pusher.start()
-        self.kube = await KubeClient.connect(self.settings.kubeconfig)
-        self.authenticator.reviewer = self.kube
         server = self._grpc_server()
         host, port = split_host_port(self.settings.grpc_addr)
         self.grpc_port = server.add_insecure_port(f"{host}:{port}")
@@ -196,6 +299,7 @@ class Istiolite:
             raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
         await server.start()
         internal = await self._start_secure()
+        await self._start_webhooks()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         http = HttpServer(
             {
@@ -224,6 +328,11 @@ class Istiolite:
                 if self.secure is not None
                 else "off"
             ),
+            webhooks=(
+                f"{split_host_port(self.settings.webhook_addr)[0]}:{self.webhook_port}"
+                if self.webhooks is not None
+                else "off"
+            ),
             ca_root_expiry=self.ca.expiry().isoformat(),
             kubernetes=self.kube.source if self.kube is not None else "none",
             # The bound ports (a port 0 in the settings is chosen by the kernel).
@@ -238,6 +347,8 @@ class Istiolite:
             asyncio.create_task(self.ca.watch(), name="ca-watch"),
             asyncio.create_task(self.jwks.run(stop), name="jwks"),
         ]
+        if kube_task is not None:
+            tasks.append(kube_task)
         try:
             await stop.wait()
         finally:
@@ -251,9 +362,13 @@ class Istiolite:
             await monitoring.stop()
             if self.secure is not None:
                 await self.secure.stop()
+            if self.webhooks is not None:
+                await self.webhooks.stop()
             if internal is not None:
                 await internal.stop(grace=1.0)
             await server.stop(grace=1.0)
+            if self.operator is not None:
+                await self.operator.stop()  # releases the Lease: another replica leads at once
             if self.kube is not None:
                 await self.kube.close()
             if self.ads.workload_certs is not None:
@@ -278,7 +393,10 @@ class DebugStatusView:
         return list(self._app.ads.connections.values())
 
     def push_status(self) -> Mapping[str, Any]:
-        return self._app.push_status
+        operator = self._app.operator
+        if operator is None:
+            return self._app.push_status
+        return {**self._app.push_status, "leader_election": operator.status()}
 
     def warnings(self) -> Sequence[ConfigWarning]:
         return self._app.warnings
@@ -290,11 +408,11 @@ class DebugStatusView:
         return self._app.cache.errors()
 
     def sources(self) -> SourcesState:
-        store, files = self._app.store, self._app.files
+        store, files, kube = self._app.store, self._app.files, self._app.kube_source
         owners = store.all_owners()
         return SourcesState(
-            loaded=files.loaded,
+            loaded=files.loaded and (kube is None or kube.synced),
             objects={key: owners.get(key, []) for key in store.snapshot()},
-            errors=files.errors,
+            errors=files.errors + (kube.errors if kube is not None else []),
             unsupported=files.unsupported,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -78,5 +79,27 @@ class Settings:
     max_workload_cert_ttl: timedelta = timedelta(days=90)
     # Kubernetes API (TokenReview): a kubeconfig, else the in-cluster config inside a pod.
     kubeconfig: Path | None = None
+    # Kubernetes objects read only from these namespaces (None: all), istiod's
+    # discoverySelectors in their simplest form; bounds memory on large clusters.
+    watch_namespaces: frozenset[str] | None = None
+    # With a cluster: istiolite's namespace (the Lease, the CA Secret) and its identity in the
+    # leader election, from the pod (POD_NAMESPACE, POD_NAME) as istiod's.
+    pod_namespace: str = field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE") or "istio-system"
+    )
+    pod_name: str = field(
+        default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname()
+    )
+    # The Lease's duration; renewed within half of it, tried every quarter (istiod: 30 s).
+    leader_lease_duration: float = 30.0
     # RequestAuthentication jwksUri key sets: refreshed this often (istiod: 20 minutes).
     jwks_refresh_interval: float = 20 * 60.0
+    # Admission webhooks (HTTPS; /validate, /inject). The CLI's default is istiod's ":15017";
+    # here "" means not served.
+    webhook_addr: str = ""
+    # Sidecar injection: "istio" (istio/proxyv2, pilot-agent) or "envoy" (plain Envoy).
+    injection_flavor: str = "istio"
+    proxy_image: str = "docker.io/istio/proxyv2:1.24.3"
+    envoy_image: str = "docker.io/envoyproxy/envoy:v1.32-latest"
+    istiolite_image: str = "istiolite:dev"
+    native_sidecars: bool = False

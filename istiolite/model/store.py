@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -47,10 +47,31 @@ class ConfigStore:
             self._by_source[source] = dict(objects)
         else:
             self._by_source.pop(source, None)
-        touched = set(old) | set(objects)
+        return self._merge(set(old) | set(objects))
+
+    def update_source(
+        self, source: str, upserts: Mapping[ObjectKey, Any], deletes: Iterable[ObjectKey]
+    ) -> ChangeSet:
+        """Add or replace `upserts` and remove `deletes` in what `source` holds, as one update
+        (a watch's batch: it costs what it touches, not what the source holds)."""
+        held = self._by_source.setdefault(source, {})
+        touched: set[ObjectKey] = set()
+        for key in deletes:
+            if held.pop(key, None) is not None:
+                touched.add(key)
+        for key, obj in upserts.items():
+            held[key] = obj
+            touched.add(key)
+        if not held:
+            del self._by_source[source]
+        return self._merge(touched)
+
+    def _merge(self, touched: set[ObjectKey]) -> ChangeSet:
+        # Last source first: the first one holding a key is its winner (winner_of).
+        sources = [self._by_source[s] for s in sorted(self._by_source, reverse=True)]
         changed: set[ObjectKey] = set()
         for key in touched:
-            winner = self._winner(key)
+            winner = next((objs[key] for objs in sources if key in objs), None)
             before = self._merged.get(key)
             if winner is None:
                 if key in self._merged:
@@ -79,10 +100,6 @@ class ConfigStore:
     def snapshot(self) -> Mapping[ObjectKey, Any]:
         """A read-only copy of the merged view, safe to keep while the store changes."""
         return MappingProxyType(dict(self._merged))
-
-    def _winner(self, key: ObjectKey) -> Any | None:
-        owners = [s for s, objs in self._by_source.items() if key in objs]
-        return self._by_source[winner_of(owners)][key] if owners else None
 
 
 def winner_of(sources: list[str]) -> str:

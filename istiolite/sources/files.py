@@ -371,11 +371,11 @@ class FileSource:
             owners = self._store.owners(key)
             if len(owners) > 1:
                 log.warning(
-                    "object defined in several files",
+                    "object defined by several sources",
                     object=str(key),
                     files=owners,
                     used=winner_of(owners),
-                    rule="the file whose path sorts last wins",
+                    rule="the source whose id sorts last wins (files: the later path)",
                 )
 
     def _note_unsupported(self, source: str, found: list[dict[str, Any]]) -> None:

@@ -395,7 +395,7 @@ def test_object_in_two_files_uses_the_later_file_and_says_so(tmp_path: Path) -> 
         _, store = load(tmp_path)
     svc = store.snapshot()[SVC]
     assert isinstance(svc, Service) and svc.ports[0].port == 82
-    warning = logged(logs, "object defined in several files")[-1]
+    warning = logged(logs, "object defined by several sources")[-1]
     assert warning["object"] == "Service shop/web"
     assert warning["files"] == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
     assert warning["used"] == str(tmp_path / "b.yaml")

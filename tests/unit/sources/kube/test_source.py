@@ -1,0 +1,248 @@
+"""KubeSource: the cluster's objects into the config store, through the test API server."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from istiolite import metrics, type_urls
+from istiolite.model.meta import ObjectKey
+from istiolite.model.store import ChangeSet, ConfigStore
+from istiolite.networking.generator import ConfigGenerator
+from istiolite.push.cache import ResourceCache
+from istiolite.push.pusher import Pusher
+from istiolite.push.request import PushRequest
+from istiolite.sources.kube.client import KubeClient
+from istiolite.sources.kube.informer import InformerOptions
+from istiolite.sources.kube.source import KubeSource
+from tests.support import certs
+from tests.support.kube_apiserver import KubeApiServer
+from tests.support.objects import DOMAIN, endpoint_slice, pod, service
+from tests.support.pushes import sidecar_proxy
+from tests.support.wait import wait_until
+from tests.unit.sources.kube.conftest import running
+
+FAST = InformerOptions(backoff_base=0.05, backoff_max=0.5)
+VS_KEY = ObjectKey("VirtualService", "default", "web")
+
+
+def _vs(name: str = "web", *, port: int = 80, generation_note: str = "") -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "hosts": ["web"],
+            "http": [{"route": [{"destination": {"host": "web", "port": {"number": port}}}]}],
+        },
+    }
+
+
+class Changes:
+    """The store's change sets, as the debouncer would see them."""
+
+    def __init__(self, store: ConfigStore) -> None:
+        self.sets: list[ChangeSet] = []
+        store.subscribe(self.sets.append)
+
+    def keys(self) -> set[ObjectKey]:
+        return {k for c in self.sets for k in c.keys}
+
+
+@pytest.fixture
+def store() -> ConfigStore:
+    return ConfigStore()
+
+
+@pytest.fixture
+async def source(kube: KubeClient, store: ConfigStore) -> AsyncIterator[KubeSource]:
+    kube_source = KubeSource(kube, store, options=FAST)
+    async with running(kube_source.run()):
+        yield kube_source
+
+
+async def test_cluster_objects_are_parsed_into_the_store(
+    server: KubeApiServer, store: ConfigStore, source: KubeSource
+) -> None:
+    server.put(service("web"))
+    server.put(endpoint_slice("web", endpoints=["10.1.0.1"]))
+    server.put(pod("web-1", ip="10.1.0.1", labels={"app": "web"}))
+    server.put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+    server.put(_vs())
+    await source.wait_synced()
+    snapshot = store.snapshot()
+    assert ObjectKey("Service", "default", "web") in snapshot
+    assert ObjectKey("EndpointSlice", "default", "web-slice") in snapshot
+    assert ObjectKey("Pod", "default", "web-1") in snapshot
+    assert ObjectKey("Node", "", "n1") in snapshot
+    assert ObjectKey("Namespace", "", "default") in snapshot
+    assert VS_KEY in snapshot
+    result = source.object_results()[VS_KEY]
+    assert result.valid and result.api_version == "networking.istio.io/v1"
+    assert result.generation == 1
+
+
+async def test_invalid_object_is_named_with_its_field_and_dropped(
+    server: KubeApiServer, store: ConfigStore, source: KubeSource
+) -> None:
+    server.put(_vs())
+    await source.wait_synced()
+    seen: list[frozenset[ObjectKey]] = []
+    source.subscribe_results(seen.append)
+    rejects = metrics.INVALID_CONFIG.value("invalid object rejected")
+    with capture_logs() as logs:
+        server.put(_vs(port=70000))
+        await wait_until(lambda: VS_KEY not in store.snapshot(), what="invalid VS dropped")
+    (entry,) = [e for e in logs if e["event"] == "invalid object rejected"]
+    assert entry["object"] == "VirtualService default/web"
+    assert entry["field"] == "spec.http[0].route[0].destination.port.number"
+    assert "65535" in entry["message"]
+    assert metrics.INVALID_CONFIG.value("invalid object rejected") == rejects + 1
+    result = source.object_results()[VS_KEY]
+    assert result.errors == [(entry["field"], entry["message"])]
+    assert result.generation == 2
+    assert seen and VS_KEY in seen[-1]
+    assert source.errors[0]["object"] == "VirtualService default/web"
+    # Fixed: back in the store, the error gone.
+    server.put(_vs(port=8080))
+    await wait_until(lambda: VS_KEY in store.snapshot())
+    assert source.object_results()[VS_KEY].valid and not source.errors
+
+
+async def test_status_writes_and_unchanged_relists_change_nothing(
+    server: KubeApiServer, store: ConfigStore, source: KubeSource
+) -> None:
+    server.put(service("web"))
+    server.put(_vs())
+    await source.wait_synced()
+    changes = Changes(store)
+    # The leader's status write: a new resourceVersion, the same config.
+    stored = server.get("networking.istio.io/v1", "VirtualService", "default", "web")
+    assert stored is not None
+    stored["status"] = {"conditions": [{"type": "Reconciled", "status": "True"}]}
+    server.put(stored)
+    # A 410 and relist with nothing changed in between.
+    vs_informer = source.informers["VirtualService"]
+    server.go_down()
+    server.compact()
+    server.come_up()
+    await wait_until(lambda: vs_informer.lists >= 2, timeout=20, what="relist")
+    await wait_until(lambda: source.informers["Service"].lists >= 2, timeout=20)
+    assert changes.sets == []
+
+
+async def test_relist_after_gone_is_one_change_with_the_deletes(
+    server: KubeApiServer, store: ConfigStore, source: KubeSource
+) -> None:
+    server.put(service("web"))
+    server.put(endpoint_slice("web", name="web-a", endpoints=["10.1.0.1"]))
+    server.put(endpoint_slice("web", name="web-b", endpoints=["10.1.0.2"]))
+    await source.wait_synced()
+    changes = Changes(store)
+    server.go_down()
+    server.delete("discovery.k8s.io/v1", "EndpointSlice", "default", "web-a")
+    server.put(endpoint_slice("web", name="web-c", endpoints=["10.1.0.3"]))
+    server.compact()
+    server.come_up()
+    await wait_until(lambda: changes.sets, timeout=20, what="relist diff")
+    (change,) = changes.sets
+    assert change.keys == {
+        ObjectKey("EndpointSlice", "default", "web-a"),
+        ObjectKey("EndpointSlice", "default", "web-c"),
+    }
+
+
+@pytest.mark.parametrize("server_options", [{"istio_crds": False, "bookmark_interval": 0.2}])
+async def test_crd_installed_later_is_picked_up_and_removal_drops_its_objects(
+    server: KubeApiServer, store: ConfigStore, source: KubeSource
+) -> None:
+    # Not installed: not an error, and not a reason to stay unready.
+    await source.wait_synced()
+    assert "VirtualService" not in source.informers
+    server.install_crd("networking.istio.io", "VirtualService", "virtualservices", ("v1beta1",))
+    server.put({**_vs(), "apiVersion": "networking.istio.io/v1beta1"})
+    await wait_until(lambda: VS_KEY in store.snapshot(), what="VS after its CRD")
+    assert source.informers["VirtualService"].resource.version == "v1beta1"
+    server.uninstall_crd("networking.istio.io", "virtualservices")
+    await wait_until(lambda: VS_KEY not in store.snapshot(), what="VS gone with its CRD")
+    assert VS_KEY not in source.object_results()
+
+
+async def test_only_tls_secrets_are_read_and_their_keys_never_logged(
+    server: KubeApiServer, store: ConfigStore, source: KubeSource
+) -> None:
+    pair = certs.CertificateAuthority().issue("web.example.com", dns=("web.example.com",))
+    cert_pem, key_pem = pair.cert_pem, pair.key_pem
+    key_b64 = base64.b64encode(key_pem).decode()
+    tls = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "web-cert", "namespace": "default"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": base64.b64encode(cert_pem).decode(), "tls.key": key_b64},
+    }
+    token = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "token", "namespace": "default"},
+        "type": "kubernetes.io/service-account-token",
+        "data": {"token": base64.b64encode(b"secret-token").decode()},
+    }
+    broken = dict(tls, metadata={"name": "broken", "namespace": "default"})
+    broken["data"] = {"tls.crt": "!!", "tls.key": key_b64}
+    with capture_logs() as logs:
+        server.put(tls)
+        server.put(token)
+        server.put(broken)
+        await source.wait_synced()
+        await wait_until(lambda: ObjectKey("Secret", "default", "web-cert") in store.snapshot())
+    assert ObjectKey("Secret", "default", "token") not in store.snapshot()
+    text = repr(logs) + repr(source.errors) + repr(store.snapshot())
+    assert key_b64 not in text and key_pem.decode().splitlines()[1] not in text
+
+
+async def test_endpoint_slice_change_takes_the_eds_fast_path(
+    server: KubeApiServer, store: ConfigStore, source: KubeSource
+) -> None:
+    server.put(service("web"))
+    server.put(endpoint_slice("web", endpoints=["10.1.0.1"]))
+    await source.wait_synced()
+    requests: list[PushRequest] = []
+    cache = ResourceCache()
+    pusher = Pusher(store, cache, domain=DOMAIN, publish=lambda _ctx, req: requests.append(req))
+    pusher.start()
+    generator = ConfigGenerator(cache)
+    for type_url in type_urls.PUSH_ORDER:  # a connected sidecar, served every type
+        generator(pusher.context, sidecar_proxy(), type_url)
+    changes = Changes(store)
+    server.put(endpoint_slice("web", endpoints=["10.1.0.1", "10.1.0.2"]))
+    await wait_until(lambda: changes.sets)
+    eds = pusher.push([(0.0, c) for c in changes.sets])
+    assert not eds.full and eds.eds_clusters
+    changes.sets.clear()
+    server.put(service("web", ports=[{"name": "http", "port": 81, "targetPort": 81}]))
+    await wait_until(lambda: changes.sets)
+    assert pusher.push([(0.0, c) for c in changes.sets]).full
+
+
+@pytest.mark.parametrize("namespaces", [frozenset({"shop"})])
+async def test_watch_namespaces_bound_what_is_read(
+    server: KubeApiServer, kube: KubeClient, store: ConfigStore, namespaces: frozenset[str]
+) -> None:
+    server.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    server.put(service("a", "shop"))
+    server.put(service("b", "default"))
+    options = dataclasses.replace(FAST, namespaces=namespaces)
+    kube_source = KubeSource(kube, store, options=options)
+    async with running(kube_source.run()):
+        await kube_source.wait_synced()
+    keys = set(store.snapshot())
+    assert ObjectKey("Service", "shop", "a") in keys
+    assert ObjectKey("Service", "default", "b") not in keys
+    assert ObjectKey("Namespace", "", "shop") in keys
+    assert ObjectKey("Namespace", "", "default") not in keys
