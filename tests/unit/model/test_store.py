@@ -131,3 +131,10 @@ def test_snapshot_does_not_follow_later_changes() -> None:
     store.replace_source("file:a.yaml", {DB: svc("db")})
     assert set(before) == {WEB}
     assert set(store.snapshot()) == {DB}
+
+
+def test_a_file_wins_over_another_source_whatever_the_names() -> None:
+    store = ConfigStore()
+    store.replace_source("/etc/mesh/web.yaml", {WEB: svc("web", port=81)})
+    store.update_source("kubernetes/Service", {WEB: svc("web", port=82)}, ())
+    assert store.snapshot()[WEB].ports[0].port == 81
