@@ -542,7 +542,17 @@ def _load_balancer(raw: Any, where: str) -> LoadBalancer | None:
         return None
     m = require_mapping(raw, where)
     _known(
-        m, where, {"simple", "consistentHash", "localityLbSetting", "warmupDurationSecs", "warmup"}
+        m,
+        where,
+        {
+            "simple",
+            "consistentHash",
+            "localityLbSetting",
+            "warmupDurationSecs",
+            "warmup",
+            "backendUtilization",
+            "zoneAwareLbSetting",
+        },
     )
     if "simple" in m and "consistentHash" in m:
         raise ValidationError(where, "only one of simple or consistentHash may be set")
@@ -876,6 +886,7 @@ def _outlier(raw: Any, where: str) -> OutlierDetection | None:
             "consecutiveErrors",
             "splitExternalLocalOriginErrors",
             "consecutiveLocalOriginFailures",
+            "outlierDetectionHttpErrorCodes",
         },
     )
     optional_bool(
