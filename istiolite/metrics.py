@@ -156,6 +156,12 @@ INVALID_CONFIG = CounterVec(
     "Config files or objects rejected (does not parse, invalid object, duplicate), by reason.",
     ("reason",),
 )
+UNSUPPORTED_OBJECTS = CounterVec(
+    "istiolite_config_unsupported",
+    "Config objects of a kind istiolite does not translate (they have no effect), by kind; "
+    "counted once per object when first read.",
+    ("kind",),
+)
 CACHE_ENTRIES = Gauge(
     "istiolite_resource_cache_entries",
     "Generated resources and derived values kept across pushes (istiod: xds cache size).",

@@ -32,6 +32,7 @@ from istiolite import type_urls
 from istiolite.debug.config_dump import config_dump
 from istiolite.debug.status import DebugStatus, SourcesState
 from istiolite.http_server import Handler, Request, Response
+from istiolite.model.store import winner_of
 from istiolite.networking.resource import Resource
 from istiolite.push.errors import GenerationError
 from istiolite.xds.protocol import SyncStatus, TypeState
@@ -392,8 +393,8 @@ def configz_of(
                 "kind": key.kind,
                 "namespace": key.namespace,
                 "name": key.name,
-                # The store keeps the object of the source that sorts first.
-                "source": sources[0] if sources else "",
+                # The store keeps the object of the source that sorts last (store.winner_of).
+                "source": winner_of(sources) if sources else "",
                 "sources": sources,
             }
         )
@@ -404,6 +405,8 @@ def configz_of(
         "loaded": state.loaded,
         "objects": objects,
         "errors": list(state.errors),
+        # Read but not translated: these objects have no effect on any proxy.
+        "unsupported": list(state.unsupported),
         "warnings": warnings,
         # Objects that passed validation yet failed to translate: left out of what proxies get.
         "generation_errors": [e.as_dict() for e in failed],

@@ -27,6 +27,8 @@ class SourcesState:
     # Each object in the store -> the sources that hold it; the store keeps the first one's.
     objects: Mapping[ObjectKey, Sequence[str]]
     errors: Sequence[Mapping[str, Any]]  # rejected files / objects, with file, object, field…
+    # Objects of kinds istiolite does not translate (file, line, object, kind, message).
+    unsupported: Sequence[Mapping[str, Any]] = ()
 
 
 class DebugStatus(Protocol):

@@ -542,7 +542,17 @@ def _load_balancer(raw: Any, where: str) -> LoadBalancer | None:
         return None
     m = require_mapping(raw, where)
     _known(
-        m, where, {"simple", "consistentHash", "localityLbSetting", "warmupDurationSecs", "warmup"}
+        m,
+        where,
+        {
+            "simple",
+            "consistentHash",
+            "localityLbSetting",
+            "warmupDurationSecs",
+            "warmup",
+            "backendUtilization",
+            "zoneAwareLbSetting",
+        },
     )
     if "simple" in m and "consistentHash" in m:
         raise ValidationError(where, "only one of simple or consistentHash may be set")
@@ -555,6 +565,8 @@ def _load_balancer(raw: Any, where: str) -> LoadBalancer | None:
             )
     if m.get("warmupDurationSecs") is not None:
         _duration(m["warmupDurationSecs"], f"{where}.warmupDurationSecs")
+    if m.get("warmup") is not None:
+        _warmup(m["warmup"], f"{where}.warmup")
     return LoadBalancer(
         simple=simple,
         consistent_hash=_consistent_hash(m.get("consistentHash"), f"{where}.consistentHash"),
@@ -562,6 +574,23 @@ def _load_balancer(raw: Any, where: str) -> LoadBalancer | None:
             m.get("localityLbSetting"), f"{where}.localityLbSetting"
         ),
     )
+
+
+def _warmup(raw: Any, where: str) -> None:
+    """WarmupConfiguration, bounded as istiod bounds it (Envoy's slow start)."""
+    w = require_mapping(raw, where)
+    if w.get("duration") is None:
+        raise ValidationError(f"{where}.duration", "is required")
+    _duration(w["duration"], f"{where}.duration")
+    for key, low, high in (("minimumPercent", 0.0, 100.0), ("aggression", 1.0, None)):
+        value = w.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise ValidationError(f"{where}.{key}", f"must be a number, got {clip(str(value))!r}")
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+            raise ValidationError(f"{where}.{key}", f"must be {bounds}, got {value}")
 
 
 # Topology labels that `failover` already orders by: istiod refuses them in failoverPriority
@@ -807,8 +836,15 @@ def _connection_pool(raw: Any, where: str) -> ConnectionPool | None:
                 "h2UpgradePolicy",
                 "useClientProtocol",
                 "maxConcurrentStreams",
+                "http2KeepAlive",
             },
         )
+        if h.get("http2KeepAlive") is not None:
+            kw = f"{hw}.http2KeepAlive"
+            ping = require_mapping(h["http2KeepAlive"], kw)
+            _known(ping, kw, {"interval", "timeout"})
+            _duration(ping.get("interval"), f"{kw}.interval")
+            _duration(ping.get("timeout"), f"{kw}.timeout")
         policy = require_str(h.get("h2UpgradePolicy"), f"{hw}.h2UpgradePolicy") or "DEFAULT"
         if policy not in H2_UPGRADE_POLICIES:
             raise ValidationError(
@@ -850,6 +886,7 @@ def _outlier(raw: Any, where: str) -> OutlierDetection | None:
             "consecutiveErrors",
             "splitExternalLocalOriginErrors",
             "consecutiveLocalOriginFailures",
+            "outlierDetectionHttpErrorCodes",
         },
     )
     optional_bool(

@@ -86,6 +86,44 @@ class UnknownKind(ValueError):
     """A well-formed object of a kind istiolite does not read (ignored, not an error)."""
 
 
+class UnsupportedKind(UnknownKind):
+    """An object of a mesh kind (Istio's, the Gateway API's, Ingress) that istiolite does not
+    translate: reported once per object, never silently dropped. Its config has no effect."""
+
+    def __init__(self, kind: str, api_version: str, note: str) -> None:
+        message = f"not supported by istiolite: {kind}"
+        super().__init__(f"{message} ({note})" if note else message)
+        self.kind = kind
+        self.api_version = api_version
+        self.note = note
+
+
+_GATEWAY_API = "gateway.networking.k8s.io"
+_PLANNED_GATEWAY_API = "Gateway API translation is planned; until then this object has no effect"
+_NO_EFFECT = "it has no effect on the config proxies get"
+# Mesh kinds users put in YAML that istiolite does not translate, with what to tell them.
+# Any other kind of an istio.io group or of the Gateway API is reported too (see _unsupported).
+_UNSUPPORTED: dict[tuple[str, str], str] = {
+    ("networking.istio.io", "EnvoyFilter"): _NO_EFFECT,
+    ("networking.istio.io", "ProxyConfig"): _NO_EFFECT,
+    ("networking.istio.io", "WorkloadGroup"): _NO_EFFECT,
+    ("telemetry.istio.io", "Telemetry"): _NO_EFFECT,
+    ("extensions.istio.io", "WasmPlugin"): _NO_EFFECT,
+    ("networking.k8s.io", "Ingress"): _NO_EFFECT,
+    ("networking.k8s.io", "IngressClass"): _NO_EFFECT,
+}
+
+
+def _unsupported(kind_name: str, api_version: str) -> UnsupportedKind | None:
+    group = api_version.rpartition("/")[0]
+    note = _UNSUPPORTED.get((group, kind_name))
+    if note is None and group == _GATEWAY_API:
+        note = _PLANNED_GATEWAY_API
+    elif note is None and group.endswith(".istio.io"):
+        note = _NO_EFFECT
+    return None if note is None else UnsupportedKind(kind_name, api_version, note)
+
+
 def parse_object(raw: Any) -> tuple[ObjectKey, Any]:
     """Parse one Kubernetes object into its typed model; raises ValidationError naming the field."""
     if not isinstance(raw, dict):
@@ -97,9 +135,14 @@ def parse_object(raw: Any) -> tuple[ObjectKey, Any]:
     if not isinstance(api_version, str) or not api_version:
         raise ValidationError("apiVersion", "is required")
     kind = KINDS.get(kind_name)
+    group, _, version = api_version.rpartition("/")
+    if kind is None or (group != kind.group and group == _GATEWAY_API):
+        # Checked before the version: a Gateway API `Gateway` is not a misversioned Istio one.
+        unsupported = _unsupported(kind_name, api_version)
+        if unsupported is not None:
+            raise unsupported
     if kind is None:
         raise UnknownKind(f"{api_version}/{kind_name}")
-    group, _, version = api_version.rpartition("/")
     if group != kind.group or version not in kind.versions:
         expected = ", ".join(f"{kind.group}/{v}".lstrip("/") for v in kind.versions)
         raise ValidationError("apiVersion", f"{api_version!r} for {kind_name}; expected {expected}")
@@ -108,6 +151,6 @@ def parse_object(raw: Any) -> tuple[ObjectKey, Any]:
     meta: ObjectMeta = obj.meta
     unapplied = unapplied_fields(raw)  # valid fields istiolite does not translate: warnings
     if unapplied:
-        meta = replace(meta, unapplied=unapplied)
+        meta = replace(meta, unapplied=meta.unapplied + unapplied)
         obj = replace(obj, meta=meta)
     return ObjectKey(kind_name, meta.namespace, meta.name), obj

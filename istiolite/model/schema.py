@@ -124,6 +124,9 @@ SERVER_TLS = Msg(
     minProtocolVersion=S,
     maxProtocolVersion=S,
     cipherSuites=S,
+    caCertCredentialName=later(),
+    ecdhCurves=later(),
+    insecureSkipVerify=later(),
 )
 
 CONNECTION_POOL = Msg(
@@ -146,6 +149,7 @@ CONNECTION_POOL = Msg(
         h2UpgradePolicy=S,
         useClientProtocol=S,
         maxConcurrentStreams=later(),
+        http2KeepAlive=later(Msg("HTTP2KeepAlive", interval=S, timeout=S)),
     ),
 )
 
@@ -196,6 +200,7 @@ HTTP_ROUTE = Msg(
         authority=S,
         port=S,
         derivePort=later(note="the redirect keeps the request's port unless port is set"),
+        prefixRewrite=later(),
         scheme=S,
         redirectCode=S,
     ),
@@ -272,7 +277,7 @@ VIRTUAL_SERVICE = Msg(
             destinationSubnets=later(note=_L4_ANY_DESTINATION),
             port=S,
             sourceLabels=later(note=_L4_ANY_SOURCE),
-            gateways=later(note=_L4_ANY_GATEWAY),
+            gateways=S,
             sourceNamespace=later(note=_L4_ANY_SOURCE),
         ),
         route=_ROUTE_DESTINATION,
@@ -326,6 +331,25 @@ LOAD_BALANCER = Msg(
     ),
     warmupDurationSecs=later(),
     warmup=later(Msg("WarmupConfiguration", duration=S, minimumPercent=S, aggression=S)),
+    backendUtilization=later(
+        Msg(
+            "LoadBalancerSettings.BackendUtilizationLoadBalancing",
+            errorUtilizationPenaltyPercent=S,
+            metricNamesForComputingUtilization=S,
+            weightExpirationPeriod=S,
+            weightStabilizationPeriod=S,
+            weightUpdatePeriod=S,
+        )
+    ),
+    zoneAwareLbSetting=later(
+        Msg(
+            "ZoneAwareLoadBalancerSetting",
+            enabled=S,
+            failover=_LOCALITY_ROUTE,
+            failoverPriority=S,
+            minClusterSize=S,
+        )
+    ),
 )
 
 OUTLIER_DETECTION = Msg(
@@ -339,6 +363,7 @@ OUTLIER_DETECTION = Msg(
     baseEjectionTime=S,
     maxEjectionPercent=S,
     minHealthPercent=S,
+    outlierDetectionHttpErrorCodes=later(),
 )
 
 CLIENT_TLS = Msg(
@@ -370,7 +395,9 @@ TRAFFIC_POLICY = Msg(
     ),
     tunnel=later(Msg("TrafficPolicy.TunnelSettings", protocol=S, targetHost=S, targetPort=S)),
     proxyProtocol=later(Msg("TrafficPolicy.ProxyProtocol", version=S)),
-    retryBudget=later(Msg("TrafficPolicy.RetryBudget", percent=S, minRetryConcurrency=S)),
+    retryBudget=later(
+        Msg("TrafficPolicy.RetryBudget", percent=S, minRetryConcurrency=S, budgetInterval=S)
+    ),
 )
 
 DESTINATION_RULE = Msg(

@@ -23,7 +23,12 @@ from istiolite.model.validation import (
 )
 from istiolite.model.virtualservice import validate_host
 from istiolite.model.visibility import parse_export_to
-from istiolite.model.workloadentry import parse_ports, parse_weight, validate_workload_address
+from istiolite.model.workloadentry import (
+    UNIX_PREFIX,
+    parse_ports,
+    parse_weight,
+    validate_workload_address,
+)
 
 RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN")
 
@@ -108,7 +113,7 @@ def _endpoint(raw: Any, where: str, resolution: str, port_names: set[str]) -> Wo
     e = require_mapping(raw, where)
     address = require_str(e.get("address"), f"{where}.address", required=True)
     ports = parse_ports(e.get("ports"), f"{where}.ports")
-    if resolution == "STATIC":
+    if resolution == "STATIC" and not address.startswith(UNIX_PREFIX):
         try:
             ipaddress.ip_address(address)
         except ValueError:
@@ -117,6 +122,11 @@ def _endpoint(raw: Any, where: str, resolution: str, port_names: set[str]) -> Wo
             ) from None
     else:
         validate_workload_address(address, ports, f"{where}.address")
+    if address.startswith(UNIX_PREFIX) and resolution != "STATIC":
+        # Envoy resolves DNS clusters' addresses by name: a socket file is not one.
+        raise ValidationError(
+            f"{where}.address", f"a Unix socket endpoint needs resolution STATIC, not {resolution}"
+        )
     for name in ports:
         if name not in port_names:
             raise ValidationError(f"{where}.ports.{name}", "is not a port of the ServiceEntry")
@@ -136,6 +146,9 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
     hosts = require_list(spec.get("hosts"), "spec.hosts")
     if not hosts:
         raise ValidationError("spec.hosts", "at least one host is required")
+    for i, host in enumerate(hosts):
+        if host == "*":  # it would capture every name (istiod refuses it too)
+            raise ValidationError(f"spec.hosts[{i}]", "a ServiceEntry host cannot be '*'")
     resolution = require_str(spec.get("resolution"), "spec.resolution") or "NONE"
     if resolution not in RESOLUTIONS:
         raise ValidationError("spec.resolution", f"must be one of {', '.join(RESOLUTIONS)}")
@@ -155,6 +168,11 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
         p = require_mapping(item, f"spec.ports[{i}]")
         number = require_port(p.get("number"), f"spec.ports[{i}].number")
         name = require_str(p.get("name"), f"spec.ports[{i}].name", required=True)
+        for earlier in ports:
+            if earlier.name == name:
+                raise ValidationError(f"spec.ports[{i}].name", f"port name {name!r} is repeated")
+            if earlier.port == number:
+                raise ValidationError(f"spec.ports[{i}].number", f"port {number} is repeated")
         protocol = require_str(p.get("protocol"), f"spec.ports[{i}].protocol")
         target = p.get("targetPort")
         ports.append(
@@ -169,16 +187,33 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
                 else number,
             )
         )
-    if not ports:
-        raise ValidationError("spec.ports", "at least one port is required")
+    # No ports is valid Istio (the entry then only names hosts: nothing is routed to it).
     endpoints = tuple(
         _endpoint(e, f"spec.endpoints[{i}]", resolution, {p.name for p in ports})
         for i, e in enumerate(require_list(spec.get("endpoints"), "spec.endpoints"))
     )
+    if resolution == "NONE" and endpoints:
+        raise ValidationError(
+            "spec.endpoints", "resolution NONE cannot have endpoints (traffic keeps its address)"
+        )
+    if resolution == "DNS_ROUND_ROBIN" and len(endpoints) > 1:
+        raise ValidationError(
+            "spec.endpoints", "resolution DNS_ROUND_ROBIN cannot have more than one endpoint"
+        )
+    unix = [e.address for e in endpoints if e.address.startswith(UNIX_PREFIX)]
+    if unix and len(ports) != 1:
+        raise ValidationError(
+            "spec.ports", f"exactly one port is needed with Unix socket endpoints ({unix[0]!r})"
+        )
     selector = None
     if spec.get("workloadSelector") is not None:
         ws = require_mapping(spec["workloadSelector"], "spec.workloadSelector")
         selector = require_string_map(ws.get("labels"), "spec.workloadSelector.labels")
+        for key, value in selector.items():
+            if "*" in value:
+                raise ValidationError(
+                    f"spec.workloadSelector.labels.{key}", "a wildcard is not supported in selector"
+                )
         if endpoints:
             raise ValidationError("spec.workloadSelector", "cannot be combined with spec.endpoints")
     if resolution == "STATIC" and not endpoints and selector is None:

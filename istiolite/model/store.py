@@ -27,8 +27,10 @@ Listener = Callable[[ChangeSet], None]
 class ConfigStore:
     """Objects grouped by source (a file, a watch); the merged view is what translation reads.
 
-    When two sources define the same object, the source whose id sorts first wins, so the result
-    does not depend on the order files were read.
+    When two sources define the same object, `winner_of` decides, so the result does not depend
+    on the order sources were read: a file (its id is its absolute path) over any other source,
+    and of two files the one whose path sorts last, as `kubectl apply -f DIR` applies a
+    directory's files in name order and the later file is the one that stays.
     """
 
     def __init__(self) -> None:
@@ -66,7 +68,8 @@ class ConfigStore:
         return self._merge(touched)
 
     def _merge(self, touched: set[ObjectKey]) -> ChangeSet:
-        sources = [self._by_source[s] for s in sorted(self._by_source)]
+        # Winners first: the first source holding a key is its winner (winner_of).
+        sources = [self._by_source[s] for s in sorted(self._by_source, key=_rank, reverse=True)]
         changed: set[ObjectKey] = set()
         for key in touched:
             winner = next((objs[key] for objs in sources if key in objs), None)
@@ -98,3 +101,13 @@ class ConfigStore:
     def snapshot(self) -> Mapping[ObjectKey, Any]:
         """A read-only copy of the merged view, safe to keep while the store changes."""
         return MappingProxyType(dict(self._merged))
+
+
+def winner_of(sources: list[str]) -> str:
+    """Of the sources defining one object, the one whose definition is used (the same rule in
+    serve, render and validate)."""
+    return max(sources, key=_rank)
+
+
+def _rank(source: str) -> tuple[bool, str]:
+    return (source.startswith("/"), source)

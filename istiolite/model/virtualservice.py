@@ -188,6 +188,20 @@ class TCPRoute:
 class TLSMatch:
     sni_hosts: tuple[str, ...]
     port: int | None = None
+    # Only on these gateways ("mesh" = sidecars); overrides the VirtualService's `gateways`.
+    gateways: tuple[str, ...] = ()
+
+    def applies_on(self, gateway: str, vs_namespace: str) -> bool:
+        """Whether the match is used on `gateway` ("mesh", or a Gateway's "ns/name")."""
+        return match_applies_on(self.gateways, gateway, vs_namespace)
+
+
+def match_applies_on(gateways: tuple[str, ...], gateway: str, vs_namespace: str) -> bool:
+    """A route match's `gateways` (none: wherever its VirtualService applies); a bare Gateway
+    name is in the VirtualService's namespace."""
+    if not gateways:
+        return True
+    return gateway in {g if g == "mesh" or "/" in g else f"{vs_namespace}/{g}" for g in gateways}
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,13 +262,15 @@ def parse_duration(value: Any, where: str) -> float:
 
 
 def validate_host(host: Any, where: str) -> str:
+    """A host as istiod accepts it (a DNS name, `*` first); upper case is allowed as by istiod
+    and the name is returned lower-cased, as DNS and Envoy's domain matching compare it."""
     text = require_str(host, where, required=True)
-    labels = text.split(".")
+    labels = text.lower().split(".")
     if any(not _HOST_LABEL.match(label) for label in labels) or (
         "*" in text and not text.startswith("*")
     ):
         raise ValidationError(where, f"{text!r} is not a valid host (DNS name, '*' first)")
-    return text
+    return text.lower()
 
 
 def _string_match(raw: Any, where: str, *, allow_empty: bool = False) -> StringMatch | None:
@@ -620,7 +636,11 @@ def _tls_route(raw: Any, where: str, hosts: tuple[str, ...]) -> TLSRoute:
                 )
             sni_hosts.append(name)
         port = require_port(m["port"], f"{at}.port") if m.get("port") is not None else None
-        matches.append(TLSMatch(sni_hosts=tuple(sni_hosts), port=port))
+        gateways = tuple(
+            require_str(g, f"{at}.gateways[{k}]", required=True)
+            for k, g in enumerate(require_list(m.get("gateways"), f"{at}.gateways"))
+        )
+        matches.append(TLSMatch(sni_hosts=tuple(sni_hosts), port=port, gateways=gateways))
     return TLSRoute(match=tuple(matches), route=_l4_destinations(r.get("route"), f"{where}.route"))
 
 

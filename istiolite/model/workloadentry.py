@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from istiolite.model.meta import ObjectMeta, parse_meta
@@ -109,9 +109,17 @@ def _healthy(meta: ObjectMeta, raw: dict[str, Any]) -> bool:
 def parse_workload_entry(raw: dict[str, Any]) -> WorkloadEntry:
     meta = parse_meta(raw, namespaced=True)
     spec = require_mapping(raw.get("spec"), "spec")
-    address = require_str(spec.get("address"), "spec.address", required=True)
+    network = require_str(spec.get("network"), "spec.network")
+    # istiod accepts an entry with a network and no address (reached through that network's
+    # gateway) with a warning; istiolite has no multi-network gateways, so it has no endpoint.
+    address = require_str(spec.get("address"), "spec.address", required=not network)
     ports = parse_ports(spec.get("ports"), "spec.ports")
-    validate_workload_address(address, ports, "spec.address")
+    if address:
+        validate_workload_address(address, ports, "spec.address")
+    else:
+        note = f"no address: reached through network {network!r}'s gateway, which istiolite "
+        note += "does not route to; this entry gives no endpoint"
+        meta = replace(meta, unapplied=(("spec.address", note),))
     labels = require_string_map(spec.get("labels"), "spec.labels")
     return WorkloadEntry(
         meta=meta,
@@ -121,6 +129,6 @@ def parse_workload_entry(raw: dict[str, Any]) -> WorkloadEntry:
         locality=require_str(spec.get("locality"), "spec.locality"),
         weight=parse_weight(spec.get("weight"), "spec.weight"),
         service_account=require_str(spec.get("serviceAccount"), "spec.serviceAccount"),
-        network=require_str(spec.get("network"), "spec.network"),
+        network=network,
         healthy=_healthy(meta, raw),
     )

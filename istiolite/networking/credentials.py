@@ -6,6 +6,11 @@ those only the ones its own config references (`referenced_credentials`): the cr
 the Gateway servers that select it and of the DestinationRules that apply in its namespace. A
 TLS Secret nothing references never leaves istiolite. Whether the connection may carry key
 material at all is the server's decision (`--dev-plaintext-sds`, see server.py and xds/ads.py).
+
+Certificates given as files (Gateway `serverCertificate`, DestinationRule `clientCertificate`,
+Sidecar ingress `tls`) are SDS secrets too, `file-cert:<cert>~<key>` and `file-root:<ca>` as
+istiod names them: they only name files on the proxy's disk (no key material), so every stream
+gets those its config references.
 """
 
 from __future__ import annotations
@@ -19,10 +24,16 @@ from istiolite.model.destinationrule import ClientTls, DestinationRule
 from istiolite.model.proxy import Proxy, ProxyType
 from istiolite.networking.tls_context import (
     CA_SUFFIX,
+    FILE_CERT_PREFIX,
+    FILE_ROOT_PREFIX,
     credential_ca_resource,
     credential_resource,
+    file_cert_resource,
+    file_root_resource,
+    file_secret,
+    server_file_resources,
 )
-from istiolite.networking.traffic_policy import upstream_credential
+from istiolite.networking.traffic_policy import SYSTEM_CA_BUNDLE, upstream_credential
 from istiolite.networking.workload import proxy_labels
 from istiolite.push.context import PushContext
 
@@ -90,6 +101,8 @@ def referenced_credentials(ctx: PushContext, proxy: Proxy) -> frozenset[str]:
                 if tls is None:
                     continue
                 names.update(credential_resource(n) for n in tls.credential_names)
+                if tls.terminates:
+                    names.update(server_file_resources(tls))
                 if tls.credential_name and tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
                     names.add(credential_ca_resource(tls.credential_name))
     for rule in ctx.all_destination_rules():
@@ -97,12 +110,35 @@ def referenced_credentials(ctx: PushContext, proxy: Proxy) -> frozenset[str]:
             continue
         for client in _client_tls(rule):
             if not client.credential_name:
+                names.update(_client_file_resources(client))
                 continue
             if client.mode == "MUTUAL":
                 names.add(upstream_credential(client.credential_name))
             if not client.insecure_skip_verify:
                 names.add(upstream_credential(client.credential_name + CA_SUFFIX))
+    if proxy.type != ProxyType.ROUTER:
+        # Sidecar ingress ports terminating TLS from files: every Sidecar of the namespace (the
+        # names are not secret, and sidecars of one namespace share this result).
+        for sidecar in ctx.sidecars_in(proxy.namespace):
+            for listener in sidecar.ingress:
+                if listener.tls is not None:
+                    names.update(server_file_resources(listener.tls))
     return frozenset(names)
+
+
+def _client_file_resources(client: ClientTls) -> list[str]:
+    if client.mode not in ("SIMPLE", "MUTUAL"):
+        return []
+    names = []
+    if client.mode == "MUTUAL" and client.client_certificate and client.private_key:
+        names.append(file_cert_resource(client.client_certificate, client.private_key))
+    if not client.insecure_skip_verify:
+        names.append(file_root_resource(client.ca_certificates or SYSTEM_CA_BUNDLE))
+    return names
+
+
+def is_file_secret(name: str) -> bool:
+    return name.startswith((FILE_CERT_PREFIX, FILE_ROOT_PREFIX))
 
 
 def proxy_credentials(ctx: PushContext, proxy: Proxy) -> list[secret_pb2.Secret]:
@@ -110,4 +146,9 @@ def proxy_credentials(ctx: PushContext, proxy: Proxy) -> list[secret_pb2.Secret]
     wanted = referenced_credentials(ctx, proxy)
     if not wanted:
         return []
-    return [s for s in credential_secrets(ctx, proxy.namespace) if s.name in wanted]
+    found = [s for s in credential_secrets(ctx, proxy.namespace) if s.name in wanted]
+    for name in sorted(n for n in wanted if is_file_secret(n)):
+        secret = file_secret(name)
+        if secret is not None:
+            found.append(secret)
+    return sorted(found, key=lambda s: s.name)

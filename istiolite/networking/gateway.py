@@ -216,6 +216,8 @@ def _l4_chains(
                 for match in route.match:
                     if match.port is not None and match.port != server.port:
                         continue
+                    if not match.applies_on(bound.gateway.key, vs.namespace):
+                        continue
                     target = guarded_l4_target(ctx, vs, route.route, port)
                     if target is None:
                         continue

@@ -23,6 +23,7 @@ from istiolite.model.virtualservice import (
     RouteDestination,
     StringMatch,
     VirtualService,
+    match_applies_on,
 )
 from istiolite.networking.filters import CORS_FILTER, FAULT_FILTER
 from istiolite.networking.names import Direction, cluster_name
@@ -259,9 +260,7 @@ def _applies(
         return True
     if match.port is not None and match.port != listener_port:
         return False
-    if match.gateways and gateway not in {
-        g if g == "mesh" or "/" in g else f"{vs_ns}/{g}" for g in match.gateways
-    }:
+    if not match_applies_on(match.gateways, gateway, vs_ns):
         return False
     if source is not None:
         namespace, labels = source

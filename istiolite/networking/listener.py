@@ -100,6 +100,9 @@ class _Entry:
     # (SNI names, where to): VirtualService tls[] routes on a TLS port, matched by client hello.
     sni: list[tuple[tuple[str, ...], TcpTarget]] = field(default_factory=list)
     locked: bool = False  # claimed by an egress listener with a port
+    # Connections no SNI chain takes go where they would without this listener (a listener
+    # for TLS services without an address: it must not capture the port's other traffic).
+    sni_fallthrough: bool = False
 
 
 def _is_ip(text: str) -> bool:
@@ -145,7 +148,22 @@ class _Outbound:
         # TCP without an address to listen on (a ServiceEntry without `addresses`, resolution
         # DNS or STATIC): istiod would put it on 0.0.0.0:<port>, catching every connection to
         # that port, whatever its destination. Rather none: such traffic is passed through.
+        # (TLS is the exception, see `add`: its client hello names the host.)
         return []
+
+    def _add_sni_only(self, service: Service, port: ServicePort, number: int) -> None:
+        """A TLS or HTTPS ServiceEntry without addresses, as istiod: `0.0.0.0_<port>` with a
+        chain per SNI name (the VirtualService's tls[] routes first, then the host itself);
+        other connections fall through to where they would go without it."""
+        key = (WILDCARD_IP, number)
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = _Entry(WILDCARD_IP, number, False, sni_fallthrough=True)
+        elif entry.locked:
+            return
+        entry.sni.extend(tls_targets(self.ctx, service, port, self.namespace))
+        host = self.ctx.hostname(service)
+        entry.sni.append(((host,), tcp_target(self.ctx, service, port, self.namespace)))
 
     def add(
         self,
@@ -159,9 +177,16 @@ class _Outbound:
             return
         http = protocol.is_http or protocol == Protocol.AUTO
         tcp = not protocol.is_http
-        for address, listen_port, cidr in self._targets(
-            scope, service, port, number, protocol.is_http
+        targets = self._targets(scope, service, port, number, protocol.is_http)
+        if (
+            not targets
+            and protocol in (Protocol.TLS, Protocol.HTTPS)
+            and service.type == "ServiceEntry"
+            and not scope.bind
         ):
+            self._add_sni_only(service, port, number)
+            return
+        for address, listen_port, cidr in targets:
             key = (address, listen_port)
             entry = self.entries.get(key)
             if entry is None:
@@ -253,6 +278,8 @@ def _outbound_listener(entry: _Entry, registry_only: bool) -> Listener:
             listener.default_filter_chain.CopyFrom(
                 lc.FilterChain(name=f"{name}-tcp", filters=[tcp_proxy(stat_prefix, match_all)])
             )
+        elif entry.sni_fallthrough:
+            listener.default_filter_chain.CopyFrom(_passthrough_chain(registry_only))
         return listener
     if not ranged:
         if entry.http and match_all is not None:
@@ -288,12 +315,14 @@ def _outbound_listener(entry: _Entry, registry_only: bool) -> Listener:
         default = lc.FilterChain(name=f"{name}-tcp", filters=[tcp_proxy(stat_prefix, match_all)])
     else:
         # Addresses outside the ranges go where they would without this listener.
-        catchall = BLACKHOLE_CLUSTER if registry_only else PASSTHROUGH_CLUSTER
-        default = lc.FilterChain(
-            name=PASSTHROUGH_FILTER_CHAIN, filters=[tcp_proxy(catchall, catchall)]
-        )
+        default = _passthrough_chain(registry_only)
     listener.default_filter_chain.CopyFrom(default)
     return listener
+
+
+def _passthrough_chain(registry_only: bool) -> lc.FilterChain:
+    catchall = BLACKHOLE_CLUSTER if registry_only else PASSTHROUGH_CLUSTER
+    return lc.FilterChain(name=PASSTHROUGH_FILTER_CHAIN, filters=[tcp_proxy(catchall, catchall)])
 
 
 def outbound_listeners(

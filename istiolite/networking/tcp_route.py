@@ -48,6 +48,8 @@ def tls_targets(
     out = []
     for route in vs.tls:
         for match in route.match:
+            if not match.applies_on("mesh", vs.namespace):
+                continue  # e.g. the egress gateway's own hop of the istio.io egress pattern
             if match.port is None or match.port == port.port:
                 found = guarded_l4_target(ctx, vs, route.route, port.port)
                 if found is not None:

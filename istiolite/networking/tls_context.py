@@ -15,6 +15,11 @@ TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 # Istio's names for credentials read from Kubernetes Secrets, served over ADS.
 CREDENTIAL_PREFIX = "kubernetes://"
 CA_SUFFIX = "-cacert"
+# ... and for certificate files on the proxy's own disk, as istiod names them. Served over SDS
+# (the Secret only names the files: Envoy reads them), so a missing file leaves that one secret
+# unready instead of making Envoy refuse the whole CDS or LDS update that names it.
+FILE_CERT_PREFIX = "file-cert:"
+FILE_ROOT_PREFIX = "file-root:"
 # What a listener terminating TLS for HTTP offers: HTTP/2 first, then HTTP/1.1.
 HTTP_ALPN = ("h2", "http/1.1")
 
@@ -33,6 +38,47 @@ def credential_resource(name: str) -> str:
 
 def credential_ca_resource(name: str) -> str:
     return CREDENTIAL_PREFIX + name + CA_SUFFIX
+
+
+def file_cert_resource(certificate: str, private_key: str) -> str:
+    return f"{FILE_CERT_PREFIX}{certificate}~{private_key}"
+
+
+def file_root_resource(ca_certificates: str) -> str:
+    return FILE_ROOT_PREFIX + ca_certificates
+
+
+def file_secret(name: str) -> secret_pb2.Secret | None:
+    """The Secret a `file-cert:<cert>~<key>` or `file-root:<ca>` name stands for (None for any
+    other name): it points Envoy at the files, and holds no key material itself."""
+    if name.startswith(FILE_CERT_PREFIX):
+        cert, sep, key = name[len(FILE_CERT_PREFIX) :].partition("~")
+        if not sep or not cert or not key:
+            return None
+        return secret_pb2.Secret(
+            name=name,
+            tls_certificate=common_pb2.TlsCertificate(
+                certificate_chain=_file(cert), private_key=_file(key)
+            ),
+        )
+    if name.startswith(FILE_ROOT_PREFIX) and len(name) > len(FILE_ROOT_PREFIX):
+        return secret_pb2.Secret(
+            name=name,
+            validation_context=common_pb2.CertificateValidationContext(
+                trusted_ca=_file(name[len(FILE_ROOT_PREFIX) :])
+            ),
+        )
+    return None
+
+
+def server_file_resources(tls: ServerTLS) -> list[str]:
+    """The file secrets a terminating server (Gateway, Sidecar ingress) names."""
+    if tls.credential_names:
+        return []
+    names = [file_cert_resource(cert, key) for cert, key in tls.certificate_files]
+    if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL") and tls.ca_certificates:
+        names.append(file_root_resource(tls.ca_certificates))
+    return names
 
 
 def sds_config(name: str) -> secret_pb2.SdsSecretConfig:
@@ -82,8 +128,8 @@ def downstream_tls_context(
         common.tls_certificate_sds_secret_configs.append(sds_config(credential_resource(name)))
     if not tls.credential_names:
         for cert, key in tls.certificate_files:
-            common.tls_certificates.append(
-                common_pb2.TlsCertificate(certificate_chain=_file(cert), private_key=_file(key))
+            common.tls_certificate_sds_secret_configs.append(
+                sds_config(file_cert_resource(cert, key))
             )
     if state_optional_client_certificate or tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
         context.require_client_certificate.CopyFrom(bool_value(tls.mode == "MUTUAL"))
@@ -96,8 +142,11 @@ def downstream_tls_context(
                 sds_config(credential_ca_resource(tls.credential_name))
             )
         else:
-            common.validation_context.trusted_ca.CopyFrom(_file(tls.ca_certificates))
-            common.validation_context.match_typed_subject_alt_names.extend(matchers)
+            combined = common.combined_validation_context
+            combined.default_validation_context.match_typed_subject_alt_names.extend(matchers)
+            combined.validation_context_sds_secret_config.CopyFrom(
+                sds_config(file_root_resource(tls.ca_certificates))
+            )
     return context
 
 

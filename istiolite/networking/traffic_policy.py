@@ -14,7 +14,7 @@ from functools import partial
 from typing import TypeAlias
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -38,6 +38,8 @@ from istiolite.networking.tls_context import (
     CA_SUFFIX,
     CREDENTIAL_PREFIX,
     TLS_TRANSPORT_SOCKET,
+    file_cert_resource,
+    file_root_resource,
     sds_config,
     transport_socket,
 )
@@ -337,8 +339,9 @@ def apply_tls(cluster: Cluster, tls: ClientTls | None) -> None:
 
 
 def upstream_tls_context(tls: ClientTls, *, http2: bool = False) -> tls_pb2.UpstreamTlsContext:
-    """The UpstreamTlsContext for SIMPLE or MUTUAL. Files are read by Envoy itself (a plain Envoy
-    has no istio-agent to serve them over SDS as istiod's "file-cert:"/"file-root:" secrets)."""
+    """The UpstreamTlsContext for SIMPLE or MUTUAL. Certificate files are named through SDS as
+    istiod's "file-cert:"/"file-root:" secrets (served by istiolite, read by Envoy), so a
+    missing file leaves this cluster unready instead of failing the whole CDS update."""
     common = tls_pb2.CommonTlsContext(
         tls_params=common_pb2.TlsParameters(
             tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2,
@@ -361,19 +364,20 @@ def upstream_tls_context(tls: ClientTls, *, http2: bool = False) -> tls_pb2.Upst
             )
     else:
         if tls.mode == "MUTUAL":
-            common.tls_certificates.append(
-                common_pb2.TlsCertificate(
-                    certificate_chain=base_pb2.DataSource(filename=tls.client_certificate),
-                    private_key=base_pb2.DataSource(filename=tls.private_key),
-                )
+            common.tls_certificate_sds_secret_configs.append(
+                sds_config(file_cert_resource(tls.client_certificate, tls.private_key))
             )
-        validation = common.validation_context
-        validation.SetInParent()  # insecureSkipVerify: an empty context, nothing verified
-        if not tls.insecure_skip_verify:
-            validation.trusted_ca.filename = tls.ca_certificates or SYSTEM_CA_BUNDLE
-            validation.match_typed_subject_alt_names.extend(san_matchers(tls.subject_alt_names))
+        if tls.insecure_skip_verify:
+            common.validation_context.SetInParent()  # an empty context: nothing verified
+        else:
+            combined = common.combined_validation_context
+            default = combined.default_validation_context
+            default.match_typed_subject_alt_names.extend(san_matchers(tls.subject_alt_names))
             if tls.ca_crl:
-                validation.crl.filename = tls.ca_crl
+                default.crl.filename = tls.ca_crl
+            combined.validation_context_sds_secret_config.CopyFrom(
+                sds_config(file_root_resource(tls.ca_certificates or SYSTEM_CA_BUNDLE))
+            )
     if http2:
         common.alpn_protocols.append("h2")
     return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=tls.sni)

@@ -30,6 +30,10 @@ def bool_value(value: bool) -> wrappers_pb2.BoolValue:
 
 
 def socket_address(ip: str, port: int) -> address_pb2.Address:
+    """An IP and port; a `unix://<path>` endpoint (ServiceEntry, WorkloadEntry) is a socket
+    file, or with `@` an abstract socket, and has no port."""
+    if ip.startswith("unix://"):
+        return address_pb2.Address(pipe=address_pb2.Pipe(path=ip[len("unix://") :]))
     return address_pb2.Address(
         socket_address=address_pb2.SocketAddress(address=ip, port_value=port)
     )

@@ -810,6 +810,10 @@ class PushContext:
                     out.append(ConfigWarning(where, field, message))
         return out
 
+    def sidecars_in(self, namespace: str) -> list[Sidecar]:
+        """Every Sidecar of a namespace, by name."""
+        return [c for c in self._sidecars if c.namespace == namespace]
+
     def sidecar_for(self, namespace: str, labels: Mapping[str, str]) -> Sidecar | None:
         """As istiod: a Sidecar in the workload's namespace whose selector matches, else the one
         there without a selector, else the root namespace's default."""
@@ -929,13 +933,18 @@ class PushContext:
 
     def workload_entries_in(self, namespace: str) -> list[WorkloadEntry]:
         """The healthy WorkloadEntries of a namespace, by name (istiod drops an entry whose
-        health checks have not passed as if it were deleted)."""
+        health checks have not passed as if it were deleted). An entry with no address (one
+        reached through its network's gateway, which istiolite does not do) gives none."""
         record("WorkloadEntry", namespace, ANY)
         return self._memo(
             "workload-entries",
             namespace,
             lambda: sorted(
-                (w for w in self.workload_entries if w.namespace == namespace and w.healthy),
+                (
+                    w
+                    for w in self.workload_entries
+                    if w.namespace == namespace and w.healthy and w.address
+                ),
                 key=lambda w: w.meta.name,
             ),
         )

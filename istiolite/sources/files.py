@@ -20,9 +20,9 @@ import watchfiles
 
 from istiolite import metrics
 from istiolite.logs import get_logger
-from istiolite.model.kinds import UnknownKind, parse_object
+from istiolite.model.kinds import UnknownKind, UnsupportedKind, parse_object
 from istiolite.model.meta import ObjectKey, describe_raw
-from istiolite.model.store import ConfigStore
+from istiolite.model.store import ConfigStore, winner_of
 from istiolite.model.validation import ValidationError
 from istiolite.sources.yaml_documents import ManifestSyntaxError, RawObject, read_objects
 
@@ -41,7 +41,7 @@ IDLE_TICK_SECONDS = 1.0
 
 _PARSE_ERROR = "config file does not parse"
 _INVALID_OBJECT = "invalid object rejected"
-_DUPLICATE_OBJECT = "duplicate object in file"
+_DUPLICATE_OBJECT = "object defined twice in file"
 _UNREADABLE = "config file unreadable"
 _TOO_LARGE = "config file too large"
 _FILE_EVENTS = (_PARSE_ERROR, _UNREADABLE, _TOO_LARGE)  # about the file, not one object
@@ -74,7 +74,9 @@ class _Problem:
             fields["error"] = self.message
         else:
             fields.update(object=self.object, field=self.field_path, message=self.message)
-        log.error(self.event, **fields, **self.details)
+        # A repeated object is still loaded (the later copy): a warning, not a rejection.
+        emit = log.warning if self.event == _DUPLICATE_OBJECT else log.error
+        emit(self.event, **fields, **self.details)
         metrics.INVALID_CONFIG.inc(self.event)
 
 
@@ -87,6 +89,9 @@ class _FileResult:
     objects: dict[ObjectKey, Any] = field(default_factory=dict)
     problems: list[_Problem] = field(default_factory=list)
     ignored: list[dict[str, Any]] = field(default_factory=list)  # unknown kinds, debug-logged
+    # Mesh kinds istiolite does not translate: reported (log, metric, configz), never dropped
+    # silently.
+    unsupported: list[dict[str, Any]] = field(default_factory=list)
     digest: bytes | None = None
 
 
@@ -122,6 +127,7 @@ class FileSource:
         self._digests: dict[str, bytes] = {}
         self._known: set[str] = set()  # files that have objects in the store or problems listed
         self._problems: dict[str, list[_Problem]] = {}
+        self._unsupported: dict[str, list[dict[str, Any]]] = {}
         self._missing_roots: set[str] = set()
         self.loaded = False
         # True while the watch is in place and caught up with the disk: edits made from then on
@@ -133,6 +139,11 @@ class FileSource:
     def errors(self) -> list[dict[str, Any]]:
         """The current problems of every file (file, line, object, field, message)."""
         return [p.as_dict() for source in sorted(self._problems) for p in self._problems[source]]
+
+    @property
+    def unsupported(self) -> list[dict[str, Any]]:
+        """Objects of kinds istiolite does not translate (file, line, object, kind, message)."""
+        return [u for source in sorted(self._unsupported) for u in self._unsupported[source]]
 
     def load_all(self) -> None:
         """Read every file now (blocking); meant for start-up, before the event loop is busy."""
@@ -318,9 +329,12 @@ class FileSource:
                 self._known.discard(source)
                 self._digests.pop(source, None)
                 self._problems.pop(source, None)
+                self._unsupported.pop(source, None)
                 continue
             for ignored in result.ignored:
                 log.debug("object of unknown kind ignored", **ignored)
+            if result.state == "loaded":
+                self._note_unsupported(source, result.unsupported)
             for problem in result.problems:
                 problem.emit()
             if result.problems:
@@ -332,6 +346,7 @@ class FileSource:
             self._known.add(source)
             if result.state == "loaded":
                 changes = self._store.replace_source(source, result.objects)
+                self._warn_duplicates(source, result.objects)
                 loaded += 1
                 objects += len(result.objects)
                 if not initial:
@@ -349,6 +364,36 @@ class FileSource:
                 objects=objects,
                 problems=sum(len(p) for p in self._problems.values()),
             )
+
+    def _warn_duplicates(self, source: str, objects: dict[ObjectKey, Any]) -> None:
+        """An object this file defines that other sources define too: say which one is used."""
+        for key in objects:
+            owners = self._store.owners(key)
+            if len(owners) > 1:
+                log.warning(
+                    "object defined by several sources",
+                    object=str(key),
+                    files=owners,
+                    used=winner_of(owners),
+                    rule="the source whose id sorts last wins (files: the later path)",
+                )
+
+    def _note_unsupported(self, source: str, found: list[dict[str, Any]]) -> None:
+        """Report each object of an unsupported kind once: when it first appears in a file."""
+        seen = {u["object"] for u in self._unsupported.get(source, [])}
+        for item in found:
+            if item["object"] not in seen:
+                log.warning("object of unsupported kind has no effect", **item)
+                metrics.UNSUPPORTED_OBJECTS.inc(item["kind"])
+        if found:
+            self._unsupported[source] = found
+        else:
+            self._unsupported.pop(source, None)
+
+
+def config_files(top: str) -> list[str]:
+    """The config files a --config-dir of `top` would load, in load order."""
+    return list(_walk(top, []))
 
 
 def _walk(top: str, warnings: list[tuple[str, dict[str, Any]]]) -> Iterator[str]:
@@ -453,7 +498,7 @@ def _parse_file(path: str, data: bytes) -> _FileResult:
 
 def _build(path: str, raws: Iterable[RawObject]) -> _FileResult:
     result = _FileResult(path, "loaded")
-    first_line: dict[ObjectKey, int] = {}
+    line_of: dict[ObjectKey, int] = {}
     for raw in raws:
         outcome = _check(path, raw, result)
         if isinstance(outcome, _Problem):
@@ -462,20 +507,20 @@ def _build(path: str, raws: Iterable[RawObject]) -> _FileResult:
         if outcome is None:
             continue
         key, obj = outcome
-        if key in first_line:
+        if key in line_of:
+            # As `kubectl apply` of the file would leave it: the later document stays.
             result.problems.append(
                 _Problem(
                     _DUPLICATE_OBJECT,
                     path,
                     raw.line,
                     object=str(key),
-                    message=f"defined again at line {raw.line}; the one at line "
-                    f"{first_line[key]} is kept",
-                    details={"first_line": first_line[key]},
+                    message=f"defined at lines {line_of[key]} and {raw.line}; the one at line "
+                    f"{raw.line} (the later) is used",
+                    details={"first_line": line_of[key]},
                 )
             )
-            continue
-        first_line[key] = raw.line
+        line_of[key] = raw.line
         result.objects[key] = obj
     return result
 
@@ -500,6 +545,18 @@ def _check(
         return rejected(*raw.problem)
     try:
         return parse_object(raw.raw)
+    except UnsupportedKind as exc:
+        result.unsupported.append(
+            {
+                "file": path,
+                "line": raw.line,
+                "object": describe_raw(raw.raw),
+                "kind": exc.kind,
+                "apiVersion": exc.api_version,
+                "message": str(exc),
+            }
+        )
+        return None
     except UnknownKind as exc:
         result.ignored.append(
             {"file": path, "line": raw.line, "object": describe_raw(raw.raw), "kind": str(exc)}

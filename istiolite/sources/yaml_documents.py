@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import yaml
 
@@ -45,8 +45,45 @@ _FIELD_PART = re.compile(r"([^.\[\]]+)|\[([^\]]*)\]")
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc]  # the base is chosen at run time
-    """The safe loader, refusing integers longer than MAX_INT_DIGITS where they are written."""
+# Plain scalars are typed as Kubernetes reads them (sigs.k8s.io/yaml), not as YAML 1.1 does:
+# no base-60 numbers (`12:30` and `1:20` stay text), no timestamps (`2024-01-01` stays text),
+# `=` is text, `0o17` is octal and `1e3` a float. `yes`/`on` stay booleans, as for kubectl.
+_INT = re.compile(
+    r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0o?[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""",
+    re.X,
+)
+_FLOAT = re.compile(
+    r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_DROPPED_TAGS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value", "tag:yaml.org,2002:yaml")
+
+
+def _kubernetes_resolvers() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
+    resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+    for first, entries in yaml.resolver.Resolver.yaml_implicit_resolvers.items():
+        kept = [(t, r) for t, r in entries if t not in _NUMBER_TAGS + _DROPPED_TAGS]
+        if kept:
+            resolvers[first] = kept
+    for first in "-+0123456789.":
+        numbers = resolvers.setdefault(first, [])
+        numbers.append(("tag:yaml.org,2002:int", _INT))
+        numbers.append(("tag:yaml.org,2002:float", _FLOAT))
+    return resolvers
+
+
+class _Typing:
+    """What both loaders share: Kubernetes' plain scalar types, bounded integers."""
+
+    yaml_implicit_resolvers = _kubernetes_resolvers()
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         digits = sum(c.isdigit() for c in node.value)
@@ -54,10 +91,37 @@ class _Loader(_BaseLoader):  # type: ignore[misc]  # the base is chosen at run t
             raise yaml.constructor.ConstructorError(
                 None, None, _too_many_digits(digits), node.start_mark
             )
-        return cast(int, super().construct_yaml_int(node))
+        return yaml.constructor.SafeConstructor.construct_yaml_int(self, node)  # type: ignore[arg-type]
+
+
+class _Loader(_Typing, _BaseLoader):  # type: ignore[misc]  # the base is chosen at run time
+    """The fast (libyaml) loader; its scanner refuses a `:` right before a flow indicator."""
+
+
+class _FlowColonLoader(_Typing, yaml.SafeLoader):
+    """The pure-Python loader, for text where a plain scalar in a flow collection has a `:`
+    right before `,` `]` `}` (`[1.2.3.4, 001:db8::]`): as for Kubernetes, the `:` belongs to
+    the scalar (YAML 1.1 readers refuse it, or end the scalar before it)."""
+
+    def scan_plain(self) -> Any:
+        token = super().scan_plain()
+        if self.flow_level and self.peek() == ":" and self.peek(1) in ",[]{}":
+            self.forward()
+            token = yaml.ScalarToken(token.value + ":", True, token.start_mark, self.get_mark())
+        return token
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_FlowColonLoader.add_constructor(
+    "tag:yaml.org,2002:int",
+    _FlowColonLoader.construct_yaml_int,  # type: ignore[type-var]
+)
+# `:` then a flow indicator, outside quotes or not: only such text takes the slower loader.
+_FLOW_COLON = re.compile(r":[,\]}]")
+
+
+def _loader_class(text: str) -> type[Any]:
+    return _FlowColonLoader if _FLOW_COLON.search(text) else _Loader
 
 
 def _too_many_digits(digits: int) -> str:
@@ -139,7 +203,7 @@ def read_objects(text: str, *, json_fallback: bool = False) -> list[RawObject]:
 def _load_documents(text: str) -> list[tuple[Any, _Annotated | None]]:
     _check_depth(text)
     may_alias = _ANCHOR.search(text) is not None  # no anchor, no alias: nothing to expand
-    loader = _Loader(text)
+    loader = _loader_class(text)(text)
     documents: list[tuple[Any, _Annotated | None]] = []
     node: yaml.Node | None = None
     try:
@@ -186,7 +250,7 @@ def _check_depth(text: str) -> None:
         return
     depth = 0
     try:
-        for event in yaml.parse(text, Loader=_Loader):
+        for event in yaml.parse(text, Loader=_loader_class(text)):
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:

@@ -26,6 +26,7 @@ from istiolite import metrics, type_urls
 from istiolite.logs import get_logger
 from istiolite.model.proxy import Proxy, parse_proxy
 from istiolite.model.validation import ValidationError
+from istiolite.networking.credentials import is_file_secret
 from istiolite.networking.resource import Resource
 from istiolite.push.request import PushRequest
 
@@ -71,6 +72,13 @@ class WireResponse:
     data: bytes
     names: tuple[str, ...]
     removed: tuple[str, ...] = ()
+
+
+def _one_per_response(type_url: str, names: Iterable[str]) -> bool:
+    """Secrets that name certificate files go one per response: Envoy refuses a response as a
+    whole when one secret names a file it lacks, and the others in it would be lost with it."""
+    names = tuple(names)
+    return type_url == type_urls.SECRET and len(names) > 1 and any(map(is_file_secret, names))
 
 
 class _Versions(Mapping[str, str]):
@@ -485,17 +493,25 @@ class SotwStream(XdsStream[Any]):
                 return []  # only unsubscriptions: nothing for the client to learn
             if len(names) != len(chosen):
                 body = b"".join(chosen[n].sotw_entry for n in names)
+        state.sent_at = self._clock()
+        state.sent_resources = chosen
+        state.sent = _Versions(chosen)
+        state.version_sent = version
+        if _one_per_response(state.type_url, names):
+            # SDS is not full-state: each response may carry one secret of the set.
+            return [self._sotw_response(state, version, chosen[n].sotw_entry, (n,)) for n in names]
+        return [self._sotw_response(state, version, body, names)]
+
+    def _sotw_response(
+        self, state: TypeState, version: str, body: bytes, names: tuple[str, ...]
+    ) -> WireResponse:
         nonce = self._next_nonce()
         tail = DiscoveryResponse(
             version_info=version, type_url=state.type_url, nonce=nonce
         ).SerializeToString()
         state.nonce_sent = nonce
-        state.version_sent = version
-        state.sent_at = self._clock()
-        state.sent_resources = chosen
-        state.sent = _Versions(chosen)
         state.pushes += 1
-        return [WireResponse(state.type_url, nonce, version, body + tail, names)]
+        return WireResponse(state.type_url, nonce, version, body + tail, names)
 
 
 def _sotw_selection(
@@ -650,24 +666,34 @@ class DeltaStream(XdsStream[Any]):
         changed = [resources[n] for n in changed_names]
         if not changed and not removed_names and not always:
             return []
-        nonce = self._next_nonce()
         if state.type_url == type_urls.CLUSTER and type_urls.ENDPOINT not in self.types:
             self._clusters_before_eds.update(r.name for r in changed)
+        state.sent_at = self._clock()
+        if _one_per_response(state.type_url, changed_names):
+            out = [self._delta_response(state, ctx, [r], []) for r in changed]
+            if removed_names:
+                out.append(self._delta_response(state, ctx, [], list(removed_names)))
+            return out
+        return [self._delta_response(state, ctx, changed, list(removed_names))]
+
+    def _delta_response(
+        self, state: TypeState, ctx: Any, changed: list[Resource], removed: list[str]
+    ) -> WireResponse:
+        nonce = self._next_nonce()
         # Unique per response, so "ACKed version == sent version" means the last send was ACKed.
         version = f"{getattr(ctx, 'version', '')}/{nonce}"
         tail = DeltaDiscoveryResponse(
             system_version_info=version,
             type_url=state.type_url,
             nonce=nonce,
-            removed_resources=removed_names,
+            removed_resources=removed,
         ).SerializeToString()
         state.nonce_sent = nonce
         state.version_sent = version
-        state.sent_at = self._clock()
         state.pushes += 1
         data = b"".join(r.delta_entry for r in changed) + tail
         names = tuple(r.name for r in changed)
-        return [WireResponse(state.type_url, nonce, version, data, names, tuple(removed_names))]
+        return WireResponse(state.type_url, nonce, version, data, names, tuple(removed))
 
     def _shared_diff(
         self,

@@ -10,7 +10,9 @@ its own config references (networking/credentials.py), which are scoped by that 
 On the plaintext port key material (workload `default` and gateway credentials alike) goes only
 to a loopback or Unix-socket peer, and only with `--dev-plaintext-sds` (development only): the
 identity is then whatever the node metadata says. Otherwise the stream gets every other resource,
-and a request for `default` is answered with nothing and one log line saying why.
+and a request for `default` is answered with nothing and one log line saying why. The
+`file-cert:`/`file-root:` secrets hold no key material (they name files on the proxy's disk)
+and go to every stream.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import grpc
 from istiolite import metrics, type_urls
 from istiolite.logs import get_logger
 from istiolite.model.proxy import Proxy
+from istiolite.networking.credentials import is_file_secret
 from istiolite.networking.resource import Resource
 from istiolite.networking.workload_secrets import WORKLOAD_SECRET_NAMES
 from istiolite.security.identity import Identity
@@ -76,12 +79,18 @@ def may_receive_keys(peer: str) -> bool:
     return (mapped or address).is_loopback
 
 
+def public_secrets(secrets: Mapping[str, Resource]) -> Mapping[str, Resource]:
+    """The secrets without key material: those naming certificate files on the proxy."""
+    found = {name: r for name, r in secrets.items() if is_file_secret(name)}
+    return found if found else _NONE
+
+
 def without_secrets(generate: Callable[..., Any]) -> Callable[..., Any]:
-    """`generate` with no Secret of any kind (what a stream without key rights is served)."""
+    """`generate` with no key material (what a stream without key rights is served)."""
 
     def generate_public(ctx: Any, proxy: Proxy, type_url: str) -> Any:
         if type_url == type_urls.SECRET:
-            return {}
+            return public_secrets(generate(ctx, proxy, type_url))
         return generate(ctx, proxy, type_url)
 
     return generate_public
@@ -138,6 +147,8 @@ class StreamSecrets:
         # changes, so the stream sees "unchanged" by identity as it does for shared maps.
         self._merged: tuple[Mapping[str, Resource], Mapping[str, Resource], dict[str, Resource]]
         self._merged = (_NONE, _NONE, {})
+        # The last shared Secrets and their public part, kept for the same reason.
+        self._public: tuple[Mapping[str, Resource], Mapping[str, Resource]] = (_NONE, _NONE)
 
     @staticmethod
     def _refusal(policy: PortPolicy, peer: str, authenticated: Identity | None) -> str | None:
@@ -214,7 +225,13 @@ class StreamSecrets:
     def generate(self, ctx: Any, proxy: Proxy, type_url: str) -> Mapping[str, Resource]:
         if type_url != type_urls.SECRET:
             return self._shared(ctx, proxy, type_url)
-        shared = self._shared(ctx, proxy, type_url) if self.keys_allowed else _NONE
+        shared = self._shared(ctx, proxy, type_url)
+        if not self.keys_allowed:
+            last, public = self._public
+            if shared is not last:
+                public = public_secrets(shared)
+                self._public = (shared, public)
+            shared = public
         own = self.own()
         if not own:
             return shared

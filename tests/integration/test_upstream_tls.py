@@ -210,9 +210,10 @@ def test_simple_tls_with_ca_and_sni_reaches_the_tls_upstream(tls_mesh: Mesh, del
     assert tls_mesh.upstream is not None and tls_mesh.upstream.total >= 1
     config = tls_mesh.tls_config()
     assert config["sni"] == "backend.tls.test"
-    assert config["common_tls_context"]["validation_context"]["trusted_ca"] == {
-        "filename": str(tls_mesh.pki.ca)
-    }
+    # The CA file is named through SDS, as istiod's `file-root:` secret.
+    combined = config["common_tls_context"]["combined_validation_context"]
+    sds_name = combined["validation_context_sds_secret_config"]["name"]
+    assert sds_name == f"file-root:{tls_mesh.pki.ca}"
     assert tls_mesh.stat("ssl.handshake") >= 1
 
 

@@ -25,6 +25,7 @@ from istiolite.networking.generator import generate
 from istiolite.networking.resource import to_resource
 from istiolite.push.context import PushContext
 from istiolite.server import Istiolite
+from istiolite.settings import Settings
 from istiolite.xds.protocol import Nack, TypeState
 from tests.support import mesh, objects
 from tests.unit.debug import state as s
@@ -412,6 +413,27 @@ def test_configz_lists_objects_with_sources_and_the_rejected_one(app: Istiolite)
     assert error["field"] == "spec.ports[0].port"
     assert error["message"] == s.BROKEN_MESSAGE
     assert isinstance(error["line"], int)
+
+
+def test_configz_lists_objects_of_unsupported_kinds(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "filters.yaml").write_text(
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n"
+        "metadata: {name: mesh-default, namespace: istio-system}\nspec: {}\n"
+    )
+    app = Istiolite(Settings(config_dirs=[config]))
+    app.files.load_all()
+    body = _get(app, "/debug/configz")
+    assert body["objects"] == [] and body["errors"] == []
+    [entry] = body["unsupported"]
+    assert Path(entry["file"]).resolve() == (config / "filters.yaml").resolve()
+    assert (entry["object"], entry["kind"], entry["line"]) == (
+        "Telemetry istio-system/mesh-default",
+        "Telemetry",
+        1,
+    )
+    assert entry["message"].startswith("not supported by istiolite: Telemetry")
 
 
 def test_push_status_counts_connected_proxies(app: Istiolite) -> None:

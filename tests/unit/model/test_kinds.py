@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from istiolite.model.endpointslice import EndpointSlice
-from istiolite.model.kinds import UnknownKind, parse_object
+from istiolite.model.kinds import UnknownKind, UnsupportedKind, parse_object
 from istiolite.model.meta import ObjectKey
 from istiolite.model.service import Service
 from istiolite.model.validation import ValidationError
@@ -108,6 +108,40 @@ def test_unknown_kind_is_not_a_validation_error() -> None:
     with pytest.raises(UnknownKind) as err:
         parse_object(deployment)
     assert not isinstance(err.value, ValidationError)
+    assert not isinstance(err.value, UnsupportedKind)
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind", "planned"),
+    [
+        ("networking.istio.io/v1alpha3", "EnvoyFilter", False),
+        ("telemetry.istio.io/v1", "Telemetry", False),
+        ("extensions.istio.io/v1alpha1", "WasmPlugin", False),
+        ("networking.istio.io/v1beta1", "ProxyConfig", False),
+        ("networking.istio.io/v1", "WorkloadGroup", False),
+        ("networking.k8s.io/v1", "Ingress", False),
+        ("gateway.networking.k8s.io/v1", "Gateway", True),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute", True),
+        ("gateway.networking.k8s.io/v1alpha2", "TCPRoute", True),
+        ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant", True),
+    ],
+)
+def test_mesh_kinds_not_translated_are_reported_as_unsupported(
+    api_version: str, kind: str, planned: bool
+) -> None:
+    raw = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "x", "namespace": "a"}}
+    with pytest.raises(UnsupportedKind) as err:
+        parse_object(raw)
+    assert str(err.value).startswith(f"not supported by istiolite: {kind}")
+    assert ("planned" in str(err.value)) is planned
+    assert err.value.kind == kind and err.value.api_version == api_version
+
+
+def test_istio_gateway_of_a_wrong_version_is_still_a_validation_error() -> None:
+    raw = {"apiVersion": "networking.istio.io/v2", "kind": "Gateway", "metadata": {"name": "x"}}
+    with pytest.raises(ValidationError) as err:
+        parse_object(raw)
+    assert err.value.field == "apiVersion"
 
 
 @pytest.mark.parametrize(

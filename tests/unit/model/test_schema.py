@@ -160,6 +160,12 @@ spec:
           to: {"us-west/zone1/*": 80, "us-west/zone2/*": 20}
         failoverPriority: [topology.kubernetes.io/region, topology.kubernetes.io/zone]
       warmupDurationSecs: 30s
+      backendUtilization:
+        errorUtilizationPenaltyPercent: 2
+        metricNamesForComputingUtilization: [named_metrics.cpu]
+        weightExpirationPeriod: 180s
+        weightStabilizationPeriod: 10s
+        weightUpdatePeriod: 1s
     connectionPool:
       tcp:
         maxConnections: 100
@@ -176,7 +182,9 @@ spec:
         h2UpgradePolicy: UPGRADE
         useClientProtocol: false
         maxConcurrentStreams: 128
+        http2KeepAlive: {interval: 15s, timeout: 5s}
     outlierDetection:
+      outlierDetectionHttpErrorCodes: [503, 504]
       splitExternalLocalOriginErrors: true
       consecutiveLocalOriginFailures: 5
       consecutiveGatewayErrors: 3
@@ -207,7 +215,7 @@ spec:
       loadBalancer:
         consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 65537}}
     proxyProtocol: {version: V2}
-    retryBudget: {percent: 20.0, minRetryConcurrency: 3}
+    retryBudget: {percent: 20.0, minRetryConcurrency: 3, budgetInterval: 10s}
   subsets:
   - name: v1
     labels: {version: v1}
@@ -217,8 +225,16 @@ spec:
       loadBalancer:
         simple: ROUND_ROBIN
         warmup: {duration: 60s, minimumPercent: 10, aggression: 1.5}
+        zoneAwareLbSetting:
+          enabled: true
+          failover: [{from: us-east, to: eu-west}]
+          failoverPriority: [topology.kubernetes.io/zone]
+          minClusterSize: 3
+        backendUtilization: {weightUpdatePeriod: 2s, errorUtilizationPenaltyPercent: 1}
       connectionPool:
         tcp: {maxConnections: 10}
+        http: {http2KeepAlive: {interval: 30s, timeout: 10s}}
+      outlierDetection: {outlierDetectionHttpErrorCodes: [502]}
   - name: sticky
     labels: {version: v3}
     trafficPolicy:

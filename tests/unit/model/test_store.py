@@ -91,18 +91,18 @@ def test_removing_an_unknown_source_is_silent() -> None:
     assert seen.calls == []
 
 
-def test_source_sorting_first_wins_whatever_the_load_order() -> None:
+def test_source_sorting_last_wins_whatever_the_load_order() -> None:
+    """As `kubectl apply -f DIR`: files are applied in name order, so the later one stays."""
     store = ConfigStore()
     store.replace_source("file:b.yaml", {WEB: svc("web", port=82)})
-    changes = store.replace_source("file:a.yaml", {WEB: svc("web", port=81)})
-    assert changes.keys == {WEB}
-    assert store.snapshot()[WEB].ports[0].port == 81
+    assert store.replace_source("file:a.yaml", {WEB: svc("web", port=81)}).keys == frozenset()
+    assert store.snapshot()[WEB].ports[0].port == 82
     assert store.owners(WEB) == ["file:a.yaml", "file:b.yaml"]
 
     other = ConfigStore()
     other.replace_source("file:a.yaml", {WEB: svc("web", port=81)})
-    assert other.replace_source("file:b.yaml", {WEB: svc("web", port=82)}).keys == frozenset()
-    assert other.snapshot()[WEB].ports[0].port == 81
+    assert other.replace_source("file:b.yaml", {WEB: svc("web", port=82)}).keys == {WEB}
+    assert other.snapshot()[WEB].ports[0].port == 82
 
 
 def test_losing_source_changes_are_not_announced() -> None:
@@ -111,7 +111,7 @@ def test_losing_source_changes_are_not_announced() -> None:
     store.replace_source("file:b.yaml", {WEB: svc("web", port=82)})
     seen = Recorder()
     store.subscribe(seen)
-    assert store.replace_source("file:b.yaml", {WEB: svc("web", port=83)}).keys == frozenset()
+    assert store.replace_source("file:a.yaml", {WEB: svc("web", port=83)}).keys == frozenset()
     assert seen.calls == []
 
 
@@ -119,9 +119,9 @@ def test_removing_the_winner_reveals_the_other_definition() -> None:
     store = ConfigStore()
     store.replace_source("file:a.yaml", {WEB: svc("web", port=81)})
     store.replace_source("file:b.yaml", {WEB: svc("web", port=82)})
-    changes = store.replace_source("file:a.yaml", {})
+    changes = store.replace_source("file:b.yaml", {})
     assert changes.keys == {WEB}
-    assert store.snapshot()[WEB].ports[0].port == 82
+    assert store.snapshot()[WEB].ports[0].port == 81
 
 
 def test_snapshot_does_not_follow_later_changes() -> None:
@@ -131,3 +131,10 @@ def test_snapshot_does_not_follow_later_changes() -> None:
     store.replace_source("file:a.yaml", {DB: svc("db")})
     assert set(before) == {WEB}
     assert set(store.snapshot()) == {DB}
+
+
+def test_a_file_wins_over_another_source_whatever_the_names() -> None:
+    store = ConfigStore()
+    store.replace_source("/etc/mesh/web.yaml", {WEB: svc("web", port=81)})
+    store.update_source("kubernetes/Service", {WEB: svc("web", port=82)}, ())
+    assert store.snapshot()[WEB].ports[0].port == 81

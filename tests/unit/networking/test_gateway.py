@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 
+from istiolite import type_urls
 from istiolite.model.gateway import parse_gateway
+from istiolite.networking import generator
 from istiolite.networking.gateway import bound_servers, gateway_route_name
 from istiolite.push.context import PushContext
 from tests.support.certs import CertificateAuthority, KeyPair, tls_secret
@@ -263,7 +265,7 @@ def test_optional_mutual_asks_for_but_does_not_require_a_client_certificate(
     assert combined.validation_context_sds_secret_config.name == "kubernetes://mtls-cert-cacert"
 
 
-def test_file_based_certificates_are_read_by_envoy() -> None:
+def test_file_based_certificates_are_named_through_sds_as_istiod_does() -> None:
     ctx = mesh(
         gateway(
             https(
@@ -283,22 +285,32 @@ def test_file_based_certificates_are_read_by_envoy() -> None:
         ),
         virtual_service(),
     )
-    # No Secret is needed: Envoy reads the files itself.
+    # The listener names `file-cert:`/`file-root:` secrets (a missing file then leaves that
+    # one secret unready, not the whole LDS update refused); the secrets name the files.
+    cert_name = "file-cert:/etc/istio/gw/tls.crt~/etc/istio/gw/tls.key"
     (simple,) = listener(ctx, "0.0.0.0_443").filter_chains
     common = downstream(simple).common_tls_context
-    assert not common.tls_certificate_sds_secret_configs
-    (cert,) = common.tls_certificates
-    assert cert.certificate_chain.filename == "/etc/istio/gw/tls.crt"
-    assert cert.private_key.filename == "/etc/istio/gw/tls.key"
+    assert not common.tls_certificates
+    (sds,) = common.tls_certificate_sds_secret_configs
+    assert (sds.name, sds.sds_config) == (cert_name, ADS)
     (mutual,) = listener(ctx, "0.0.0.0_8443").filter_chains
     tls = downstream(mutual)
     assert tls.require_client_certificate.value is True
-    validation = tls.common_tls_context.validation_context
-    assert validation.trusted_ca.filename == "/etc/istio/gw/ca.crt"
-    assert {m.matcher.exact for m in validation.match_typed_subject_alt_names} == {
-        "client.example.com"
+    combined = tls.common_tls_context.combined_validation_context
+    assert combined.validation_context_sds_secret_config.name == "file-root:/etc/istio/gw/ca.crt"
+    assert {
+        m.matcher.exact for m in combined.default_validation_context.match_typed_subject_alt_names
+    } == {"client.example.com"}
+    secrets = {
+        name: secret_pb2.Secret.FromString(r.payload)
+        for name, r in generator.generate(ctx, router(GW_NS), type_urls.SECRET).items()
     }
-    assert not tls.common_tls_context.HasField("combined_validation_context")
+    assert set(secrets) == {cert_name, "file-root:/etc/istio/gw/ca.crt"}
+    pair = secrets[cert_name].tls_certificate
+    assert pair.certificate_chain.filename == "/etc/istio/gw/tls.crt"
+    assert pair.private_key.filename == "/etc/istio/gw/tls.key"
+    root = secrets["file-root:/etc/istio/gw/ca.crt"].validation_context
+    assert root.trusted_ca.filename == "/etc/istio/gw/ca.crt"
 
 
 def test_tls_versions_and_ciphers(pair: KeyPair) -> None:
@@ -993,10 +1005,10 @@ def test_tls_certificates_files_and_their_validation() -> None:
     ]
     ctx = mesh(gateway(https(credential="", tlsCertificates=files)), virtual_service())
     (chain,) = listener(ctx, "0.0.0.0_443").filter_chains
-    certs = downstream(chain).common_tls_context.tls_certificates
-    assert [(c.certificate_chain.filename, c.private_key.filename) for c in certs] == [
-        ("/etc/certs/rsa.pem", "/etc/certs/rsa.key"),
-        ("/etc/certs/ec.pem", "/etc/certs/ec.key"),
+    certs = downstream(chain).common_tls_context.tls_certificate_sds_secret_configs
+    assert [c.name for c in certs] == [
+        "file-cert:/etc/certs/rsa.pem~/etc/certs/rsa.key",
+        "file-cert:/etc/certs/ec.pem~/etc/certs/ec.key",
     ]
     both = https(credential="a", credentialNames=["b"])
     with pytest.raises(ValueError, match=r"spec.servers\[0\].tls.credentialNames"):

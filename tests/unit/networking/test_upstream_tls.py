@@ -1,5 +1,6 @@
 """DestinationRule `trafficPolicy.tls` → the cluster's TLS transport socket, field by field as
-istiod's buildUpstreamClusterTLSContext writes it (files read by Envoy itself)."""
+istiod's buildUpstreamClusterTLSContext writes it (files named through SDS as `file-cert:` and
+`file-root:` secrets, which name the files Envoy reads)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,14 @@ def http_options(cluster: Cluster) -> dict[str, Any] | None:
     return json_format.MessageToDict(options)
 
 
+def root(path: str, **default: Any) -> dict[str, Any]:
+    """A combined validation context: SAN checks (and CRL) here, the CA from `file-root:`."""
+    return {
+        "defaultValidationContext": default,
+        "validationContextSdsSecretConfig": {"name": f"file-root:{path}", "sdsConfig": ADS},
+    }
+
+
 def sans(*names: str) -> list[dict[str, Any]]:
     return [
         {"sanType": san_type, "matcher": {"exact": name}}
@@ -77,7 +86,7 @@ def test_simple_with_ca_and_sni() -> None:
     assert tls_context(cluster) == {
         "commonTlsContext": {
             "tlsParams": TLS_PARAMS,
-            "validationContext": {"trustedCa": {"filename": "/etc/ca.pem"}},
+            "combinedValidationContext": root("/etc/ca.pem"),
         },
         "sni": "db.example",
     }
@@ -99,8 +108,8 @@ def test_subject_alt_names_match_any_san_type_exactly() -> None:
     cluster = applied(
         {"mode": "SIMPLE", "caCertificates": "/ca.pem", "subjectAltNames": ["db.example", "x"]}
     )
-    validation = tls_context(cluster)["commonTlsContext"]["validationContext"]
-    assert validation["matchTypedSubjectAltNames"] == sans("db.example", "x")
+    validation = tls_context(cluster)["commonTlsContext"]["combinedValidationContext"]
+    assert validation == root("/ca.pem", matchTypedSubjectAltNames=sans("db.example", "x"))
     # SANs given: the Host-derived SNI is still automatic, its SAN check is not.
     assert http_options(cluster) == {
         "upstreamHttpProtocolOptions": {"autoSni": True},
@@ -110,7 +119,7 @@ def test_subject_alt_names_match_any_san_type_exactly() -> None:
 
 def test_no_ca_means_the_system_roots() -> None:
     validation = tls_context(applied({"mode": "SIMPLE", "sni": "a"}))["commonTlsContext"]
-    assert validation["validationContext"] == {"trustedCa": {"filename": SYSTEM_CA_BUNDLE}}
+    assert validation["combinedValidationContext"] == root(SYSTEM_CA_BUNDLE)
 
 
 def test_insecure_skip_verify_leaves_an_empty_validation_context() -> None:
@@ -140,17 +149,14 @@ def test_mutual_with_files_and_crl() -> None:
     assert tls_context(cluster) == {
         "commonTlsContext": {
             "tlsParams": TLS_PARAMS,
-            "tlsCertificates": [
-                {
-                    "certificateChain": {"filename": "/certs/client.pem"},
-                    "privateKey": {"filename": "/certs/client.key"},
-                }
+            "tlsCertificateSdsSecretConfigs": [
+                {"name": "file-cert:/certs/client.pem~/certs/client.key", "sdsConfig": ADS}
             ],
-            "validationContext": {
-                "trustedCa": {"filename": "/certs/ca.pem"},
-                "matchTypedSubjectAltNames": sans("db"),
-                "crl": {"filename": "/certs/ca.crl"},
-            },
+            "combinedValidationContext": root(
+                "/certs/ca.pem",
+                matchTypedSubjectAltNames=sans("db"),
+                crl={"filename": "/certs/ca.crl"},
+            ),
         },
         "sni": "db",
     }
@@ -168,7 +174,7 @@ def test_mutual_insecure_still_presents_the_client_certificate() -> None:
             }
         )
     )["commonTlsContext"]
-    assert common["tlsCertificates"][0]["privateKey"] == {"filename": "/k.pem"}
+    assert common["tlsCertificateSdsSecretConfigs"][0]["name"] == "file-cert:/c.pem~/k.pem"
     assert common["validationContext"] == {}
 
 
@@ -270,9 +276,7 @@ def test_clusters_get_the_tls_of_their_port_and_subset() -> None:
     admin = tls_context(found[f"outbound|8443||{host}"])
     # The port-level tls replaced the whole tls: no CA from the top level, the system roots.
     assert admin["sni"] == "admin"
-    assert admin["commonTlsContext"]["validationContext"]["trustedCa"] == {
-        "filename": SYSTEM_CA_BUNDLE
-    }
+    assert admin["commonTlsContext"]["combinedValidationContext"] == root(SYSTEM_CA_BUNDLE)
     assert not found[f"outbound|5432|plain|{host}"].HasField("transport_socket")
     assert not found[f"outbound|8443|plain|{host}"].HasField("transport_socket")
     # A TCP port gets the same transport socket (TLS origination for any protocol).

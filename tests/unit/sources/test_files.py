@@ -331,7 +331,78 @@ def test_unknown_kind_is_ignored(tmp_path: Path) -> None:
     assert [e for e in logs if e["log_level"] == "error"] == []
 
 
-def test_same_object_twice_in_a_file_keeps_the_first(tmp_path: Path) -> None:
+UNSUPPORTED = """\
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: lua, namespace: shop}
+spec: {configPatches: []}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTTP}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec: {parentRefs: [{name: edge}]}
+"""
+
+
+def test_unsupported_kinds_are_reported_once_per_object_never_dropped_silently(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(documents(UNSUPPORTED, SERVICE))
+    before = metrics.UNSUPPORTED_OBJECTS.value("EnvoyFilter")
+    with capture_logs() as logs:
+        source, store = load(tmp_path)
+    assert keys(store) == {SVC}
+    assert source.errors == []  # not invalid: valid objects istiolite does not translate
+    reported = logged(logs, "object of unsupported kind has no effect")
+    assert [(e["object"], e["line"]) for e in reported] == [
+        ("EnvoyFilter shop/lua", 1),
+        ("Gateway shop/edge", 6),
+        ("HTTPRoute shop/web", 11),
+    ]
+    assert all(e["log_level"] == "warning" for e in reported)
+    # A Gateway API Gateway is not taken for an Istio Gateway of a wrong apiVersion.
+    gateway = reported[1]["message"]
+    assert gateway.startswith("not supported by istiolite: Gateway") and "planned" in gateway
+    assert [u["kind"] for u in source.unsupported] == ["EnvoyFilter", "Gateway", "HTTPRoute"]
+    assert metrics.UNSUPPORTED_OBJECTS.value("EnvoyFilter") == before + 1
+
+
+async def test_unsupported_object_is_reported_again_only_when_new(tmp_path: Path) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(UNSUPPORTED)
+    source, _ = load(tmp_path)
+    # An edit elsewhere in the file re-reads it: the objects already reported stay quiet.
+    path.write_text(documents(UNSUPPORTED, SERVICE))
+    with capture_logs() as logs:
+        source._apply(source._scan({str(path)}, set(), source._frozen_state()))
+    assert logged(logs, "object of unsupported kind has no effect") == []
+    assert len(source.unsupported) == 3
+    path.unlink()
+    source._apply(source._scan({str(path)}, set(), source._frozen_state()))
+    assert source.unsupported == []
+
+
+def test_object_in_two_files_uses_the_later_file_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(service("web", 81))
+    (tmp_path / "b.yaml").write_text(service("web", 82))
+    with capture_logs() as logs:
+        _, store = load(tmp_path)
+    svc = store.snapshot()[SVC]
+    assert isinstance(svc, Service) and svc.ports[0].port == 82
+    warning = logged(logs, "object defined by several sources")[-1]
+    assert warning["object"] == "Service shop/web"
+    assert warning["files"] == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
+    assert warning["used"] == str(tmp_path / "b.yaml")
+
+
+def test_same_object_twice_in_a_file_uses_the_later(tmp_path: Path) -> None:
+    """As `kubectl apply -f` of the file: the later document is what stays."""
     text = documents(service("web", 80), NAMESPACE, service("web", 81))
     path = tmp_path / "dup.yaml"
     path.write_text(text)
@@ -341,14 +412,17 @@ def test_same_object_twice_in_a_file_keeps_the_first(tmp_path: Path) -> None:
 
     assert keys(store) == {SVC, NS}
     svc = store.snapshot()[SVC]
-    assert isinstance(svc, Service) and svc.ports[0].port == 80
+    assert isinstance(svc, Service) and svc.ports[0].port == 81
     first, second = line_of(text, "kind: Service", 1) - 1, line_of(text, "kind: Service", 2) - 1
-    (entry,) = logged(logs, "duplicate object in file")
+    (entry,) = logged(logs, "object defined twice in file")
+    assert entry["log_level"] == "warning"
     assert entry["file"] == str(path)
     assert entry["object"] == "Service shop/web"
     assert (entry["line"], entry["first_line"]) == (second, first)
-    (error,) = source.errors
-    assert error["line"] == second and f"line {first}" in error["message"]
+    (problem,) = source.errors
+    assert problem["line"] == second
+    assert f"lines {first} and {second}" in problem["message"]
+    assert f"line {second} (the later) is used" in problem["message"]
 
 
 def test_repeated_yaml_key_rejects_that_object(tmp_path: Path) -> None:
