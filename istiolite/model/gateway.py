@@ -63,6 +63,9 @@ class Gateway:
     meta: ObjectMeta
     selector: dict[str, str]
     servers: tuple[Server, ...]
+    # Only proxies of this namespace ("": any namespace, as istiod for Istio Gateways); set for
+    # the Gateways the Gateway API's are converted into.
+    proxy_namespace: str = ""
 
     @property
     def namespace(self) -> str:
@@ -72,7 +75,9 @@ class Gateway:
     def key(self) -> str:
         return f"{self.meta.namespace}/{self.meta.name}"
 
-    def selects(self, labels: dict[str, str]) -> bool:
+    def selects(self, labels: dict[str, str], namespace: str | None = None) -> bool:
+        if self.proxy_namespace and namespace is not None and namespace != self.proxy_namespace:
+            return False
         return all(labels.get(k) == v for k, v in self.selector.items())
 
     def unapplied(self) -> list[tuple[str, str]]:

@@ -10,6 +10,14 @@ from istiolite.model.authorization_policy import parse_authorization_policy
 from istiolite.model.destinationrule import parse_destination_rule
 from istiolite.model.endpointslice import parse_endpointslice
 from istiolite.model.gateway import parse_gateway
+from istiolite.model.gatewayapi.gateway import parse_gateway_class, parse_kube_gateway
+from istiolite.model.gatewayapi.reference_grant import parse_reference_grant
+from istiolite.model.gatewayapi.routes import (
+    parse_grpc_route,
+    parse_http_route,
+    parse_tcp_route,
+    parse_tls_route,
+)
 from istiolite.model.meta import ObjectKey, ObjectMeta
 from istiolite.model.peerauthentication import parse_peer_authentication
 from istiolite.model.requestauthentication import parse_request_authentication
@@ -36,11 +44,32 @@ class Kind:
     kind: str
     namespaced: bool
     parse: Callable[[dict[str, Any]], Any]
+    # The name objects of this kind are keyed by (ObjectKey.kind), when the kind's own name is
+    # taken by another group's kind: the Gateway API's Gateway is "KubernetesGateway".
+    key: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.key or self.kind
+
+
+_GATEWAY_API = "gateway.networking.k8s.io"
+# The Gateway API's kinds, with the versions each is served under.
+_GATEWAY_API_KINDS = (
+    Kind(_GATEWAY_API, ("v1", "v1beta1"), "GatewayClass", False, parse_gateway_class),
+    Kind(_GATEWAY_API, ("v1", "v1beta1"), "Gateway", True, parse_kube_gateway, "KubernetesGateway"),
+    Kind(_GATEWAY_API, ("v1", "v1beta1"), "HTTPRoute", True, parse_http_route),
+    Kind(_GATEWAY_API, ("v1", "v1alpha2"), "GRPCRoute", True, parse_grpc_route),
+    Kind(_GATEWAY_API, ("v1alpha2", "v1alpha3"), "TLSRoute", True, parse_tls_route),
+    Kind(_GATEWAY_API, ("v1alpha2",), "TCPRoute", True, parse_tcp_route),
+    Kind(_GATEWAY_API, ("v1beta1", "v1alpha2"), "ReferenceGrant", True, parse_reference_grant),
+)
 
 
 KINDS: dict[str, Kind] = {
-    k.kind: k
+    k.name: k
     for k in (
+        *_GATEWAY_API_KINDS,
         Kind("", ("v1",), "Service", True, parse_service),
         Kind("", ("v1",), "Pod", True, parse_pod),
         Kind("", ("v1",), "Namespace", False, parse_namespace),
@@ -82,6 +111,9 @@ KINDS: dict[str, Kind] = {
 }
 
 
+_BY_GROUP_KIND = {(k.group, k.kind): k for k in KINDS.values()}
+
+
 class UnknownKind(ValueError):
     """A well-formed object of a kind istiolite does not read (ignored, not an error)."""
 
@@ -98,8 +130,10 @@ class UnsupportedKind(UnknownKind):
         self.note = note
 
 
-_GATEWAY_API = "gateway.networking.k8s.io"
-_PLANNED_GATEWAY_API = "Gateway API translation is planned; until then this object has no effect"
+_PLANNED_GATEWAY_API = (
+    "istiolite translates GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute and "
+    "ReferenceGrant; this kind has no effect"
+)
 _NO_EFFECT = "it has no effect on the config proxies get"
 # Mesh kinds users put in YAML that istiolite does not translate, with what to tell them.
 # Any other kind of an istio.io group or of the Gateway API is reported too (see _unsupported).
@@ -134,8 +168,8 @@ def parse_object(raw: Any) -> tuple[ObjectKey, Any]:
         raise ValidationError("kind", "is required")
     if not isinstance(api_version, str) or not api_version:
         raise ValidationError("apiVersion", "is required")
-    kind = KINDS.get(kind_name)
     group, _, version = api_version.rpartition("/")
+    kind = _BY_GROUP_KIND.get((group, kind_name)) or KINDS.get(kind_name)
     if kind is None or (group != kind.group and group == _GATEWAY_API):
         # Checked before the version: a Gateway API `Gateway` is not a misversioned Istio one.
         unsupported = _unsupported(kind_name, api_version)
@@ -146,11 +180,15 @@ def parse_object(raw: Any) -> tuple[ObjectKey, Any]:
     if group != kind.group or version not in kind.versions:
         expected = ", ".join(f"{kind.group}/{v}".lstrip("/") for v in kind.versions)
         raise ValidationError("apiVersion", f"{api_version!r} for {kind_name}; expected {expected}")
-    check_fields(raw)  # unknown field names in the Istio kinds (a no-op for the others)
+    # The schema knows the Istio kinds by kind name; the Gateway API's Gateway is not Istio's.
+    istio = kind.group != _GATEWAY_API
+    if istio:
+        check_fields(raw)  # unknown field names in the Istio kinds (a no-op for the others)
     obj = kind.parse(raw)
     meta: ObjectMeta = obj.meta
-    unapplied = unapplied_fields(raw)  # valid fields istiolite does not translate: warnings
+    # Valid fields istiolite does not translate: warnings.
+    unapplied = unapplied_fields(raw) if istio else ()
     if unapplied:
         meta = replace(meta, unapplied=meta.unapplied + unapplied)
         obj = replace(obj, meta=meta)
-    return ObjectKey(kind_name, meta.namespace, meta.name), obj
+    return ObjectKey(kind.name, meta.namespace, meta.name), obj

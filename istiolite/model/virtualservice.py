@@ -101,6 +101,8 @@ class Redirect:
     scheme: str = ""
     port: int | None = None
     code: int = 301
+    # Replaces the matched path prefix (the Gateway API's ReplacePrefixMatch).
+    prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)

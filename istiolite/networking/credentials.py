@@ -95,7 +95,7 @@ def referenced_credentials(ctx: PushContext, proxy: Proxy) -> frozenset[str]:
     too: nothing is sent that the proxy's listeners and clusters do not name."""
     names: set[str] = set()
     if proxy.type == ProxyType.ROUTER:
-        for gateway in ctx.gateways_for(proxy_labels(ctx, proxy)):
+        for gateway in ctx.gateways_for(proxy_labels(ctx, proxy), proxy.namespace):
             for server in gateway.servers:
                 tls = server.tls
                 if tls is None:

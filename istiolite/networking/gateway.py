@@ -147,7 +147,7 @@ def bound_servers(
     # SNI names a port's TLS-terminating servers already claim: a later server claiming one
     # again is left out here, before it gets a route configuration nothing would use.
     claimed: dict[tuple[str, int], set[str]] = {}
-    for gateway in ctx.gateways_for(labels):
+    for gateway in ctx.gateways_for(labels, namespace):
         for server in gateway.servers:
             if not _translated(server):
                 log.debug(

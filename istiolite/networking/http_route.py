@@ -305,6 +305,8 @@ def http_routes(
                 route.redirect.response_code = _REDIRECT_CODES[r.code]
                 if r.uri:
                     route.redirect.path_redirect = r.uri
+                elif r.prefix:
+                    route.redirect.prefix_rewrite = r.prefix
                 if r.authority:
                     route.redirect.host_redirect = r.authority
                 if r.scheme:

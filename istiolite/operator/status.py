@@ -146,7 +146,8 @@ class StatusWriter:
     def changed(self, keys: frozenset[ObjectKey]) -> None:
         for key in keys:
             kind = WATCHED.get(key.kind)
-            if kind is not None and kind.custom:  # the Istio kinds: they have a status
+            # The Istio kinds: they have this status (the Gateway API's have their own).
+            if kind is not None and kind.istio:
                 self.queue.add(key)
 
     def resync(self) -> None:

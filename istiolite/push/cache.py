@@ -35,6 +35,14 @@ STRUCTURAL: frozenset[str] = frozenset(
         "Gateway",
         "Namespace",
         "PeerAuthentication",
+        # The Gateway API: converted into Gateways and VirtualServices (model.gatewayapi).
+        "GatewayClass",
+        "KubernetesGateway",
+        "HTTPRoute",
+        "GRPCRoute",
+        "TLSRoute",
+        "TCPRoute",
+        "ReferenceGrant",
     }
 )
 # What an endpoint assignment reads besides its endpoints: the service and its subsets.

@@ -11,6 +11,13 @@ from istiolite.model.authorization_policy import AuthorizationPolicy
 from istiolite.model.destinationrule import DestinationRule, Subset
 from istiolite.model.endpointslice import EndpointSlice
 from istiolite.model.gateway import Gateway
+from istiolite.model.gatewayapi.convert import (
+    GATEWAY_KIND,
+    ROUTE_KINDS,
+    Conversion,
+    Inputs,
+    convert,
+)
 from istiolite.model.jwks import JWKS_KIND, JwksKeySet
 from istiolite.model.meta import ObjectKey
 from istiolite.model.peerauthentication import (
@@ -115,6 +122,8 @@ class PushContext:
         # RequestAuthentication by namespace; fetched JWKS by URI (sources/jwks.py).
         request_authns: dict[str, list[RequestAuthentication]] = defaultdict(list)
         self._jwks: dict[str, JwksKeySet] = {}
+        # The Gateway API's objects, by kind: converted into Gateways and VirtualServices below.
+        gateway_api: dict[str, list[Any]] = defaultdict(list)
         # Fields set but not translated, per object (found by the schema when it was parsed).
         self._unapplied_fields: list[tuple[ObjectKey, tuple[tuple[str, str], ...]]] = []
         for key, obj in objects.items():
@@ -154,6 +163,10 @@ class PushContext:
                     request_authns[key.namespace].append(obj)
                 case "JwksKeySet":
                     self._jwks[key.name] = obj
+                case "GatewayClass" | "ReferenceGrant" | "KubernetesGateway":
+                    gateway_api[key.kind].append(obj)
+                case kind if kind in ROUTE_KINDS:
+                    gateway_api["routes"].append(obj)
         # PeerAuthentications by namespace, oldest first (files have no creation time:
         # namespace/name order stands in for it, as for the other kinds).
         self._peer_authentications: dict[str, list[PeerAuthentication]] = defaultdict(list)
@@ -200,7 +213,22 @@ class PushContext:
             virtual_services, key=lambda v: (v.namespace, v.meta.name)
         )
         delegation = merge_delegates(self._declared_virtual_services, self.resolve_host)
+        # The Gateway API as istiod takes it: converted into Istio Gateways and VirtualServices
+        # that route like any others (the conversion also decides those objects' status).
+        self.gateway_api: Conversion = convert(
+            Inputs(
+                classes=gateway_api["GatewayClass"],
+                gateways=gateway_api[GATEWAY_KIND],
+                routes=gateway_api["routes"],
+                grants=gateway_api["ReferenceGrant"],
+                services_by_host=self.services_by_host,
+                namespace_labels=self._namespace_labels,
+                domain=domain,
+            )
+        )
+        gateways.extend(self.gateway_api.gateways)
         self._all_virtual_services = list(delegation.virtual_services)
+        self._all_virtual_services += self.gateway_api.virtual_services
         self._delegate_warnings = delegation.warnings
         # For sidecars, the first VirtualService for a host wins (istiod: the oldest; files carry
         # no creation time, so namespace/name order stands in for it). This index holds the
@@ -301,6 +329,10 @@ class PushContext:
 
     def hostname(self, service: Service) -> str:
         return service.hostname(self.domain)
+
+    def _namespace_labels(self, namespace: str) -> dict[str, str]:
+        found = self.namespaces.get(namespace)
+        return dict(found.meta.labels) if found is not None else {}
 
     # --- objects whose reads are recorded (push.dependencies) ----------------------------------
 
@@ -639,16 +671,19 @@ class PushContext:
         """A VirtualService's `gateways` entry as "ns/name" (a bare name is in its namespace)."""
         return ref if "/" in ref else f"{namespace}/{ref}"
 
-    def gateways_for(self, labels: Mapping[str, str]) -> tuple[Gateway, ...]:
+    def gateways_for(
+        self, labels: Mapping[str, str], namespace: str | None = None
+    ) -> tuple[Gateway, ...]:
         """The Gateways whose selector matches a gateway proxy's labels (any namespace, as
-        istiod without PILOT_SCOPE_GATEWAY_TO_NAMESPACE)."""
-        return tuple(g for g in self.gateways if g.selects(dict(labels)))
+        istiod without PILOT_SCOPE_GATEWAY_TO_NAMESPACE; a converted Gateway API Gateway only
+        its own proxies' namespace)."""
+        return tuple(g for g in self.gateways if g.selects(dict(labels), namespace))
 
     def _gateway_namespaces(self, gateway: Gateway) -> tuple[list[str], bool]:
         """Where the proxies of a Gateway run, hence where its credential Secrets must be: the
         namespaces of the Pods its selector picks; without Pods, its own namespace, guessed."""
         record("Pod", ANY, ANY)
-        found = {ns for (ns, _), pod in self._pods.items() if gateway.selects(pod.meta.labels)}
+        found = {ns for (ns, _), pod in self._pods.items() if gateway.selects(pod.meta.labels, ns)}
         return (sorted(found), False) if found else ([gateway.namespace], True)
 
     def credential_problems(

@@ -39,17 +39,27 @@ class WatchedKind:
     group: str
     versions: tuple[str, ...]
     plural: str
-    kind: str
+    kind: str  # the name objects are keyed by (ObjectKey.kind)
     namespaced: bool
+    # The kind as the API server names it, when not `kind` (the Gateway API's Gateway).
+    api_kind: str = ""
 
     @property
     def custom(self) -> bool:
         """Served by a CustomResourceDefinition, which may not be installed."""
+        return self.group.endswith(".istio.io") or self.group == GATEWAY_API_GROUP
+
+    @property
+    def istio(self) -> bool:
         return self.group.endswith(".istio.io")
 
     def resource(self, version: str | None = None) -> ApiResource:
         return ApiResource(
-            self.group, version or self.versions[0], self.plural, self.kind, self.namespaced
+            self.group,
+            version or self.versions[0],
+            self.plural,
+            self.api_kind or self.kind,
+            self.namespaced,
         )
 
     def served_version(self, crd: dict[str, Any]) -> str | None:
@@ -87,10 +97,18 @@ _PLURALS = {
     "PeerAuthentication": "peerauthentications",
     "AuthorizationPolicy": "authorizationpolicies",
     "RequestAuthentication": "requestauthentications",
+    "GatewayClass": "gatewayclasses",
+    "KubernetesGateway": "gateways",
+    "HTTPRoute": "httproutes",
+    "GRPCRoute": "grpcroutes",
+    "TLSRoute": "tlsroutes",
+    "TCPRoute": "tcproutes",
+    "ReferenceGrant": "referencegrants",
 }
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 
 WATCHED: dict[str, WatchedKind] = {
-    k.kind: WatchedKind(k.group, k.versions, _PLURALS[k.kind], k.kind, k.namespaced)
+    k.name: WatchedKind(k.group, k.versions, _PLURALS[k.name], k.name, k.namespaced, k.kind)
     for k in KINDS.values()
 }
 

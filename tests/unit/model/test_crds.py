@@ -66,7 +66,9 @@ def _repo_objects() -> list[tuple[Path, dict[str, Any]]]:
     out = []
     for path in files:
         for doc in yaml.safe_load_all(path.read_text()):
-            if isinstance(doc, dict) and doc.get("kind") in CRDS:
+            # The Gateway API's kinds (its Gateway too) come with the Gateway API's own CRDs.
+            istio = str(doc.get("apiVersion", "")).split("/")[0].endswith(".istio.io")
+            if isinstance(doc, dict) and doc.get("kind") in CRDS and istio:
                 out.append((path, doc))
     return out
 

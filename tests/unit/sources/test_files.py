@@ -337,13 +337,13 @@ kind: EnvoyFilter
 metadata: {name: lua, namespace: shop}
 spec: {configPatches: []}
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: BackendTLSPolicy
 metadata: {name: edge, namespace: shop}
-spec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTTP}]}
+spec: {targetRefs: [{group: "", kind: Service, name: web}]}
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
 metadata: {name: web, namespace: shop}
 spec: {parentRefs: [{name: edge}]}
 """
@@ -362,14 +362,19 @@ def test_unsupported_kinds_are_reported_once_per_object_never_dropped_silently(
     reported = logged(logs, "object of unsupported kind has no effect")
     assert [(e["object"], e["line"]) for e in reported] == [
         ("EnvoyFilter shop/lua", 1),
-        ("Gateway shop/edge", 6),
-        ("HTTPRoute shop/web", 11),
+        ("BackendTLSPolicy shop/edge", 6),
+        ("UDPRoute shop/web", 11),
     ]
     assert all(e["log_level"] == "warning" for e in reported)
-    # A Gateway API Gateway is not taken for an Istio Gateway of a wrong apiVersion.
-    gateway = reported[1]["message"]
-    assert gateway.startswith("not supported by istiolite: Gateway") and "planned" in gateway
-    assert [u["kind"] for u in source.unsupported] == ["EnvoyFilter", "Gateway", "HTTPRoute"]
+    # The Gateway API kinds istiolite does not translate say which ones it does.
+    policy = reported[1]["message"]
+    assert policy.startswith("not supported by istiolite: BackendTLSPolicy")
+    assert "HTTPRoute" in policy
+    assert [u["kind"] for u in source.unsupported] == [
+        "EnvoyFilter",
+        "BackendTLSPolicy",
+        "UDPRoute",
+    ]
     assert metrics.UNSUPPORTED_OBJECTS.value("EnvoyFilter") == before + 1
 
 
