@@ -18,6 +18,7 @@ from istiolite.model.gatewayapi.convert import (
     Inputs,
     convert,
 )
+from istiolite.model.gatewayapi.status import statuses as gateway_api_statuses
 from istiolite.model.jwks import JWKS_KIND, JwksKeySet
 from istiolite.model.meta import ObjectKey
 from istiolite.model.peerauthentication import (
@@ -329,6 +330,13 @@ class PushContext:
 
     def hostname(self, service: Service) -> str:
         return service.hostname(self.domain)
+
+    def gateway_api_status(self) -> dict[ObjectKey, dict[str, Any]]:
+        """The status of every Gateway API object istiolite handles (model.gatewayapi.status):
+        what the leader writes, /debug/configz and `istiolite validate` show."""
+        return gateway_api_statuses(
+            self.gateway_api, lambda ns, name: self._secrets.get((ns, name))
+        )
 
     def _namespace_labels(self, namespace: str) -> dict[str, str]:
         found = self.namespaces.get(namespace)

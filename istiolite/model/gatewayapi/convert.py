@@ -120,6 +120,7 @@ class Conversion:
     classes: dict[str, GatewayClass] = field(default_factory=dict)  # ours, by name
     gateway_results: dict[str, GatewayResult] = field(default_factory=dict)  # by "ns/name"
     route_parents: dict[ObjectKey, list[ParentResult]] = field(default_factory=dict)
+    route_generations: dict[ObjectKey, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,7 @@ def convert(inputs: Inputs) -> Conversion:
             parents.append(ParentResult(status_ref, owner.controller, accepted, resolved))
         if parents:
             out.route_parents[key] = parents
+            out.route_generations[key] = route.api.generation
     for (gateway_key, host), rules in sorted(http.items()):
         namespace, _, name = gateway_key.partition("/")
         out.virtual_services.append(
