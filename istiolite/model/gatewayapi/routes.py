@@ -38,8 +38,8 @@ from istiolite.model.validation import (
 from istiolite.model.virtualservice import CorsPolicy, HeaderOperations, StringMatch
 
 # GEP-2257 durations: up to four number+unit parts, e.g. "1h30m", "500ms".
-_DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
-_DURATION_PART = re.compile(r"([0-9]{1,5})(h|m|s|ms)")
+_DURATION = re.compile(r"^([0-9]{1,5}(h|ms|m|s)){1,4}$")
+_DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 _PATH_TYPES = ("Exact", "PathPrefix", "RegularExpression")

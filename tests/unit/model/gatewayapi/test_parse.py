@@ -200,3 +200,12 @@ def test_route_bounds_are_the_crds() -> None:
     with pytest.raises(ValidationError) as err:
         parse_object(_obj("HTTPRoute", many))
     assert err.value.field == "spec.parentRefs" and "at most 32" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("500ms", 0.5), ("1h30m", 5400.0), ("2s", 2.0), ("1m500ms", 60.5)]
+)
+def test_gep_durations(text: str, seconds: float) -> None:
+    from istiolite.model.gatewayapi.routes import parse_gep_duration
+
+    assert parse_gep_duration(text, "x") == seconds
