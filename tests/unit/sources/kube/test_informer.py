@@ -290,3 +290,25 @@ async def test_large_gzipped_list_pages_arrive_whole(
     assert len(recorder.objects) == 600
     assert recorder.objects[("default", "s599")]["metadata"]["annotations"]["note"] == "0599" * 250
     assert _requests(server, watch=False)[0].headers.get("Accept-Encoding") == "gzip"
+
+
+@pytest.mark.parametrize("server_options", [{"istio_crds": False, "bookmark_interval": 0.2}])
+async def test_resource_not_served_is_empty_and_synced_until_it_appears(
+    server: KubeApiServer, kube: KubeClient
+) -> None:
+    recorder = Recorder()
+    resource = WATCHED["VirtualService"].resource()
+    informer = Informer(kube, resource, recorder, FAST)
+    async with running(informer.run()):
+        await wait_until(informer.synced.is_set, what="synced while not served")
+        assert not recorder.objects
+        server.install_crd("networking.istio.io", "VirtualService", "virtualservices", ("v1",))
+        server.put(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"hosts": ["web"]},
+            }
+        )
+        await wait_until(lambda: "web" in recorder.names(), what="listed once served")
