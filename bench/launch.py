@@ -42,6 +42,7 @@ class BenchIstiolite(Process):
             "--http-addr", f"127.0.0.1:{self.http_port}",
             "--monitoring-addr", f"127.0.0.1:{self.monitoring_port}",
             "--secure-grpc-addr", "127.0.0.1:0",
+            "--webhook-addr", "127.0.0.1:0",
         ]  # fmt: skip
         if debounce_after is not None:
             argv += ["--debounce-after", str(debounce_after)]

@@ -102,6 +102,52 @@ def _add_security(p: argparse.ArgumentParser) -> None:
         metavar="NS[,NS...]",
         help="read Kubernetes objects only from these namespaces (default: all)",
     )
+    p.add_argument(
+        "--leader-lease-duration",
+        type=_duration,
+        default=env_default("LEADER_LEASE_DURATION", "30s"),
+        help="with a cluster: the leader-election Lease's duration; the leader renews it "
+        "within half of it and candidates try every quarter (default 30s, as istiod)",
+    )
+
+
+def _add_webhooks(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--webhook-addr",
+        type=_secure_address,
+        default=env_default("WEBHOOK_ADDR", ":15017"),
+        help="HTTPS admission webhooks (/validate, /inject) with a mesh CA certificate for "
+        'istiod\'s names ("off": not served)',
+    )
+    p.add_argument(
+        "--injection-flavor",
+        choices=("istio", "envoy"),
+        default=env_default("INJECTION_FLAVOR", "istio"),
+        help="what /inject adds: Istio's sidecar (istio/proxyv2: pilot-agent + Envoy) or plain "
+        "Envoy started from an `istiolite bootstrap` init container",
+    )
+    p.add_argument(
+        "--proxy-image",
+        default=env_default("PROXY_IMAGE", "docker.io/istio/proxyv2:1.24.3"),
+        help="image of the istio flavour's istio-proxy and istio-init containers",
+    )
+    p.add_argument(
+        "--envoy-image",
+        default=env_default("ENVOY_IMAGE", "docker.io/envoyproxy/envoy:v1.32-latest"),
+        help="image of the envoy flavour's proxy container",
+    )
+    p.add_argument(
+        "--istiolite-image",
+        default=env_default("ISTIOLITE_IMAGE", "istiolite:dev"),
+        help="this control plane's image: the envoy flavour's init containers run its CLI",
+    )
+    p.add_argument(
+        "--native-sidecars",
+        action="store_true",
+        default=env_default("NATIVE_SIDECARS", "") in ("1", "true"),
+        help="inject istio-proxy as a Kubernetes native sidecar (1.29+; per pod also with the "
+        'annotation sidecar.istio.io/nativeSidecar: "true")',
+    )
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -119,6 +165,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--monitoring-addr", type=_address, default=env_default("MONITORING_ADDR", ":15014")
     )
     p.add_argument("--trust-domain", default=env_default("TRUST_DOMAIN", "cluster.local"))
+    p.add_argument(
+        "--cluster-id",
+        default=env_default("CLUSTER_ID", "Kubernetes"),
+        help="name of the cluster served (istiod's CLUSTER_ID); a token caller naming another "
+        "cluster in its clusterid metadata is refused",
+    )
     p.add_argument(
         "--domain",
         default=env_default("DOMAIN", "cluster.local"),
@@ -176,6 +228,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "loopback/Unix peers, for the Secrets a proxy's own Gateways and DestinationRules name",
     )
     _add_security(p)
+    _add_webhooks(p)
     p.add_argument(
         "--jwks-refresh-interval",
         type=float,
@@ -216,12 +269,20 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.injection_flavor not in ("istio", "envoy"):  # nor this one
+        print(
+            f"istiolite serve: --injection-flavor (ISTIOLITE_INJECTION_FLAVOR) "
+            f"{args.injection_flavor!r}: not one of istio, envoy",
+            file=sys.stderr,
+        )
+        return 2
     settings = Settings(
         config_dirs=list(args.config_dir),
         grpc_addr=args.grpc_addr,
         http_addr=args.http_addr,
         monitoring_addr=args.monitoring_addr,
         trust_domain=args.trust_domain,
+        cluster_id=args.cluster_id,
         domain=args.domain,
         debounce_quiet=args.debounce_after,
         debounce_max=args.debounce_max,
@@ -240,7 +301,14 @@ def _serve(args: argparse.Namespace) -> int:
         max_workload_cert_ttl=args.max_workload_cert_ttl,
         kubeconfig=args.kubeconfig,
         watch_namespaces=args.watch_namespaces,
+        leader_lease_duration=max(1.0, args.leader_lease_duration.total_seconds()),
         jwks_refresh_interval=max(0.1, args.jwks_refresh_interval),
+        webhook_addr=args.webhook_addr,
+        injection_flavor=args.injection_flavor,
+        proxy_image=args.proxy_image,
+        envoy_image=args.envoy_image,
+        istiolite_image=args.istiolite_image,
+        native_sidecars=args.native_sidecars,
     )
 
     async def main() -> None:
@@ -260,7 +328,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from istiolite import bootstrap, render, validate
+    from istiolite import bootstrap, iptables, render, validate
     from istiolite.cli_inspect import proxy_config, proxy_status
 
     parser = argparse.ArgumentParser(prog="istiolite", description=__doc__)
@@ -276,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     proxy_config.add_arguments(config)
     check = sub.add_parser("validate", help="check Kubernetes / Istio YAML files as serve would")
     validate.add_arguments(check)
+    tables = sub.add_parser(
+        "iptables", help="set up istio-init's traffic capture (REDIRECT) in a pod, as root"
+    )
+    iptables.add_arguments(tables)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -304,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         from istiolite import validate
 
         return validate.run(args)
+    if args.command == "iptables":
+        from istiolite import iptables
+
+        return iptables.run(args)
     print(__version__)
     return 0
 

@@ -235,3 +235,41 @@ KUBE_WATCH_FAILURES = CounterVec(
     "Kubernetes list/watch attempts that failed (retried with backoff), by kind.",
     ("kind",),
 )
+
+LEADER = Gauge(
+    "istiolite_leader",
+    "1 while this replica holds the leader-election Lease (and does the cluster writes)",
+    ["lease"],
+)
+OPERATOR_WRITES = CounterVec(
+    "istiolite_operator_writes_total",
+    "Writes the leader made to the cluster, by kind and result (ok, conflict, error)",
+    ("kind", "result"),
+)
+
+# Admission webhooks (webhooks/): istiod's galley_validation_* and sidecar_injection_* names.
+VALIDATION_PASSED = CounterVec(
+    "galley_validation_passed", "Resource is valid.", ("group", "version", "resource")
+)
+VALIDATION_FAILED = CounterVec(
+    "galley_validation_failed",
+    "Resource validation failed.",
+    ("group", "version", "resource", "reason"),
+)
+WEBHOOK_HTTP_ERRORS = CounterVec(
+    "galley_validation_http_error",
+    "Admission requests the webhooks could not read (HTTP 4xx/5xx), by webhook and status.",
+    ("webhook", "status"),
+)
+INJECTION_REQUESTS = CounterVec(
+    "sidecar_injection_requests_total", "Total number of sidecar injection requests.", ()
+)
+INJECTION_SUCCESS = CounterVec(
+    "sidecar_injection_success_total", "Total number of successful sidecar injection requests.", ()
+)
+INJECTION_SKIPPED = CounterVec(
+    "sidecar_injection_skip_total", "Total number of skipped sidecar injection requests.", ()
+)
+INJECTION_FAILURES = CounterVec(
+    "sidecar_injection_failure_total", "Total number of failed sidecar injection requests.", ()
+)

@@ -22,6 +22,8 @@ from istiolite.model.proxy import Proxy
 from istiolite.model.store import ChangeSet, ConfigStore
 from istiolite.networking.generator import ConfigGenerator
 from istiolite.networking.resource import Resource
+from istiolite.operator.cluster import ClusterOperator
+from istiolite.operator.leader import LeaseTimings
 from istiolite.push.cache import ResourceCache
 from istiolite.push.context import ConfigWarning, PushContext
 from istiolite.push.debounce import Debouncer
@@ -34,9 +36,11 @@ from istiolite.security.secure_port import SecureFrontEnd, serving_names
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
 from istiolite.sources.jwks import JwksFetcher
-from istiolite.sources.kube.client import KubeClient
+from istiolite.sources.kube.client import KubeClient, in_cluster
 from istiolite.sources.kube.informer import InformerOptions
 from istiolite.sources.kube.source import KubeSource
+from istiolite.webhooks.server import WebhookServer
+from istiolite.webhooks.sidecar_template import FLAVORS, InjectionConfig
 from istiolite.xds import reflection
 from istiolite.xds.ads import AdsService, Connection
 from istiolite.xds.csds import CsdsService
@@ -69,14 +73,21 @@ class Istiolite:
         self.generator = ConfigGenerator(self.cache)
         # The mesh CA (CAError naming the file when --ca-dir is unusable) and the authenticator
         # of secure-port callers; its TokenReviewer is connected in run().
+        # With a cluster and no --ca-dir, the root lives in a Secret shared by every replica
+        # (loaded in run(), before anything is signed); until then a placeholder. --ca-dir, plug-in
+        # files or a self-signed root there, wins as istiod's mounted /etc/cacerts does.
+        self.ca_in_cluster = settings.ca_dir is None and (
+            settings.kubeconfig is not None or in_cluster()
+        )
         self.ca = MeshCA.load(
-            settings.ca_dir,
+            None if self.ca_in_cluster else settings.ca_dir,
             settings.trust_domain,
             key_type=settings.ca_key_type,
             workload_ttl=settings.workload_cert_ttl,
             max_ttl=settings.max_workload_cert_ttl,
+            placeholder=self.ca_in_cluster,
         )
-        self.authenticator = Authenticator(settings.trust_domain)
+        self.authenticator = Authenticator(settings.trust_domain, cluster_id=settings.cluster_id)
         self.ads = AdsService(
             PushContext({}, domain=settings.domain, version="empty"),
             generator=self.generator,
@@ -100,9 +111,12 @@ class Istiolite:
         )
         self.kube: KubeClient | None = None
         self.kube_source: KubeSource | None = None
+        self.operator: ClusterOperator | None = None
         self.secure: SecureFrontEnd | None = None
+        self.webhooks: WebhookServer | None = None
         self._health = health.aio.HealthServicer()
         self.grpc_port = self.http_port = self.monitoring_port = self.secure_grpc_port = 0
+        self.webhook_port = 0
 
     @property
     def push_status(self) -> dict[str, Any]:
@@ -165,6 +179,46 @@ class Istiolite:
         log.info("secure port internal server", address=f"127.0.0.1:{internal_port}")
         return internal
 
+    def _namespace_labels(self, name: str) -> dict[str, str] | None:
+        namespace = self.ads.context.namespaces.get(name)
+        return None if namespace is None else dict(namespace.meta.labels)
+
+    async def _start_webhooks(self) -> None:
+        """/validate and /inject on --webhook-addr, HTTPS with a mesh CA certificate."""
+        settings = self.settings
+        if not settings.webhook_addr:
+            return
+        flavor = next((f for f in FLAVORS if f == settings.injection_flavor), None)
+        if flavor is None:
+            raise ValueError(
+                f"injection flavor {settings.injection_flavor!r}: not one of {FLAVORS}"
+            )
+        # Sidecars reach the CA and xDS through the Service (istiod.istio-system.svc:15012),
+        # whatever address this process binds.
+        injection = InjectionConfig(
+            flavor=flavor,
+            proxy_image=settings.proxy_image,
+            envoy_image=settings.envoy_image,
+            istiolite_image=settings.istiolite_image,
+            trust_domain=settings.trust_domain,
+            domain=settings.domain,
+            cluster_id=settings.cluster_id,
+            native_sidecars=settings.native_sidecars,
+        )
+        self.webhooks = WebhookServer(
+            self.ca,
+            dns_names=serving_names(settings.extra_sans),
+            injection=injection,
+            namespace_labels=self._namespace_labels,
+        )
+        host, port = split_host_port(settings.webhook_addr)
+        try:
+            self.webhook_port = await self.webhooks.start(host, port)
+        except OSError as err:
+            raise OSError(
+                f"cannot listen for the webhooks on {settings.webhook_addr}: {err}"
+            ) from None
+
     def _ready(self, _request: Request) -> Response:
         if not self.files.loaded:
             return Response(503, "config not loaded\n")
@@ -182,6 +236,8 @@ class Istiolite:
             self.store,
             options=InformerOptions(namespaces=self.settings.watch_namespaces),
         )
+        if self.operator is not None:
+            self.operator.follow(self.kube_source)
         task = asyncio.create_task(self.kube_source.run(), name="kube-source")
         synced = asyncio.create_task(self.kube_source.wait_synced())
         stopped = asyncio.create_task(stop.wait())
@@ -211,7 +267,25 @@ class Istiolite:
         self.files.load_all()
         self.kube = await KubeClient.connect(self.settings.kubeconfig)
         self.authenticator.reviewer = self.kube
+        if self.kube is not None:
+            self.operator = ClusterOperator(
+                self.kube,
+                self.ca,
+                namespace=self.settings.pod_namespace,
+                identity=self.settings.pod_name,
+                timings=LeaseTimings.from_lease_duration(self.settings.leader_lease_duration),
+                ca_in_cluster=self.ca_in_cluster,
+                watch_namespaces=self.settings.watch_namespaces,
+            )
+            await self.operator.load_ca(stop)
+            if (
+                stop.is_set()
+            ):  # stopped while the API was unreachable: never sign with the placeholder
+                await self.kube.close()
+                return
         kube_task = await self._start_kube(stop)
+        if self.operator is not None:
+            self.operator.start()
         # The keys of the jwksUris the config names, before the startup push (bounded wait).
         await self.jwks.first_round()
         self.store.subscribe(self.jwks.on_change)
@@ -225,6 +299,7 @@ class Istiolite:
             raise OSError(f"cannot listen for gRPC on {self.settings.grpc_addr}")
         await server.start()
         internal = await self._start_secure()
+        await self._start_webhooks()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         http = HttpServer(
             {
@@ -251,6 +326,11 @@ class Istiolite:
             secure_grpc=(
                 f"{split_host_port(self.settings.secure_grpc_addr)[0]}:{self.secure_grpc_port}"
                 if self.secure is not None
+                else "off"
+            ),
+            webhooks=(
+                f"{split_host_port(self.settings.webhook_addr)[0]}:{self.webhook_port}"
+                if self.webhooks is not None
                 else "off"
             ),
             ca_root_expiry=self.ca.expiry().isoformat(),
@@ -282,9 +362,13 @@ class Istiolite:
             await monitoring.stop()
             if self.secure is not None:
                 await self.secure.stop()
+            if self.webhooks is not None:
+                await self.webhooks.stop()
             if internal is not None:
                 await internal.stop(grace=1.0)
             await server.stop(grace=1.0)
+            if self.operator is not None:
+                await self.operator.stop()  # releases the Lease: another replica leads at once
             if self.kube is not None:
                 await self.kube.close()
             if self.ads.workload_certs is not None:
@@ -309,7 +393,10 @@ class DebugStatusView:
         return list(self._app.ads.connections.values())
 
     def push_status(self) -> Mapping[str, Any]:
-        return self._app.push_status
+        operator = self._app.operator
+        if operator is None:
+            return self._app.push_status
+        return {**self._app.push_status, "leader_election": operator.status()}
 
     def warnings(self) -> Sequence[ConfigWarning]:
         return self._app.warnings

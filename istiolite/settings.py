@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -51,6 +52,9 @@ class Settings:
     http_addr: str = ":8080"
     monitoring_addr: str = ":15014"
     trust_domain: str = "cluster.local"
+    # The cluster this istiolite serves, as istiod's CLUSTER_ID: a caller whose `clusterid`
+    # metadata names another cluster is not judged with this cluster's TokenReview.
+    cluster_id: str = "Kubernetes"
     domain: str = "cluster.local"
     debounce_quiet: float = 0.1
     debounce_max: float = 10.0
@@ -78,5 +82,24 @@ class Settings:
     # Kubernetes objects read only from these namespaces (None: all), istiod's
     # discoverySelectors in their simplest form; bounds memory on large clusters.
     watch_namespaces: frozenset[str] | None = None
+    # With a cluster: istiolite's namespace (the Lease, the CA Secret) and its identity in the
+    # leader election, from the pod (POD_NAMESPACE, POD_NAME) as istiod's.
+    pod_namespace: str = field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE") or "istio-system"
+    )
+    pod_name: str = field(
+        default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname()
+    )
+    # The Lease's duration; renewed within half of it, tried every quarter (istiod: 30 s).
+    leader_lease_duration: float = 30.0
     # RequestAuthentication jwksUri key sets: refreshed this often (istiod: 20 minutes).
     jwks_refresh_interval: float = 20 * 60.0
+    # Admission webhooks (HTTPS; /validate, /inject). The CLI's default is istiod's ":15017";
+    # here "" means not served.
+    webhook_addr: str = ""
+    # Sidecar injection: "istio" (istio/proxyv2, pilot-agent) or "envoy" (plain Envoy).
+    injection_flavor: str = "istio"
+    proxy_image: str = "docker.io/istio/proxyv2:1.24.3"
+    envoy_image: str = "docker.io/envoyproxy/envoy:v1.32-latest"
+    istiolite_image: str = "istiolite:dev"
+    native_sidecars: bool = False

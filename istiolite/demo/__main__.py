@@ -216,6 +216,7 @@ def _run(args: argparse.Namespace, layout: Layout, cleanup: contextlib.ExitStack
             "--secure-grpc-addr", f"{LOOPBACK}:{layout.secure_grpc_port}",
             "--http-addr", f"{LOOPBACK}:{layout.http_port}",
             "--monitoring-addr", f"{LOOPBACK}:{layout.monitoring_port}",
+            "--webhook-addr", "off",  # the demo has no Kubernetes API server to call them
             "--log-format", "console",
             # The demo gateway terminates TLS with a Secret it fetches over loopback SDS.
             "--dev-plaintext-sds",

@@ -26,6 +26,7 @@ log = get_logger("authn")
 AUDIENCE = "istio-ca"
 SERVICE_ACCOUNTS_GROUP = "system:serviceaccounts"
 _SA_PREFIX = "system:serviceaccount:"
+CLUSTER_ID_METADATA = "clusterid"
 MAX_TOKEN_BYTES = 8 * 1024  # real service-account tokens are ~1 KB; gRPC caps metadata at 16 KiB
 MAX_MESSAGE = 300  # an error message is cut here: nothing a peer sent is echoed at length
 CACHE_TTL = 60.0  # seconds a successful review is reused (500 proxies reconnecting: no 500 reviews)
@@ -126,6 +127,7 @@ class Authenticator:
         *,
         peers: PeerTable | None = None,
         reviewer: TokenReviewer | None = None,
+        cluster_id: str = "Kubernetes",
         cache_ttl: float = CACHE_TTL,
         cache_size: int = CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
@@ -133,6 +135,7 @@ class Authenticator:
         self.trust_domain = trust_domain
         self.peers = peers if peers is not None else PeerTable()
         self.reviewer = reviewer
+        self.cluster_id = cluster_id
         self._cache_ttl = cache_ttl
         self._cache_size = cache_size
         self._clock = clock
@@ -149,12 +152,27 @@ class Authenticator:
         forwarded = self.forwarded(context)
         if forwarded is not None and forwarded.identity is not None:
             return forwarded.identity
-        token = bearer_token(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        token = bearer_token(metadata)
         if token is None:
             raise AuthenticationFailed(
                 "no client certificate and no 'authorization: Bearer <token>' metadata"
             )
+        self.check_cluster(metadata)
         return await self.authenticate_token(token)
+
+    def check_cluster(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
+        """A token is only judged by the cluster that issued it: as istiod, a caller naming a
+        cluster other than ours (pilot-agent sends `clusterid`) is refused; none means ours."""
+        for key, value in metadata or ():
+            if key.lower() != CLUSTER_ID_METADATA:
+                continue
+            claimed = value.decode(errors="replace") if isinstance(value, bytes) else value
+            if claimed and claimed != self.cluster_id:
+                raise AuthenticationFailed(
+                    f"client claims to be in cluster {claimed[:64]!r}, but this istiolite "
+                    f"serves cluster {self.cluster_id!r} (--cluster-id)"
+                )
 
     async def authenticate_token(self, token: str) -> Identity:
         key = hashlib.sha256(token.encode()).digest()

@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -110,30 +110,36 @@ def _read(path: Path) -> bytes:
 
 
 def _read_certs(path: Path) -> list[x509.Certificate]:
-    data = _read(path)
+    return _parse_certs(_read(path), str(path))
+
+
+def _parse_certs(data: bytes, label: str) -> list[x509.Certificate]:
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise CAError(f"{path}: not PEM certificates") from None
+        raise CAError(f"{label}: not PEM certificates") from None
     if len(certs) > MAX_CERTS_PER_FILE:
-        raise CAError(f"{path}: more than {MAX_CERTS_PER_FILE} certificates")
+        raise CAError(f"{label}: more than {MAX_CERTS_PER_FILE} certificates")
     return certs
 
 
 def _read_key(path: Path) -> PrivateKey:
-    data = _read(path)
+    return _parse_key(_read(path), str(path))
+
+
+def _parse_key(data: bytes, label: str) -> PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise CAError(f"{path}: the private key is encrypted (give it unencrypted)") from None
+        raise CAError(f"{label}: the private key is encrypted (give it unencrypted)") from None
     except ValueError:
-        raise CAError(f"{path}: not a PEM private key") from None
+        raise CAError(f"{label}: not a PEM private key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise CAError(f"{path}: only ECDSA and RSA CA keys are supported")
+        raise CAError(f"{label}: only ECDSA and RSA CA keys are supported")
     return key
 
 
-def _check_ca(cert: x509.Certificate, path: Path) -> None:
+def _check_ca(cert: x509.Certificate, path: Path | str) -> None:
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
@@ -223,20 +229,31 @@ def _load_plugged(ca_dir: Path, extra_roots: list[x509.Certificate]) -> _Signer:
         if not (ca_dir / name).exists():
             raise CAError(f"{ca_dir / name}: missing ({CA_CERT} is there, so the plug-in CA "
                           f"needs {CA_CERT}, {CA_KEY}, {ROOT_CERT} and {CERT_CHAIN})")  # fmt: skip
-    cert_path, key_path, root_path = ca_dir / CA_CERT, ca_dir / CA_KEY, ca_dir / ROOT_CERT
-    certs = _read_certs(cert_path)
+    files = {n: _read(ca_dir / n) for n in (CA_CERT, CA_KEY, ROOT_CERT)}
+    if (ca_dir / CERT_CHAIN).exists():
+        files[CERT_CHAIN] = _read(ca_dir / CERT_CHAIN)
+    return _plugged_signer(files, lambda name: str(ca_dir / name), extra_roots)
+
+
+def _plugged_signer(
+    files: Mapping[str, bytes], label: Callable[[str], str], extra_roots: list[x509.Certificate]
+) -> _Signer:
+    """The signer of plug-in material (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, optional
+    `cert-chain.pem`); errors name `label(file)`."""
+    cert_path, key_path, root_path = label(CA_CERT), label(CA_KEY), label(ROOT_CERT)
+    certs = _parse_certs(files[CA_CERT], cert_path)
     if len(certs) != 1:
         raise CAError(f"{cert_path}: expected one certificate, found {len(certs)}")
     cert = certs[0]
     _check_ca(cert, cert_path)
-    key = _read_key(key_path)
+    key = _parse_key(files[CA_KEY], key_path)
     if _public_bytes(key.public_key()) != _public_bytes(cert.public_key()):
         raise CAError(f"{key_path}: does not match the certificate in {cert_path}")
-    roots = _read_certs(root_path)
+    roots = _parse_certs(files[ROOT_CERT], root_path)
     if not roots:
         raise CAError(f"{root_path}: no certificate")
-    chain_path = ca_dir / CERT_CHAIN
-    chain = _read_certs(chain_path) if chain_path.exists() else [cert]
+    chain_path = label(CERT_CHAIN)
+    chain = _parse_certs(files[CERT_CHAIN], chain_path) if files.get(CERT_CHAIN) else [cert]
     if not chain:
         raise CAError(f"{chain_path}: no certificate")
     if chain[0] != cert:
@@ -261,12 +278,51 @@ def _load_plugged(ca_dir: Path, extra_roots: list[x509.Certificate]) -> _Signer:
     return _Signer(key, cert, tuple(intermediates), anchor, bundle, expiry)
 
 
+def signer_from_secret(data: Mapping[str, bytes], where: str) -> _Signer:
+    """The signer kept in a Kubernetes Secret's data (decoded), as istiod keeps it:
+    `istio-ca-secret` holds a self-signed root in `ca-cert.pem` + `ca-key.pem` (its
+    `root-cert.pem` empty); `cacerts` holds the plug-in files. Errors name `where` and the key."""
+
+    def label(name: str) -> str:
+        return f"{where} key {name}"
+
+    for name in (CA_CERT, CA_KEY):
+        if not data.get(name):
+            raise CAError(f"{label(name)}: missing or empty")
+    if data.get(ROOT_CERT):
+        return _plugged_signer(data, label, [])
+    certs = _parse_certs(data[CA_CERT], label(CA_CERT))
+    if len(certs) != 1:
+        raise CAError(f"{label(CA_CERT)}: expected one certificate, found {len(certs)}")
+    root = certs[0]
+    _check_ca(root, label(CA_CERT))
+    if not _issued_by(root, root):
+        raise CAError(f"{label(CA_CERT)}: not self-signed, and {label(ROOT_CERT)} is empty")
+    key = _parse_key(data[CA_KEY], label(CA_KEY))
+    if _public_bytes(key.public_key()) != _public_bytes(root.public_key()):
+        raise CAError(f"{label(CA_KEY)}: does not match the certificate in {label(CA_CERT)}")
+    return _Signer(key, root, (), root, (root,), root.not_valid_after_utc)
+
+
+def new_root_material(trust_domain: str, key_type: str = "ecdsa") -> tuple[bytes, bytes]:
+    """A new self-signed root: (certificate PEM, private key PEM)."""
+    key = _new_key("rsa" if key_type == "rsa" else "ecdsa")
+    return _pem(_self_signed_root(key, trust_domain)), _key_pem(key)
+
+
 def _load_self_signed(
-    ca_dir: Path | None, trust_domain: str, key_type: KeyType, extra: list[x509.Certificate]
+    ca_dir: Path | None,
+    trust_domain: str,
+    key_type: KeyType,
+    extra: list[x509.Certificate],
+    *,
+    placeholder: bool = False,
 ) -> _Signer:
     if ca_dir is None:
         key = _new_key(key_type)
         root = _self_signed_root(key, trust_domain)
+        if placeholder:
+            return _Signer(key, root, (), root, (root,), root.not_valid_after_utc)
         log.warning(
             "CA root kept in memory only: give --ca-dir so it survives a restart "
             "(every workload certificate becomes untrusted when istiolite restarts)",
@@ -308,7 +364,9 @@ def _load_self_signed(
     return _Signer(key, root, (), root, bundle, root.not_valid_after_utc)
 
 
-def _load_signer(ca_dir: Path | None, trust_domain: str, key_type: KeyType) -> _Signer:
+def _load_signer(
+    ca_dir: Path | None, trust_domain: str, key_type: KeyType, *, placeholder: bool = False
+) -> _Signer:
     extra: list[x509.Certificate] = []
     if ca_dir is not None:
         if ca_dir.exists() and not ca_dir.is_dir():
@@ -320,7 +378,7 @@ def _load_signer(ca_dir: Path | None, trust_domain: str, key_type: KeyType) -> _
                 _check_ca(cert, bundle_path)
         if (ca_dir / CA_CERT).exists():
             return _load_plugged(ca_dir, extra)
-    return _load_self_signed(ca_dir, trust_domain, key_type, extra)
+    return _load_self_signed(ca_dir, trust_domain, key_type, extra, placeholder=placeholder)
 
 
 class MeshCA:
@@ -343,6 +401,8 @@ class MeshCA:
         self.workload_ttl = workload_ttl
         self.max_ttl = max_ttl
         self._signer = signer
+        # Where the signer came from: the directory, a Secret, or memory (for logs and /debug).
+        self.source = f"--ca-dir {ca_dir}" if ca_dir is not None else "memory"
         self._callbacks: list[Callable[[], None]] = []
         self._executor = ThreadPoolExecutor(_SIGN_WORKERS, thread_name_prefix="ca-sign")
         self._lock = threading.Lock()
@@ -357,9 +417,12 @@ class MeshCA:
         key_type: str = "ecdsa",
         workload_ttl: timedelta = timedelta(hours=24),
         max_ttl: timedelta = timedelta(days=90),
+        placeholder: bool = False,
     ) -> MeshCA:
         """The CA of `ca_dir` (created there if empty), or an in-memory one without it.
-        CAError naming the file when the directory cannot be used."""
+        CAError naming the file when the directory cannot be used. `placeholder` (no
+        `ca_dir`): an in-memory root meant to be replaced by `install` before serving (the
+        root kept in a cluster's Secret)."""
         if key_type not in ("ecdsa", "rsa"):
             raise CAError(f"key type {key_type!r}: not ecdsa or rsa")
         if workload_ttl <= timedelta(0) or max_ttl <= timedelta(0):
@@ -367,7 +430,7 @@ class MeshCA:
         if workload_ttl > max_ttl:
             raise CAError(f"workload TTL {workload_ttl} is above the maximum {max_ttl}")
         kt: KeyType = "rsa" if key_type == "rsa" else "ecdsa"
-        signer = _load_signer(ca_dir, trust_domain, kt)
+        signer = _load_signer(ca_dir, trust_domain, kt, placeholder=placeholder)
         return cls(
             signer,
             ca_dir=ca_dir,
@@ -410,12 +473,30 @@ class MeshCA:
             self._signer = signer
         self._publish_metrics()
         log.info("CA reloaded", root_serial=f"{signer.root.serial_number:x}")
+        self._changed()
+        return True
+
+    def install(self, signer: _Signer, source: str) -> bool:
+        """Sign with `signer` from now on (the CA kept in a Kubernetes Secret, say); True (and
+        the on_change callbacks run) when it differs from the current one."""
+        with self._lock:
+            old = self._signer
+            same_key = _public_bytes(signer.key.public_key()) == _public_bytes(old.key.public_key())
+            if signer.cert == old.cert and signer.bundle == old.bundle and same_key:
+                return False
+            self._signer = signer
+            self.source = source
+        self._publish_metrics()
+        log.info("CA installed", source=source, root_serial=f"{signer.root.serial_number:x}")
+        self._changed()
+        return True
+
+    def _changed(self) -> None:
         for callback in list(self._callbacks):
             try:
                 callback()
             except Exception:
                 log.exception("CA on_change callback failed")
-        return True
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

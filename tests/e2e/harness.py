@@ -175,6 +175,7 @@ class NetnsIstiolite(Process):
             "--http-addr", f"{GATEWAY_IP}:{DEBUG_PORT}",
             "--monitoring-addr", f"{GATEWAY_IP}:{MONITORING_PORT}",
             "--secure-grpc-addr", f"{GATEWAY_IP}:0",
+            "--webhook-addr", f"{GATEWAY_IP}:0",
             "--debounce-after", "0.05",
         ]  # fmt: skip
         super().__init__(ns.argv(*argv), workdir / "istiolite.log")

@@ -311,7 +311,8 @@ def test_restart_reuses_the_root_and_a_broken_ca_dir_is_named(
     result = subprocess.run(
         [sys.executable, "-m", "istiolite.cli", "serve", "--config-dir", str(config),
          "--ca-dir", str(broken), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-         "--monitoring-addr", "127.0.0.1:0", "--secure-grpc-addr", "127.0.0.1:0"],
+         "--monitoring-addr", "127.0.0.1:0", "--secure-grpc-addr", "127.0.0.1:0",
+         "--webhook-addr", "127.0.0.1:0"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from istiolite.server import Istiolite
 from istiolite.settings import Settings
 from tests.protocol.harness import XdsClient, make_node, resources
 from tests.support.certs import CertificateAuthority, tls_secret
+from tests.support.netns import Netns, unavailable_reason
 from tests.unit.networking.test_credentials import https_gateway
 
 GW_NS = "istio-system"
@@ -33,10 +33,9 @@ WANTED = ["kubernetes://hello-cert", "kubernetes://unreferenced-cert"]
 Started = Callable[..., Awaitable[Istiolite]]
 
 
-@pytest.fixture
-async def start(tmp_path: Path) -> AsyncIterator[Started]:
-    """Starts istiolite on a config with a Gateway naming `hello-cert` and a second TLS Secret
-    of the same namespace that nothing names; stops it afterwards."""
+def _write_config(tmp_path: Path) -> Path:
+    """A config with a Gateway naming `hello-cert` and a second TLS Secret of the same namespace
+    that nothing names."""
     config = tmp_path / "config"
     config.mkdir()
     pair = CertificateAuthority("secure defaults CA").issue("hello.example.com")
@@ -46,36 +45,84 @@ async def start(tmp_path: Path) -> AsyncIterator[Started]:
         tls_secret("unreferenced-cert", GW_NS, pair),
     ]
     (config / "gateway.yaml").write_text(yaml.safe_dump_all(raws))
-    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+    return config
 
-    async def run(http_host: str = "127.0.0.1", **options: Any) -> Istiolite:
-        settings = Settings(
-            config_dirs=[config],
-            grpc_addr="127.0.0.1:0",
-            http_addr=f"{http_host}:0",
-            monitoring_addr="127.0.0.1:0",
-            debounce_quiet=0.02,
-            **options,
-        )
-        app = Istiolite(settings)
-        stop = asyncio.Event()
-        task = asyncio.create_task(app.run(stop))
-        running.append((stop, task))
+
+@contextlib.asynccontextmanager
+async def _running(
+    config: Path, http_host: str = "127.0.0.1", **options: Any
+) -> AsyncIterator[Istiolite]:
+    settings = Settings(
+        config_dirs=[config],
+        grpc_addr="127.0.0.1:0",
+        http_addr=f"{http_host}:0",
+        monitoring_addr="127.0.0.1:0",
+        debounce_quiet=0.02,
+        **options,
+    )
+    app = Istiolite(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
         while not app.http_port:
             assert not task.done(), task
             assert loop.time() < deadline, "istiolite did not start"
             await asyncio.sleep(0.01)
-        return app
-
-    try:
-        yield run
+        yield app
     finally:
-        for stop, task in running:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 15)
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Started]:
+    """Starts istiolite (on loopback) on `_write_config`'s config; stops it afterwards."""
+    config = _write_config(tmp_path)
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def run(**options: Any) -> Istiolite:
+            return await stack.enter_async_context(_running(config, **options))
+
+        yield run
+
+
+# An address inside the test's own network namespace: a peer that is not loopback.
+POD_ADDRESS = "10.203.0.5"
+
+
+@pytest.fixture
+def pod_namespace() -> Iterator[Netns]:
+    """A namespace this test owns with POD_ADDRESS on an interface of its own: istiolite runs
+    inside it, bound to that address, and the client connects from it (a non-loopback peer)
+    without touching the host's network."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.fail(f"network-namespace set-up unavailable: {reason}")
+    namespace = Netns.unique("debug-peer").create()
+    try:
+        # Both ends of a veth pair inside (container kernels often lack the dummy driver).
+        namespace.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+        namespace.ip("addr", "add", f"{POD_ADDRESS}/24", "dev", "eth0")
+        namespace.ip("link", "set", "eth0", "up")
+        namespace.ip("link", "set", "eth1", "up")
+        yield namespace
+    finally:
+        namespace.delete()
+
+
+def _statuses_in(
+    namespace: Netns, config: Path, pages: list[str], **options: Any
+) -> dict[str, tuple[int, str]]:
+    """Runs istiolite inside `namespace` on POD_ADDRESS and GETs `pages` from POD_ADDRESS."""
+
+    async def scenario() -> dict[str, tuple[int, str]]:
+        async with _running(config, http_host=POD_ADDRESS, **options) as app:
+            return {page: await _status(POD_ADDRESS, app.http_port, page) for page in pages}
+
+    return namespace.call(lambda: asyncio.run(scenario()), timeout=60)
 
 
 async def _secrets(app: Istiolite, node_id: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -135,45 +182,31 @@ async def _status(host: str, port: int, path: str) -> tuple[int, str]:
     return await asyncio.to_thread(_get, host, port, path)
 
 
-def _non_loopback_address() -> str | None:
-    """An address of this host that is not loopback (a connection to it from here has it as its
-    source address too), or None."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.123", 9))  # no packet is sent for a UDP connect
-        except OSError:
-            return None
-        address = str(probe.getsockname()[0])
-    return None if address.startswith("127.") or address == "0.0.0.0" else address
-
-
 async def test_debug_pages_answer_loopback_by_default(start: Started) -> None:
     app = await start()
     status, body = await _status("127.0.0.1", app.http_port, "/debug/syncz")
     assert status == 200, body
 
 
-async def test_debug_pages_are_refused_to_a_non_loopback_peer(start: Started) -> None:
-    address = _non_loopback_address()
-    if address is None:
-        pytest.skip("this host has no non-loopback IPv4 address")
-    app = await start(http_host=address)
+def test_debug_pages_are_refused_to_a_non_loopback_peer(
+    pod_namespace: Netns, tmp_path: Path
+) -> None:
+    got = _statuses_in(
+        pod_namespace, _write_config(tmp_path), ["/ready", "/version", "/debug/configz"]
+    )
     for page in ("/ready", "/version"):  # the kubelet probes the pod IP
-        status, _ = await _status(address, app.http_port, page)
-        assert status == 200, page
-    status, body = await _status(address, app.http_port, "/debug/configz")
+        assert got[page][0] == 200, page
+    status, body = got["/debug/configz"]
     assert status == 403
-    assert "loopback clients only" in body and address in body
+    assert "loopback clients only" in body and POD_ADDRESS in body
     assert body.count("\n") == 1, "a one-line reason"
 
 
-async def test_debug_on_http_true_serves_every_peer(start: Started) -> None:
-    address = _non_loopback_address()
-    if address is None:
-        pytest.skip("this host has no non-loopback IPv4 address")
-    app = await start(http_host=address, debug_on_http="true")
-    status, body = await _status(address, app.http_port, "/debug/configz")
-    assert status == 200, body
+def test_debug_on_http_true_serves_every_peer(pod_namespace: Netns, tmp_path: Path) -> None:
+    got = _statuses_in(
+        pod_namespace, _write_config(tmp_path), ["/debug/configz"], debug_on_http="true"
+    )
+    assert got["/debug/configz"][0] == 200, got
 
 
 async def test_debug_on_http_false_serves_no_debug_page(start: Started) -> None:

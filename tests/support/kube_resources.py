@@ -125,8 +125,18 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ),
 )
 
+
+def _plural(kind: str) -> str:
+    # ServiceEntry → serviceentries, AuthorizationPolicy → authorizationpolicies, Gateway →
+    # gateways, as Istio's CRDs name them
+    name = kind.lower()
+    if name.endswith("y") and name[-2:-1] not in "aeiou":
+        return name[:-1] + "ies"
+    return name + "s"
+
+
 ISTIO_CRDS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = tuple(
-    (group, kind, kind.lower() + "s", versions)
+    (group, kind, _plural(kind), versions)
     for group, versions, kinds in (
         (
             "networking.istio.io",

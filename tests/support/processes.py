@@ -46,11 +46,15 @@ def dump_section(dump: dict[str, Any], section: str) -> list[dict[str, Any]]:
 class Process:
     """A child process whose output goes to a file; stopped by PID, killed if it lingers."""
 
-    def __init__(self, argv: list[str], log_path: Path) -> None:
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
         )
 
     def log(self) -> str:
@@ -71,8 +75,15 @@ class Process:
 
 
 class IstioliteProcess(Process):
-    def __init__(self, config_dirs: list[Path], workdir: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        config_dirs: list[Path],
+        workdir: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.grpc_port = self.http_port = self.monitoring_port = self.secure_grpc_port = 0
+        self.webhook_port = 0
         argv = [sys.executable, "-m", "istiolite.cli", "serve"]
         for d in config_dirs:
             argv += ["--config-dir", str(d)]
@@ -83,10 +94,11 @@ class IstioliteProcess(Process):
             "--http-addr", "127.0.0.1:0",
             "--monitoring-addr", "127.0.0.1:0",
             "--secure-grpc-addr", "127.0.0.1:0",
+            "--webhook-addr", "127.0.0.1:0",
             "--debounce-after", "0.05",
             *extra,
         ]  # fmt: skip
-        super().__init__(argv, workdir / "istiolite.log")
+        super().__init__(argv, workdir / "istiolite.log", env)
         wait_for(self._serving, timeout=30, what="istiolite serving")
         wait_for(self._ready, timeout=30, what="istiolite /ready")
 
@@ -100,6 +112,8 @@ class IstioliteProcess(Process):
                 self.monitoring_port = int(str(event["monitoring"]).rpartition(":")[2])
                 secure = str(event.get("secure_grpc", "off"))
                 self.secure_grpc_port = 0 if secure == "off" else int(secure.rpartition(":")[2])
+                webhooks = str(event.get("webhooks", "off"))
+                self.webhook_port = 0 if webhooks == "off" else int(webhooks.rpartition(":")[2])
                 return True
         return False
 

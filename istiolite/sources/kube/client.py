@@ -15,6 +15,8 @@ import yaml
 
 from istiolite.logs import get_logger
 from istiolite.security.authn import TokenReviewResult
+from istiolite.sources.kube.errors import KubeApiError, NotFound, api_error
+from istiolite.sources.kube.refs import ObjectRef
 
 if TYPE_CHECKING:
     from kubernetes_asyncio import client
@@ -26,6 +28,7 @@ REQUEST_TIMEOUT = 10.0  # seconds for one API call, connect included
 MAX_RESPONSE_BYTES = 1024 * 1024
 # A list page (limit 500) of large objects; beyond it the page size is the problem.
 MAX_LIST_BYTES = 256 * 1024 * 1024
+FIELD_MANAGER = "istiolite"  # server-side apply's owner of the fields istiolite writes
 
 
 class KubeConfigError(ValueError):
@@ -237,6 +240,122 @@ class KubeClient:
             raise _api_error(path, status, data)
         return WatchStream(path, response)
 
+    # --- writes ---------------------------------------------------------------------------
+    # The operator's calls (istiolite/operator/): read-compare-write with resourceVersion
+    # preconditions, merge patches and server-side apply. Errors name the object.
+
+    async def _call(
+        self,
+        method: str,
+        ref: ObjectRef,
+        *,
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+        subresource: str = "",
+        collection: bool = False,
+    ) -> dict[str, Any]:
+        """One call on `ref`; the decoded object. KubeApiError (NotFound, Conflict, ...) for an
+        error status, KubeUnavailable when the server cannot be reached or is too slow."""
+        path = ref.path(subresource=subresource, collection=collection)
+        try:
+            response = await self._api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            try:
+                data = await _read_bounded(response.content, MAX_RESPONSE_BYTES + 1)
+                status = int(response.status)
+            finally:
+                response.release()
+        except _failures() as err:
+            raise KubeUnavailable(f"{method} {ref}: {_describe(err)}") from None
+        if len(data) > MAX_RESPONSE_BYTES:
+            raise KubeApiError(ref, method, status, "", f"response over {MAX_RESPONSE_BYTES} bytes")
+        try:
+            decoded = orjson.loads(data) if data else {}
+        except orjson.JSONDecodeError:
+            decoded = None
+        if not isinstance(decoded, dict):
+            raise KubeApiError(ref, method, status, "", "response is not a JSON object")
+        if not 200 <= status <= 299:
+            raise api_error(ref, method, status, decoded)
+        return decoded
+
+    async def get(self, ref: ObjectRef, *, subresource: str = "") -> dict[str, Any]:
+        """The object; NotFound when there is none."""
+        return await self._call("GET", ref, subresource=subresource)
+
+    async def get_or_none(self, ref: ObjectRef) -> dict[str, Any] | None:
+        try:
+            return await self.get(ref)
+        except NotFound:
+            return None
+
+    async def create(self, ref: ObjectRef, obj: dict[str, Any]) -> dict[str, Any]:
+        """POST; AlreadyExists (a Conflict) when the name is taken."""
+        return await self._call("POST", ref, body=_with_identity(ref, obj), collection=True)
+
+    async def replace(
+        self, ref: ObjectRef, obj: dict[str, Any], *, subresource: str = ""
+    ) -> dict[str, Any]:
+        """PUT with the object's metadata.resourceVersion as precondition: Conflict when it is
+        stale."""
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict) or not meta.get("resourceVersion"):
+            raise ValueError(f"replace {ref}: metadata.resourceVersion is required")
+        return await self._call("PUT", ref, body=_with_identity(ref, obj), subresource=subresource)
+
+    async def merge_patch(
+        self, ref: ObjectRef, patch: dict[str, Any], *, subresource: str = ""
+    ) -> dict[str, Any]:
+        """RFC 7386 merge patch (a `metadata.resourceVersion` in it is a precondition)."""
+        return await self._call(
+            "PATCH",
+            ref,
+            body=patch,
+            content_type="application/merge-patch+json",
+            subresource=subresource,
+        )
+
+    async def apply(
+        self, ref: ObjectRef, obj: dict[str, Any], *, force: bool = False, subresource: str = ""
+    ) -> dict[str, Any]:
+        """Server-side apply as field manager `istiolite` (creates the object when missing)."""
+        query = [("fieldManager", FIELD_MANAGER)]
+        if force:
+            query.append(("force", "true"))
+        return await self._call(
+            "PATCH",
+            ref,
+            body=_with_identity(ref, obj),
+            content_type="application/apply-patch+yaml",
+            query=query,
+            subresource=subresource,
+        )
+
+    async def delete(self, ref: ObjectRef, *, resource_version: str = "") -> bool:
+        """DELETE; False when it was already gone. With `resource_version`, Conflict when the
+        object changed since."""
+        body = None
+        if resource_version:
+            body = {
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "preconditions": {"resourceVersion": resource_version},
+            }
+        try:
+            await self._call("DELETE", ref, body=body)
+        except NotFound:
+            return False
+        return True
+
 
 class WatchStream:
     """An open watch: raw chunks as the server wrote them (not split at event boundaries)."""
@@ -310,3 +429,13 @@ def _strings(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
     return tuple(v for v in value[:100] if isinstance(v, str))
+
+
+def _with_identity(ref: ObjectRef, obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with apiVersion, kind, metadata.name and namespace of `ref` (what POST, PUT and
+    apply require of a body)."""
+    meta = dict(obj.get("metadata") or {})
+    meta["name"] = ref.name
+    if ref.namespace:
+        meta["namespace"] = ref.namespace
+    return {**obj, "apiVersion": ref.api_version, "kind": ref.kind, "metadata": meta}

@@ -70,6 +70,8 @@ class InformerOptions:
     # Only these namespaces (None: all); objects of other namespaces are dropped on arrival.
     namespaces: frozenset[str] | None = None
     label_selector: str = ""
+    # e.g. "metadata.name=istio-ca-root-cert": one object name in every namespace.
+    field_selector: str = ""
     streaming_list: bool = True
 
 
@@ -232,6 +234,8 @@ class Informer:
                 query["continue"] = token
             if options.label_selector:
                 query["labelSelector"] = options.label_selector
+            if options.field_selector:
+                query["fieldSelector"] = options.field_selector
             try:
                 page = await self._client.get_json(
                     self.resource.path, query, request_timeout=options.request_timeout
@@ -305,6 +309,8 @@ class Informer:
             query["resourceVersion"] = self._rv
         if options.label_selector:
             query["labelSelector"] = options.label_selector
+        if options.field_selector:
+            query["fieldSelector"] = options.field_selector
         try:
             stream = await self._client.stream(
                 self.resource.path,

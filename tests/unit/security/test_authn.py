@@ -34,8 +34,12 @@ class Rig:
     peers_seen: list[str]
     now: list[float]
 
-    async def whoami(self, token: str | None = None, header: str | None = None) -> str:
+    async def whoami(
+        self, token: str | None = None, header: str | None = None, cluster: str | None = None
+    ) -> str:
         metadata = []
+        if cluster is not None:
+            metadata.append(("clusterid", cluster))
         if header is not None:
             metadata.append(("authorization", header))
         elif token is not None:
@@ -118,6 +122,19 @@ async def test_refusals_say_why_and_never_echo_the_token(rig: Rig) -> None:
     # gRPC's own metadata limit (8 KiB soft) comes first; the authenticator's own bound too:
     with pytest.raises(AuthenticationFailed, match="longer than"):
         bearer_token([("authorization", "Bearer " + "x" * 10_000)])
+
+
+async def test_a_caller_naming_another_cluster_is_refused_before_any_review(rig: Rig) -> None:
+    token = rig.apiserver.add_token("shop", "reviews")
+    assert (
+        await rig.whoami(token, cluster="Kubernetes") == "spiffe://cluster.local/ns/shop/sa/reviews"
+    )
+    reviews = rig.authenticator.reviews
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await rig.whoami(token, cluster="east")
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "'east'" in (err.value.details() or "") and "'Kubernetes'" in (err.value.details() or "")
+    assert rig.authenticator.reviews == reviews  # the token went to no API server
 
 
 async def test_successful_reviews_are_cached_briefly(rig: Rig) -> None:
