@@ -214,6 +214,7 @@ async def test_endpoint_slice_change_takes_the_eds_fast_path(
 ) -> None:
     server.put(service("web"))
     server.put(endpoint_slice("web", endpoints=["10.1.0.1"]))
+    server.put(pod("web-1", ip="10.1.0.1", labels={"app": "web", "version": "v1"}))
     await asyncio.wait_for(source.wait_synced(), 20)
     requests: list[PushRequest] = []
     cache = ResourceCache()
@@ -227,6 +228,12 @@ async def test_endpoint_slice_change_takes_the_eds_fast_path(
     await wait_until(lambda: changes.sets)
     eds = pusher.push([(0.0, c) for c in changes.sets])
     assert not eds.full and eds.eds_clusters
+    # A Pod label change (subset membership) is EDS-only too, full only for that pod's proxy.
+    changes.sets.clear()
+    server.put(pod("web-1", ip="10.1.0.1", labels={"app": "web", "version": "v2"}))
+    await wait_until(lambda: changes.sets)
+    labels = pusher.push([(0.0, c) for c in changes.sets])
+    assert not labels.full and labels.full_for == {"default/web-1"}
     changes.sets.clear()
     server.put(service("web", ports=[{"name": "http", "port": 81, "targetPort": 81}]))
     await wait_until(lambda: changes.sets)
