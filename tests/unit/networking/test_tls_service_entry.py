@@ -176,3 +176,13 @@ def test_egress_gateway_sends_the_host_out_not_back_to_itself() -> None:
     found = listeners(context(*egress_pattern()), egress_gateway())
     listener = found["0.0.0.0_443"]
     assert sni_routes(listener) == {"edition.cnn.com": TO_CNN}
+
+
+def test_a_suffix_wildcard_host_gets_no_sni_chain_envoy_would_refuse() -> None:
+    # istiod accepts `*x`; Envoy's server_names take only `*.` wildcards.
+    wildcard = cnn_entry(hosts=["*cnn.com"])
+    wildcard["metadata"] = {"name": "suffix", "namespace": "default"}
+    found = listeners(context(cnn_entry(), wildcard), sidecar())
+    assert sni_routes(found["0.0.0.0_443"]) == {"edition.cnn.com": TO_CNN}
+    # Alone, it leaves no listener (one without a filter chain would be refused).
+    assert "0.0.0.0_443" not in listeners(context(wildcard), sidecar())
