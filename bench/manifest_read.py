@@ -60,7 +60,8 @@ def main() -> None:
         seconds = best_of(args.runs, lambda: check_objects([Path(tmp)]))
         per = seconds / args.objects * 1e6
         print(
-            f"validate: {args.objects} objects in 10 files: {seconds * 1000:.0f} ms ({per:.0f} µs/object)"
+            f"validate: {args.objects} objects in 10 files: "
+            f"{seconds * 1000:.0f} ms ({per:.0f} µs/object)"
         )
 
 
