@@ -148,6 +148,22 @@ def _add_webhooks(p: argparse.ArgumentParser) -> None:
         help="inject istio-proxy as a Kubernetes native sidecar (1.29+; per pod also with the "
         'annotation sidecar.istio.io/nativeSidecar: "true")',
     )
+    p.add_argument(
+        "--token-issuer-key",
+        type=Path,
+        default=Path(env_default("TOKEN_ISSUER_KEY", ""))
+        if env_default("TOKEN_ISSUER_KEY", "")
+        else None,
+        metavar="PATH",
+        help="trust service-account JWTs of --token-issuer signed by this public key (PEM key, "
+        "certificate or JWK Set): a token authority without Kubernetes",
+    )
+    p.add_argument(
+        "--token-issuer",
+        default=env_default("TOKEN_ISSUER", "https://kubernetes.default.svc.cluster.local"),
+        metavar="ISSUER",
+        help="the `iss` of tokens checked with --token-issuer-key (others go to TokenReview)",
+    )
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -250,6 +266,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def _serve(args: argparse.Namespace) -> int:
     from istiolite.logs import configure_logging
     from istiolite.security.ca import CAError
+    from istiolite.security.local_tokens import TokenIssuerError
     from istiolite.server import Istiolite
     from istiolite.sources.kube.client import KubeConfigError, in_cluster
 
@@ -300,6 +317,8 @@ def _serve(args: argparse.Namespace) -> int:
         workload_cert_ttl=args.workload_cert_ttl,
         max_workload_cert_ttl=args.max_workload_cert_ttl,
         kubeconfig=args.kubeconfig,
+        token_issuer_key=args.token_issuer_key,
+        token_issuer=args.token_issuer,
         watch_namespaces=args.watch_namespaces,
         leader_lease_duration=max(1.0, args.leader_lease_duration.total_seconds()),
         jwks_refresh_interval=max(0.1, args.jwks_refresh_interval),
@@ -320,8 +339,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except (CAError, KubeConfigError, OSError) as err:
-        # A broken --ca-dir, kubeconfig or address: the message names it, no traceback.
+    except (CAError, KubeConfigError, TokenIssuerError, OSError) as err:
+        # A broken --ca-dir, kubeconfig, issuer key or address: named, no traceback.
         print(f"istiolite serve: {err}", file=sys.stderr)
         return 2
     return 0

@@ -32,6 +32,8 @@ from istiolite.push.pusher import Pusher
 from istiolite.security import ca_service
 from istiolite.security.authn import Authenticator
 from istiolite.security.ca import MeshCA
+from istiolite.security.kept_certs import KeptCertificates
+from istiolite.security.local_tokens import LocalTokenVerifier
 from istiolite.security.secure_port import SecureFrontEnd, serving_names
 from istiolite.settings import Settings, split_host_port
 from istiolite.sources.files import FileSource
@@ -88,6 +90,11 @@ class Istiolite:
             placeholder=self.ca_in_cluster,
         )
         self.authenticator = Authenticator(settings.trust_domain, cluster_id=settings.cluster_id)
+        if settings.token_issuer_key is not None:
+            # TokenIssuerError naming the file when it holds no usable public key.
+            self.authenticator.local = LocalTokenVerifier.load(
+                settings.token_issuer_key, settings.token_issuer, settings.trust_domain
+            )
         self.ads = AdsService(
             PushContext({}, domain=settings.domain, version="empty"),
             generator=self.generator,
@@ -97,7 +104,13 @@ class Istiolite:
             # to loopback/Unix peers (xds/stream_secrets.py): as istiod, which sends SDS only
             # to a proxy whose identity the TLS port verified.
             dev_plaintext_sds=settings.dev_plaintext_sds,
-            workload_certs=WorkloadCerts(self.ca),
+            # With a CA directory, workload certificates are kept there too, so a restart does
+            # not give every proxy a new key (security/kept_certs.py).
+            workload_certs=WorkloadCerts(
+                KeptCertificates(self.ca, settings.ca_dir / "workload-certs")
+                if settings.ca_dir is not None
+                else self.ca
+            ),
         )
         self.pusher = Pusher(
             self.store,

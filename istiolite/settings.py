@@ -79,6 +79,9 @@ class Settings:
     max_workload_cert_ttl: timedelta = timedelta(days=90)
     # Kubernetes API (TokenReview): a kubeconfig, else the in-cluster config inside a pod.
     kubeconfig: Path | None = None
+    # A local token authority beside TokenReview: the issuer's public key (PEM or JWKS) and name.
+    token_issuer_key: Path | None = None
+    token_issuer: str = "https://kubernetes.default.svc.cluster.local"
     # Kubernetes objects read only from these namespaces (None: all), istiod's
     # discoverySelectors in their simplest form; bounds memory on large clusters.
     watch_namespaces: frozenset[str] | None = None

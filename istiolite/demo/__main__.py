@@ -1,4 +1,7 @@
-"""`make demo`: istiolite with the bundled example mesh, echo upstreams and a real Envoy.
+"""`make demo`: as root on Linux, a whole mesh on network namespaces (istiolite.demo.mesh: the
+bookinfo pods, their sidecars, istio-init interception, mTLS from istiolite's CA) with a live
+per-service summary. Otherwise (or with --loopback): istiolite with the bundled example mesh,
+echo upstreams and a real Envoy on loopback.
 
 Prints what to curl and runs until Ctrl-C (or SIGTERM). `--check` sends the requests itself and
 exits. However it stops, the child processes are stopped and the work directory (logs, the
@@ -292,8 +295,39 @@ def main(argv: list[str] | None = None) -> int:
         help="a new directory for the logs, certificates and bootstraps (default: a new "
         "temporary directory); removed when the demo stops",
     )
+    parser.add_argument(
+        "--loopback",
+        action="store_true",
+        help="the loopback demo even as root (no network namespaces)",
+    )
+    parser.add_argument(
+        "--mesh-config",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="network-namespace mesh: another config directory of your own YAML (repeatable)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="network-namespace mesh: stop after this long (default: at Ctrl-C)",
+    )
     Layout.add_arguments(parser)
     args = parser.parse_args(argv)
+    if not args.loopback:
+        from istiolite.demo.mesh.netns import unavailable_reason
+
+        reason = unavailable_reason()
+        loopback_only = _loopback_flags(parser, sys.argv[1:] if argv is None else argv)
+        if reason is None and not loopback_only:
+            return _mesh_demo(args)
+        why = (
+            f"the network-namespace mesh cannot run here ({reason})"
+            if reason is not None
+            else f"{', '.join(loopback_only)}: options of the loopback demo"
+        )
+        print(f"demo: {why}; running the loopback demo", file=sys.stderr, flush=True)
     layout = Layout.from_args(args)
 
     problems = layout.problems()
@@ -314,6 +348,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: stopped ({stop})", file=sys.stderr)
         return 128 + stop.signum
     except (DemoError, subprocess.CalledProcessError) as err:
+        print(f"demo: {err}", file=sys.stderr)
+        return 1
+
+
+def _loopback_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The options given that only the loopback demo has (its ports, addresses, --workdir)."""
+    mesh_flags = {"--check", "--loopback", "--mesh-config", "--duration", "-h", "--help"}
+    known = {f for action in parser._actions for f in action.option_strings}
+    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("-")}
+    return sorted(f for f in given & known if f not in mesh_flags)
+
+
+def _mesh_demo(args: argparse.Namespace) -> int:
+    from istiolite.demo.mesh import run
+    from istiolite.demo.mesh.cluster import MeshError
+
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _stop)
+    try:
+        return run.main(args, before_teardown=_ignore_signals)
+    except Stopped as stop:
+        print(f"demo: stopped ({stop}); everything it made is removed", file=sys.stderr)
+        return 0 if not args.check else 128 + stop.signum
+    except MeshError as err:
         print(f"demo: {err}", file=sys.stderr)
         return 1
 

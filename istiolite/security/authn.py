@@ -3,7 +3,9 @@
 (a) a client certificate chaining to the mesh root, verified by the secure port's TLS front end
     (`security.secure_port`), which records per forwarded connection what it verified;
 (b) `authorization: Bearer <token>` checked with the Kubernetes TokenReview API (audience
-    `istio-ca`), through a `TokenReviewer` (the Kubernetes adapter, `sources.kube.client`).
+    `istio-ca`), through a `TokenReviewer` (the Kubernetes adapter, `sources.kube.client`) —
+    or, for a token of the local issuer (`--token-issuer-key`, `security.local_tokens`), against
+    that issuer's public key, with no API at all.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ class TokenReviewResult:
 
 class TokenReviewer(Protocol):
     async def review_token(self, token: str, audiences: list[str]) -> TokenReviewResult: ...
+
+
+class LocalVerifier(Protocol):
+    """A token authority checked in process (`security.local_tokens.LocalTokenVerifier`)."""
+
+    def issued_here(self, token: str) -> bool: ...
+
+    def verify(self, token: str) -> Identity: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +137,7 @@ class Authenticator:
         *,
         peers: PeerTable | None = None,
         reviewer: TokenReviewer | None = None,
+        local: LocalVerifier | None = None,
         cluster_id: str = "Kubernetes",
         cache_ttl: float = CACHE_TTL,
         cache_size: int = CACHE_SIZE,
@@ -135,6 +146,7 @@ class Authenticator:
         self.trust_domain = trust_domain
         self.peers = peers if peers is not None else PeerTable()
         self.reviewer = reviewer
+        self.local = local
         self.cluster_id = cluster_id
         self._cache_ttl = cache_ttl
         self._cache_size = cache_size
@@ -175,6 +187,9 @@ class Authenticator:
                 )
 
     async def authenticate_token(self, token: str) -> Identity:
+        if self.local is not None and self.local.issued_here(token):
+            # A signature check in process (~0.1 ms): not cached, so expiry is always current.
+            return self.local.verify(token)
         key = hashlib.sha256(token.encode()).digest()
         now = self._clock()
         cached = self._cache.get(key)

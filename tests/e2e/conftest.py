@@ -10,14 +10,23 @@ from contextlib import ExitStack
 
 import pytest
 
+from istiolite.demo.mesh import bookinfo
+from istiolite.demo.mesh.cluster import Mesh
+from istiolite.demo.mesh.netns import reap_stale, unavailable_reason
 from tests.e2e.harness import MeshNetwork
-from tests.support.netns import reap_stale, unavailable_reason
 
 
 @functools.cache
 def _unavailable() -> str | None:
     reap_stale()
     return unavailable_reason()
+
+
+def require_e2e() -> None:
+    """Fail (never skip) with the reason when namespaces cannot be used here."""
+    reason = _unavailable()
+    if reason:
+        pytest.fail(f"e2e set-up unavailable: {reason} (deselect with -m 'not e2e')")
 
 
 @pytest.fixture(scope="module")
@@ -33,3 +42,13 @@ def mesh_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshNetwo
     with ExitStack() as stack:
         network = MeshNetwork.create(stack, tmp_path_factory.mktemp("e2e"))
         yield network
+
+
+@pytest.fixture(scope="module")
+def bookinfo_mesh() -> Iterator[Mesh]:
+    """The demo's bookinfo mesh (istiolite.demo.mesh), torn down after the module."""
+    require_e2e()
+    with Mesh(bookinfo.SERVICES) as mesh:
+        mesh.start()
+        mesh.add_pods(bookinfo.PODS)
+        yield mesh

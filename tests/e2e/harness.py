@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from istiolite.demo.echo import EchoServer
-from tests.support.netns import (
-    PROXY_GID,
-    PROXY_UID,
+from istiolite.demo.mesh.cluster import proxy_identity_argv
+from istiolite.demo.mesh.netns import (
     Netns,
     istio_iptables_rules,
     veth,
@@ -196,20 +195,6 @@ class NetnsIstiolite(Process):
         if not self.alive():
             raise AssertionError(f"istiolite exited:\n{self.log()}")
         return self.get("/ready").status == 200
-
-
-def proxy_identity_argv(envoy: str) -> list[str]:
-    """setpriv arguments that make Envoy the mesh proxy as iptables sees it. Istio runs it as
-    uid and gid 1337; when uid 1337 cannot execute the binary (the checkout under a private home
-    directory), it keeps uid 0 and takes gid 1337 only, which istio-init's rules exempt too."""
-    setpriv = which("setpriv") or "setpriv"
-    as_proxy = [setpriv, f"--reuid={PROXY_UID}", f"--regid={PROXY_GID}", "--clear-groups"]
-    probe = subprocess.run(
-        [*as_proxy, envoy, "--version"], capture_output=True, timeout=60, check=False
-    )
-    if probe.returncode == 0:
-        return as_proxy
-    return [setpriv, f"--regid={PROXY_GID}", "--clear-groups"]
 
 
 class SidecarEnvoy(Process):

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from istiolite.demo.echo import EchoServer
+from istiolite.demo.mesh.netns import PROXY_GID, PROXY_UID
 from tests.e2e.harness import GreeterEcho, MeshNetwork, Pod, TcpResult, tcp_exchange
 from tests.support import mesh as yaml_mesh
-from tests.support.netns import PROXY_GID, PROXY_UID
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow, pytest.mark.e2e]

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -45,6 +47,25 @@ def test_demo_check_reaches_every_example_upstream(variant: list[str], tmp_path:
     both = "['hello-1', 'hello-2']"
     assert f"gateway HTTP: {both}; gateway HTTPS: {both}" in result.stdout
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.envoy
+@pytest.mark.slow
+def test_demo_without_root_says_so_and_checks_the_loopback_demo() -> None:
+    """Without the privileges (not root, or, as in CI, root stripped of every capability) the
+    network-namespace mesh is out of reach: the demo says why and runs (here: checks) the
+    loopback demo."""
+    unprivileged: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+        unprivileged = [setpriv, "--bounding-set=-all", "--inh-caps=-all"]
+    with tempfile.TemporaryDirectory() as parent:
+        argv = demo_argv(Path(parent) / "work", "--check")
+        result = subprocess.run([*unprivileged, *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the network-namespace mesh cannot run here (" in result.stderr
+    assert "running the loopback demo" in result.stderr
+    assert "hello.demo served by: ['hello-1', 'hello-2']" in result.stdout
 
 
 def children_of(pid: int | None) -> dict[int, str]:
