@@ -90,6 +90,8 @@ def parse_peer_authentication(raw: dict[str, Any]) -> PeerAuthentication:
     selector = require_string_map(selector_raw.get("matchLabels"), "spec.selector.matchLabels")
     mode = _mode(spec.get("mtls"), "spec.mtls")
     ports_raw = require_mapping(spec.get("portLevelMtls"), "spec.portLevelMtls")
+    if spec.get("portLevelMtls") is not None and not ports_raw:
+        raise ValidationError("spec.portLevelMtls", "must name at least one port when set")
     if ports_raw and not selector:
         raise ValidationError(
             "spec.portLevelMtls", "needs spec.selector (port-level mTLS applies to workloads)"

@@ -208,6 +208,9 @@ def _header_name(value: Any, where: str, *, strict: bool) -> str:
 
 def _jwt_rule(raw: Any, where: str) -> JwtRule:
     rule = require_mapping(raw, where)
+    presence = require_str(rule.get("presence"), f"{where}.presence")
+    if presence and presence not in ("OPTIONAL", "REQUIRED"):
+        raise ValidationError(f"{where}.presence", f"{presence!r} is not OPTIONAL or REQUIRED")
     issuer = require_str(rule.get("issuer"), f"{where}.issuer")
     check_header_text(issuer, f"{where}.issuer", "issuer")
     uri_field = "jwksUri" if rule.get("jwksUri") is not None else "jwks_uri"

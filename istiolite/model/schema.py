@@ -169,7 +169,6 @@ WORKLOAD_ENTRY = Msg(
 # tcp[] and tls[] matches select by port (and SNI) only.
 _L4_ANY_SOURCE = "the match applies to every client"
 _L4_ANY_DESTINATION = "the match applies to every destination address"
-_L4_ANY_GATEWAY = "the match applies wherever the VirtualService does"
 
 _ROUTE_DESTINATION = Msg("RouteDestination", destination=DESTINATION, weight=S)
 
@@ -290,7 +289,7 @@ VIRTUAL_SERVICE = Msg(
             port=S,
             sourceSubnet=later(note=_L4_ANY_SOURCE),
             sourceLabels=later(note=_L4_ANY_SOURCE),
-            gateways=later(note=_L4_ANY_GATEWAY),
+            gateways=S,
             sourceNamespace=later(note=_L4_ANY_SOURCE),
         ),
         route=_ROUTE_DESTINATION,

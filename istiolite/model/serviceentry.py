@@ -7,6 +7,7 @@ come from the same generators as Kubernetes Services.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,21 @@ def _address(raw: Any, where: str) -> str:
     return text
 
 
+# istiod allows a ServiceEntry host with a wildcard suffix match (`*x`, "weird but allowed").
+_PARTIAL_WILDCARD = re.compile(r"^\*[a-z0-9][-a-z0-9.]*$")
+
+
+def _host(raw: Any, where: str) -> str:
+    if isinstance(raw, str) and _PARTIAL_WILDCARD.match(raw.lower()) and raw[1] != ".":
+        return raw.lower()
+    return validate_host(raw, where)
+
+
+def is_partial_wildcard(host: str) -> bool:
+    """`*x`: a name ending in x, which a TLS SNI match cannot express."""
+    return host.startswith("*") and not host.startswith("*.") and host != "*"
+
+
 def _subject_alt_names(raw: Any) -> tuple[str, ...]:
     names = require_list(raw, "spec.subjectAltNames")
     return tuple(
@@ -149,6 +165,7 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
     for i, host in enumerate(hosts):
         if host == "*":  # it would capture every name (istiod refuses it too)
             raise ValidationError(f"spec.hosts[{i}]", "a ServiceEntry host cannot be '*'")
+    checked = tuple(_host(h, f"spec.hosts[{i}]") for i, h in enumerate(hosts))
     resolution = require_str(spec.get("resolution"), "spec.resolution") or "NONE"
     if resolution not in RESOLUTIONS:
         raise ValidationError("spec.resolution", f"must be one of {', '.join(RESOLUTIONS)}")
@@ -220,7 +237,7 @@ def parse_service_entry(raw: dict[str, Any]) -> ServiceEntry:
         raise ValidationError("spec.endpoints", "resolution STATIC needs endpoints")
     return ServiceEntry(
         meta=meta,
-        hosts=tuple(validate_host(h, f"spec.hosts[{i}]") for i, h in enumerate(hosts)),
+        hosts=checked,
         addresses=addresses,
         ports=tuple(ports),
         location=location,

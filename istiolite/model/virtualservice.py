@@ -184,6 +184,18 @@ class HTTPRoute:
 class TCPRoute:
     ports: tuple[int, ...]  # match[].port; empty = every port
     route: tuple[RouteDestination, ...]
+    # (port or None, gateways) of each match; none: the route applies everywhere.
+    matches: tuple[tuple[int | None, tuple[str, ...]], ...] = ()
+
+    def applies(self, port: int, gateway: str, vs_namespace: str) -> bool:
+        """Whether a connection on `port` through `gateway` ("mesh" or a Gateway's "ns/name")
+        takes this route: some match fits both (istiod's tcp[].match)."""
+        if not self.matches:
+            return True
+        return any(
+            (number is None or number == port) and match_applies_on(gateways, gateway, vs_namespace)
+            for number, gateways in self.matches
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -600,11 +612,23 @@ def _http_route(raw: Any, where: str, namespace: str = "", in_delegate: bool = F
 def _tcp_route(raw: Any, where: str) -> TCPRoute:
     r = require_mapping(raw, where)
     ports: list[int] = []
+    matches: list[tuple[int | None, tuple[str, ...]]] = []
     for i, item in enumerate(require_list(r.get("match"), f"{where}.match")):
-        m = require_mapping(item, f"{where}.match[{i}]")
-        if m.get("port") is not None:
-            ports.append(require_port(m["port"], f"{where}.match[{i}].port"))
-    return TCPRoute(ports=tuple(ports), route=_l4_destinations(r.get("route"), f"{where}.route"))
+        at = f"{where}.match[{i}]"
+        m = require_mapping(item, at)
+        port = require_port(m["port"], f"{at}.port") if m.get("port") is not None else None
+        if port is not None:
+            ports.append(port)
+        gateways = tuple(
+            require_str(g, f"{at}.gateways[{k}]", required=True)
+            for k, g in enumerate(require_list(m.get("gateways"), f"{at}.gateways"))
+        )
+        matches.append((port, gateways))
+    return TCPRoute(
+        ports=tuple(ports),
+        route=_l4_destinations(r.get("route"), f"{where}.route"),
+        matches=tuple(matches),
+    )
 
 
 def _host_covers(pattern: str, host: str) -> bool:

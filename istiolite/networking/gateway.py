@@ -231,7 +231,7 @@ def _l4_chains(
                     )
             continue
         for tcp in vs.tcp:
-            if tcp.ports and server.port not in tcp.ports:
+            if not tcp.applies(server.port, bound.gateway.key, vs.namespace):
                 continue
             target = guarded_l4_target(ctx, vs, tcp.route, port)
             if target is None:

@@ -27,6 +27,7 @@ from istiolite.model.peerauthentication import MtlsMode
 from istiolite.model.protocol import Protocol
 from istiolite.model.proxy import InterceptionMode, Proxy
 from istiolite.model.service import Service, ServicePort
+from istiolite.model.serviceentry import is_partial_wildcard
 from istiolite.model.sidecar import HTTP_PROXY, Sidecar
 from istiolite.networking.filters import (
     SNIFFED_HTTP_PROTOCOLS,
@@ -163,7 +164,8 @@ class _Outbound:
             return
         entry.sni.extend(tls_targets(self.ctx, service, port, self.namespace))
         host = self.ctx.hostname(service)
-        entry.sni.append(((host,), tcp_target(self.ctx, service, port, self.namespace)))
+        if not is_partial_wildcard(host):  # Envoy's server_names take `*.` wildcards only
+            entry.sni.append(((host,), tcp_target(self.ctx, service, port, self.namespace)))
 
     def add(
         self,
@@ -333,7 +335,12 @@ def outbound_listeners(
 ) -> list[Listener]:
     builder = _Outbound(ctx, namespace)
     builder.build(scopes)
-    built = [_outbound_listener(e, registry_only) for e in builder.entries.values()]
+    built = [
+        _outbound_listener(e, registry_only)
+        for e in builder.entries.values()
+        # An SNI-only listener left with no chain would be refused by Envoy, and route nothing.
+        if e.sni or e.tcp or e.http or not e.sni_fallthrough
+    ]
     return sorted(built, key=lambda item: item.name)
 
 

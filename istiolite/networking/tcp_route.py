@@ -29,7 +29,7 @@ def tcp_target(
     if vs is None:
         return default
     for route in vs.tcp:
-        if route.ports and port.port not in route.ports:
+        if not route.applies(port.port, "mesh", vs.namespace):
             continue
         # A VirtualService whose route fails to translate is left out: the service's cluster.
         found = guarded_l4_target(ctx, vs, route.route, port.port)

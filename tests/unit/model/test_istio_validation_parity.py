@@ -49,6 +49,7 @@ VALID = {
         "spec:\n  host: ratings\n  trafficPolicy:\n    loadBalancer:\n"
         "      warmup: {duration: 300s, minimumPercent: 5.0, aggression: 5.0}\n"
     ),
+    "service entry host with a suffix wildcard": entry("spec: {hosts: ['*x']}"),
     "upper-case virtual service host": load(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
         "metadata: {name: web, namespace: shop}\n"
@@ -149,6 +150,22 @@ INVALID = {
             "      warmup: {minimumPercent: 5.0}\n"
         ),
         "spec.trafficPolicy.loadBalancer.warmup.duration",
+    ),
+    "empty portLevelMtls": (
+        load(
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+            "metadata: {name: p, namespace: shop}\n"
+            "spec: {selector: {matchLabels: {foo: bar}}, portLevelMtls: {}}\n"
+        ),
+        "spec.portLevelMtls",
+    ),
+    "jwt presence not an enum value": (
+        load(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n"
+            "metadata: {name: r, namespace: shop}\n"
+            "spec: {jwtRules: [{issuer: example, presence: MANDATORY}]}\n"
+        ),
+        "spec.jwtRules[0].presence",
     ),
     "warmup aggression below 1": (
         rule(

@@ -176,3 +176,61 @@ def test_egress_gateway_sends_the_host_out_not_back_to_itself() -> None:
     found = listeners(context(*egress_pattern()), egress_gateway())
     listener = found["0.0.0.0_443"]
     assert sni_routes(listener) == {"edition.cnn.com": TO_CNN}
+
+
+def test_a_suffix_wildcard_host_gets_no_sni_chain_envoy_would_refuse() -> None:
+    # istiod accepts `*x`; Envoy's server_names take only `*.` wildcards.
+    wildcard = cnn_entry(hosts=["*cnn.com"])
+    wildcard["metadata"] = {"name": "suffix", "namespace": "default"}
+    found = listeners(context(cnn_entry(), wildcard), sidecar())
+    assert sni_routes(found["0.0.0.0_443"]) == {"edition.cnn.com": TO_CNN}
+    # Alone, it leaves no listener (one without a filter chain would be refused).
+    assert "0.0.0.0_443" not in listeners(context(wildcard), sidecar())
+
+
+def test_tcp_match_gateways_apply_as_for_tls() -> None:
+    """Egress through a gateway for TCP: `mesh` sends the port to the gateway, the gateway's own
+    match (on the same port here) sends it out, not back to itself."""
+    entry = cnn_entry(
+        hosts=["db.example.com"],
+        addresses=["192.0.2.10"],
+        ports=[{"number": 27017, "name": "tcp", "protocol": "TCP"}],
+    )
+    gateway_service = egress_pattern()[1:3]
+    gw = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "istio-egressgateway", "namespace": "default"},
+        "spec": {
+            "selector": {"istio": "egressgateway"},
+            "servers": [
+                {"port": {"number": 27017, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]}
+            ],
+        },
+    }
+    routes = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "db-through-egress", "namespace": "default"},
+        "spec": {
+            "hosts": ["db.example.com"],
+            "gateways": ["mesh", "istio-egressgateway"],
+            "tcp": [
+                {
+                    "match": [{"gateways": ["mesh"], "port": 27017}],
+                    "route": [{"destination": {"host": EGRESS_HOST, "port": {"number": 443}}}],
+                },
+                {
+                    "match": [{"gateways": ["istio-egressgateway"], "port": 27017}],
+                    "route": [
+                        {"destination": {"host": "db.example.com", "port": {"number": 27017}}}
+                    ],
+                },
+            ],
+        },
+    }
+    ctx = context(entry, *gateway_service, gw, routes)
+    side = listeners(ctx, sidecar())["192.0.2.10_27017"]
+    assert tcp_proxy(side.filter_chains[0]).cluster == f"outbound|443||{EGRESS_HOST}"  # type: ignore[union-attr]
+    (chain,) = listeners(ctx, egress_gateway())["0.0.0.0_27017"].filter_chains
+    assert tcp_proxy(chain).cluster == "outbound|27017||db.example.com"  # type: ignore[union-attr]
