@@ -18,6 +18,7 @@ from istiolite.model.gatewayapi.convert import (
     Inputs,
     convert,
 )
+from istiolite.model.gatewayapi.status import problems as gateway_api_problems
 from istiolite.model.gatewayapi.status import statuses as gateway_api_statuses
 from istiolite.model.jwks import JWKS_KIND, JwksKeySet
 from istiolite.model.meta import ObjectKey
@@ -787,6 +788,12 @@ class PushContext:
             self._unapplied_fields, key=lambda item: (item[0].kind, item[0].namespace, item[0].name)
         ):
             out += [ConfigWarning(str(key), f, m, unapplied=True) for f, m in fields]
+        # Gateway API objects whose status reports a problem (a route no listener takes, a
+        # backend not found, an invalid listener).
+        out += [
+            ConfigWarning(str(key), field, message)
+            for key, field, message in gateway_api_problems(self.gateway_api_status())
+        ]
         return out
 
     # --- PeerAuthentication (istiod's AuthenticationPolicies) ------------------------------

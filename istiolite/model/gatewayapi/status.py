@@ -128,3 +128,25 @@ def statuses(conversion: Conversion, secrets: SecretLookup) -> dict[ObjectKey, d
             ]
         }
     return out
+
+
+def problems(status: dict[ObjectKey, dict[str, Any]]) -> list[tuple[ObjectKey, str, str]]:
+    """(object, status field, message) for each condition that reports a problem: what the
+    debug pages and `istiolite validate` show before anything is written to the cluster."""
+    out = []
+    for key, body in sorted(status.items(), key=lambda item: str(item[0])):
+        places: list[tuple[str, list[dict[str, Any]]]] = [
+            ("status.conditions", body.get("conditions", []))
+        ]
+        for i, listener in enumerate(body.get("listeners", [])):
+            places.append((f"status.listeners[{i}] ({listener['name']})", listener["conditions"]))
+        for i, parent in enumerate(body.get("parents", [])):
+            places.append(
+                (f"status.parents[{i}] ({parent['parentRef']['name']})", parent["conditions"])
+            )
+        for where, conditions in places:
+            for c in conditions:
+                bad = c["status"] == ("True" if c["type"] == "Conflicted" else "False")
+                if bad and c["type"] != PROGRAMMED:
+                    out.append((key, where, f"{c['type']}: {c['reason']}: {c['message']}"))
+    return out

@@ -117,3 +117,12 @@ def test_a_secret_added_later_fixes_the_listener() -> None:
     listener = derived.gateway_api_status()[gateway]["listeners"][1]
     assert _conditions(listener)["ResolvedRefs"] == ("True", "ResolvedRefs")
     assert _conditions(listener)["Programmed"] == ("True", "Programmed")
+
+
+def test_problems_are_warnings_for_configz_and_validate() -> None:
+    warnings = _context(CASES / "missing_backend.yaml").reference_warnings()
+    found = {(w.object, w.field, w.message.split(":")[1].strip()) for w in warnings}
+    assert ("HTTPRoute web/missing", "status.parents[0] (edge)", "BackendNotFound") in found
+    assert ("HTTPRoute other/elsewhere", "status.parents[0] (edge)", "RefNotPermitted") in found
+    clean = _context(CASES / "accepted_route.yaml").reference_warnings()
+    assert [w for w in clean if "HTTPRoute" in w.object or "Gateway" in w.object] == []
