@@ -16,6 +16,7 @@ import yaml
 
 from istiolite.model.crds import PLURALS
 from istiolite.model.kinds import KINDS
+from istiolite.sources.kube.resources import WATCHED
 from istiolite.webhooks.validate import VALIDATED_KINDS
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -168,7 +169,9 @@ def test_rbac_writes_secrets_only_in_istio_system(rendered: list[dict[str, Any]]
 
 def test_rbac_lets_istiolite_watch_every_kind_it_reads(rendered: list[dict[str, Any]]) -> None:
     plurals = {**PLURALS, "Service": "services", "Pod": "pods", "Namespace": "namespaces",
-               "Node": "nodes", "Secret": "secrets", "EndpointSlice": "endpointslices"}  # fmt: skip
+               "Node": "nodes", "Secret": "secrets", "EndpointSlice": "endpointslices",
+               **{name: WATCHED[name].plural for name in KINDS
+                  if KINDS[name].group == "gateway.networking.k8s.io"}}  # fmt: skip
     assert set(plurals) == set(KINDS)
     for name, kind in KINDS.items():
         for verb in ("list", "watch"):
