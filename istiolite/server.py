@@ -141,6 +141,8 @@ class Istiolite:
 
     async def _push(self, batch: list[tuple[float, ChangeSet]]) -> None:
         self.pusher.push(batch)
+        if self.operator is not None:
+            self.operator.writers.config_pushed()
 
     def _grpc_server(self, *, secure: bool = False) -> grpc.aio.Server:
         """The gRPC services of 15010; with `secure`, the internal server behind the secure
@@ -289,6 +291,8 @@ class Istiolite:
                 timings=LeaseTimings.from_lease_duration(self.settings.leader_lease_duration),
                 ca_in_cluster=self.ca_in_cluster,
                 watch_namespaces=self.settings.watch_namespaces,
+                # The Gateway API status of the latest push, written by the leader.
+                gateway_status=lambda: self.pusher.context.gateway_api_status(),
             )
             await self.operator.load_ca(stop)
             if (

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from istiolite.logs import get_logger
@@ -36,6 +36,7 @@ class ClusterOperator:
         timings: LeaseTimings,
         ca_in_cluster: bool,
         watch_namespaces: frozenset[str] | None = None,
+        gateway_status: Callable[[], Mapping[ObjectKey, dict[str, Any]]] | None = None,
     ) -> None:
         self._ca = ca
         self.namespace = namespace
@@ -45,6 +46,7 @@ class ClusterOperator:
             kube,
             ca.trust_bundle,
             results=self._results,
+            gateway_status=gateway_status,
             namespaces=watch_namespaces,
             options=InformerOptions(namespaces=watch_namespaces),
         )

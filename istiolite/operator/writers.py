@@ -14,6 +14,7 @@ from typing import Any
 
 from istiolite.logs import get_logger
 from istiolite.model.meta import ObjectKey
+from istiolite.operator.gateway_api_status import GatewayApiStatusWriter
 from istiolite.operator.root_configmaps import CONFIGMAP_NAME, RootCertPublisher
 from istiolite.operator.status import StatusWriter
 from istiolite.operator.webhook_ca_bundle import CONFIGURATIONS, WebhookCaBundle
@@ -37,12 +38,15 @@ class LeaderWriters:
         bundle: Callable[[], bytes],
         *,
         results: Callable[[], Mapping[ObjectKey, ObjectResult]] | None = None,
+        gateway_status: Callable[[], Mapping[ObjectKey, dict[str, Any]]] | None = None,
         namespaces: frozenset[str] | None = None,
         options: InformerOptions | None = None,
     ) -> None:
         self._kube = kube
         self._bundle = bundle
         self._results = results
+        self._gateway_status = gateway_status
+        self.gateway_api_status: GatewayApiStatusWriter | None = None
         self._namespaces = namespaces
         self._options = options or InformerOptions()
         self.publisher: RootCertPublisher | None = None
@@ -90,6 +94,9 @@ class LeaderWriters:
         if self._results is not None:
             self.status = StatusWriter(self._kube, self._results)
             spawn(self.status.run(), "status-writer")
+        if self._gateway_status is not None:
+            self.gateway_api_status = GatewayApiStatusWriter(self._kube, self._gateway_status)
+            spawn(self.gateway_api_status.run(), "gateway-api-status-writer")
         self._start_webhook_ca_bundle()
         log.info("leader writers started")
 
@@ -125,6 +132,11 @@ class LeaderWriters:
         if self.status is not None and self._tasks:
             self.status.changed(keys)
 
+    def config_pushed(self) -> None:
+        """A push happened: the Gateway API status may have changed (only changes are written)."""
+        if self.gateway_api_status is not None and self._tasks:
+            self.gateway_api_status.changed()
+
     def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
@@ -132,6 +144,7 @@ class LeaderWriters:
         self._stopping = [t for t in self._stopping if not t.done()] + tasks
         self.publisher = None
         self.status = None
+        self.gateway_api_status = None
         self.webhook_ca_bundle = None
         if tasks:
             log.info("leader writers stopped")

@@ -148,6 +148,26 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
                     watched.versions,
                     namespaced=watched.namespaced,
                 )
+        gateway_api = "gateway.networking.k8s.io/v1"
+        apiserver.put(
+            {
+                "apiVersion": gateway_api,
+                "kind": "Gateway",
+                "metadata": {"name": "edge", "namespace": "shop", "generation": 1},
+                "spec": {
+                    "gatewayClassName": "istio",
+                    "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+                },
+            }
+        )
+        apiserver.put(
+            {
+                "apiVersion": gateway_api,
+                "kind": "HTTPRoute",
+                "metadata": {"name": "web", "namespace": "shop", "generation": 1},
+                "spec": {"parentRefs": [{"name": "edge"}]},
+            }
+        )
         istiolite = IstioliteProcess(
             [config],
             work,
@@ -169,6 +189,10 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
                 statuses = [
                     apiserver.get(f"{KINDS[kind].group}/v1", kind, "shop", "one") or {}
                     for kind in SPECS
+                ]
+                statuses += [
+                    apiserver.get(gateway_api, kind, "shop", name) or {}
+                    for kind, name in (("Gateway", "edge"), ("HTTPRoute", "web"))
                 ]
                 renewed = any(
                     r.method == "PUT" and "/leases/" in r.path for r in apiserver.requests
