@@ -41,6 +41,7 @@ from istiolite.sources.jwks import JwksFetcher
 from istiolite.sources.kube.client import KubeClient, in_cluster
 from istiolite.sources.kube.informer import InformerOptions
 from istiolite.sources.kube.source import KubeSource
+from istiolite.sources.mesh_config import MeshConfigFile
 from istiolite.webhooks.server import WebhookServer
 from istiolite.webhooks.sidecar_template import FLAVORS, InjectionConfig
 from istiolite.xds import reflection
@@ -70,6 +71,14 @@ class Istiolite:
         self.settings = settings
         self.store = ConfigStore()
         self.files = FileSource(settings.config_dirs, self.store)
+        # The mesh config file, in the store before the first push (MeshConfigError naming the
+        # file and field when unusable).
+        self.mesh_config: MeshConfigFile | None = None
+        if settings.mesh_config is not None:
+            self.mesh_config = MeshConfigFile(
+                settings.mesh_config, self.store, trust_domain=settings.trust_domain
+            )
+            self.mesh_config.load()
         self.jwks = JwksFetcher(self.store, refresh_interval=settings.jwks_refresh_interval)
         self.cache = ResourceCache()
         self.generator = ConfigGenerator(self.cache)
@@ -362,6 +371,8 @@ class Istiolite:
         ]
         if kube_task is not None:
             tasks.append(kube_task)
+        if self.mesh_config is not None:
+            tasks.append(asyncio.create_task(self.mesh_config.run(stop), name="mesh-config"))
         try:
             await stop.wait()
         finally:

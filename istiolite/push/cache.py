@@ -35,6 +35,8 @@ STRUCTURAL: frozenset[str] = frozenset(
         "Gateway",
         "Namespace",
         "PeerAuthentication",
+        # The mesh config's defaults (outboundTrafficPolicy) shape listeners and routes.
+        "MeshConfig",
     }
 )
 # What an endpoint assignment reads besides its endpoints: the service and its subsets.
