@@ -356,6 +356,8 @@ class Istiolite:
                 else "off"
             ),
             ca_root_expiry=self.ca.expiry().isoformat(),
+            trust_domain=self.settings.trust_domain,
+            mesh_config=str(self.settings.mesh_config or "none"),
             kubernetes=self.kube.source if self.kube is not None else "none",
             # The bound ports (a port 0 in the settings is chosen by the kernel).
             http=f"{split_host_port(self.settings.http_addr)[0]}:{self.http_port}",
