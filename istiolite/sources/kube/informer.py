@@ -110,14 +110,18 @@ class Informer:
         resource: ApiResource,
         handler: Handler,
         options: InformerOptions | None = None,
+        *,
+        on_error: Callable[[ApiError], None] | None = None,
     ) -> None:
         self.resource = resource
+        self._on_error = on_error
         self._client = client
         self._handler = handler
         self._options = options or InformerOptions()
         self._versions: dict[Key, str] = {}  # resourceVersion of every object handed on
         self._rv = ""  # where a watch resumes; "" means a list is needed
         self._streaming: bool = self._options.streaming_list
+        self.last_error: ApiError | None = None  # the last error status the server answered
         self.synced = asyncio.Event()
         # Counters for tests, the debug view and the benchmark.
         self.lists = 0
@@ -142,7 +146,16 @@ class Informer:
                 log.info("kubernetes watch expired; relisting", resource=str(self.resource))
                 self._rv = ""
                 healthy = True
-            except (KubeUnavailable, ApiError, ProtocolError, ValueError) as err:
+            except ApiError as err:
+                self.last_error = err
+                if self._on_error is not None:
+                    self._on_error(err)
+                if err.status == 404 and not self._rv:
+                    self._absent(err)
+                else:
+                    self._note_failure(err, failures + 1)
+                healthy = False
+            except (KubeUnavailable, ProtocolError, ValueError) as err:
                 self._note_failure(err, failures + 1)
                 healthy = False
             except Exception as err:  # a bug here must not end the watch of this kind for good
@@ -158,6 +171,15 @@ class Informer:
                 continue
             failures += 1
             await asyncio.sleep(self._backoff(failures))
+
+    def _absent(self, err: ApiError) -> None:
+        """The resource is not served (a CRD not installed, or removed): as istiod, that is an
+        empty list, synced; it is listed again with backoff until it appears."""
+        if self._versions or not self.synced.is_set():
+            log.info(
+                "kubernetes resource not served; empty until it is", resource=str(self.resource)
+            )
+        self._replace_all({}, "")
 
     def _note_failure(self, err: Exception, failures: int) -> None:
         metrics.KUBE_WATCH_FAILURES.inc(self.resource.kind)

@@ -21,7 +21,7 @@ from istiolite.model.meta import ObjectKey
 from istiolite.model.secret import CA_KEYS, CERT_KEYS, KEY_KEYS
 from istiolite.model.store import ConfigStore
 from istiolite.model.validation import ValidationError
-from istiolite.sources.kube.client import KubeClient
+from istiolite.sources.kube.client import ApiError, KubeClient
 from istiolite.sources.kube.informer import Batch, Informer, InformerOptions
 from istiolite.sources.kube.resources import CRDS, WATCHED, WatchedKind, by_crd
 from istiolite.sources.kube.results import ObjectResult, ResultsListener
@@ -72,10 +72,16 @@ class KubeSource:
     async def wait_synced(self) -> None:
         await self._running.wait()
         while not self.synced:
-            if self._crds is not None:
-                await self._crds.synced.wait()
-            # Informers the CRD watch started are in the list by the time it is synced.
-            await asyncio.gather(*(i.synced.wait() for i in list(self.informers.values())))
+            pending = [i for i in self.informers.values() if not i.synced.is_set()]
+            if self._crds is not None and not self._crds.synced.is_set():
+                pending.append(self._crds)
+            waits = [asyncio.ensure_future(i.synced.wait()) for i in pending]
+            try:
+                # Bounded: the set of informers changes as CRDs come and go.
+                await asyncio.wait(waits, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
 
     def object_results(self) -> dict[ObjectKey, ObjectResult]:
         """The last result of every Istio object read (valid or rejected)."""
@@ -100,7 +106,13 @@ class KubeSource:
                 if not kind.custom:
                     self._start(kind, kind.resource())
             if any(k.custom for k in self._kinds.values()):
-                self._crds = Informer(self._client, CRDS, self._on_crds, self._crd_options())
+                self._crds = Informer(
+                    self._client,
+                    CRDS,
+                    self._on_crds,
+                    self._crd_options(),
+                    on_error=self._on_crd_error,
+                )
                 self._tasks["<crds>"] = asyncio.create_task(self._crds.run(), name="kube-crds")
             self._started = True
             self._running.set()
@@ -143,6 +155,24 @@ class KubeSource:
         self._keys[kind.kind] = set()
         self._forget(gone)
         self._store.update_source(SOURCE_PREFIX + kind.kind, {}, gone)
+
+    def _on_crd_error(self, err: ApiError) -> None:
+        """Not allowed to watch CRDs (RBAC): read every Istio kind at its preferred version
+        instead; one whose CRD is missing reads as empty (and is listed again with backoff)."""
+        if err.status != 403 or self._crds is None:
+            return
+        log.warning(
+            "cannot watch CustomResourceDefinitions; reading the Istio kinds at their preferred "
+            "version (grant list/watch on customresourcedefinitions to follow installs)",
+            error=str(err)[:300],
+        )
+        task = self._tasks.pop("<crds>", None)
+        if task is not None:
+            task.cancel()
+        self._crds = None
+        for kind in self._kinds.values():
+            if kind.custom and kind.kind not in self.informers:
+                self._start(kind, kind.resource())
 
     def _on_crds(self, batch: Batch) -> None:
         """Start a kind's informer when its CRD serves a version istiolite reads; stop it (and

@@ -290,3 +290,51 @@ async def test_large_gzipped_list_pages_arrive_whole(
     assert len(recorder.objects) == 600
     assert recorder.objects[("default", "s599")]["metadata"]["annotations"]["note"] == "0599" * 250
     assert _requests(server, watch=False)[0].headers.get("Accept-Encoding") == "gzip"
+
+
+@pytest.mark.parametrize("server_options", [{"istio_crds": False, "bookmark_interval": 0.2}])
+async def test_resource_not_served_is_empty_and_synced_until_it_appears(
+    server: KubeApiServer, kube: KubeClient
+) -> None:
+    recorder = Recorder()
+    resource = WATCHED["VirtualService"].resource()
+    informer = Informer(kube, resource, recorder, FAST)
+    async with running(informer.run()):
+        await wait_until(informer.synced.is_set, what="synced while not served")
+        assert not recorder.objects
+        server.install_crd("networking.istio.io", "VirtualService", "virtualservices", ("v1",))
+        server.put(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"hosts": ["web"]},
+            }
+        )
+        await wait_until(lambda: "web" in recorder.names(), what="listed once served")
+
+
+async def test_expired_continue_token_restarts_the_list(
+    server: KubeApiServer, kube: KubeClient
+) -> None:
+    for i in range(5):
+        server.put(service(f"s{i}"))
+    expired_once: list[bool] = []
+
+    async def compact_before_second_page(request: Any) -> Any:
+        # History lost between two pages of the list: its continue token is now too old.
+        if request.query.get("continue") and not expired_once:
+            expired_once.append(True)
+            server.compact()
+        return await server._api.handle(request)
+
+    server.add_route("GET", SERVICES.path, compact_before_second_page)
+    recorder = Recorder()
+    informer = _informer(kube, recorder, page_size=2)
+    async with running(informer.run()):
+        await wait_until(informer.synced.is_set, what="synced after the restart")
+    assert recorder.names() == {f"s{i}" for i in range(5)}
+    assert len(recorder.batches) == 1  # the half-list of before the 410 was never handed on
+    pages = _requests(server, watch=False)
+    # page 1, page 2 (410), then page 1, 2, 3 again.
+    assert [bool(p.query.get("continue")) for p in pages] == [False, True, False, True, True]

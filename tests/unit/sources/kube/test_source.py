@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 from collections.abc import AsyncIterator
@@ -19,9 +20,11 @@ from istiolite.push.pusher import Pusher
 from istiolite.push.request import PushRequest
 from istiolite.sources.kube.client import KubeClient
 from istiolite.sources.kube.informer import InformerOptions
+from istiolite.sources.kube.resources import CRDS
 from istiolite.sources.kube.source import KubeSource
 from tests.support import certs
 from tests.support.kube_apiserver import KubeApiServer
+from tests.support.kube_resource_api import status_response
 from tests.support.objects import DOMAIN, endpoint_slice, pod, service
 from tests.support.pushes import sidecar_proxy
 from tests.support.wait import wait_until
@@ -74,7 +77,7 @@ async def test_cluster_objects_are_parsed_into_the_store(
     server.put(pod("web-1", ip="10.1.0.1", labels={"app": "web"}))
     server.put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
     server.put(_vs())
-    await source.wait_synced()
+    await asyncio.wait_for(source.wait_synced(), 20)
     snapshot = store.snapshot()
     assert ObjectKey("Service", "default", "web") in snapshot
     assert ObjectKey("EndpointSlice", "default", "web-slice") in snapshot
@@ -91,7 +94,7 @@ async def test_invalid_object_is_named_with_its_field_and_dropped(
     server: KubeApiServer, store: ConfigStore, source: KubeSource
 ) -> None:
     server.put(_vs())
-    await source.wait_synced()
+    await asyncio.wait_for(source.wait_synced(), 20)
     seen: list[frozenset[ObjectKey]] = []
     source.subscribe_results(seen.append)
     rejects = metrics.INVALID_CONFIG.value("invalid object rejected")
@@ -119,7 +122,7 @@ async def test_status_writes_and_unchanged_relists_change_nothing(
 ) -> None:
     server.put(service("web"))
     server.put(_vs())
-    await source.wait_synced()
+    await asyncio.wait_for(source.wait_synced(), 20)
     changes = Changes(store)
     # The leader's status write: a new resourceVersion, the same config.
     stored = server.get("networking.istio.io/v1", "VirtualService", "default", "web")
@@ -142,7 +145,7 @@ async def test_relist_after_gone_is_one_change_with_the_deletes(
     server.put(service("web"))
     server.put(endpoint_slice("web", name="web-a", endpoints=["10.1.0.1"]))
     server.put(endpoint_slice("web", name="web-b", endpoints=["10.1.0.2"]))
-    await source.wait_synced()
+    await asyncio.wait_for(source.wait_synced(), 20)
     changes = Changes(store)
     server.go_down()
     server.delete("discovery.k8s.io/v1", "EndpointSlice", "default", "web-a")
@@ -162,7 +165,7 @@ async def test_crd_installed_later_is_picked_up_and_removal_drops_its_objects(
     server: KubeApiServer, store: ConfigStore, source: KubeSource
 ) -> None:
     # Not installed: not an error, and not a reason to stay unready.
-    await source.wait_synced()
+    await asyncio.wait_for(source.wait_synced(), 20)
     assert "VirtualService" not in source.informers
     server.install_crd("networking.istio.io", "VirtualService", "virtualservices", ("v1beta1",))
     server.put({**_vs(), "apiVersion": "networking.istio.io/v1beta1"})
@@ -199,7 +202,7 @@ async def test_only_tls_secrets_are_read_and_their_keys_never_logged(
         server.put(tls)
         server.put(token)
         server.put(broken)
-        await source.wait_synced()
+        await asyncio.wait_for(source.wait_synced(), 20)
         await wait_until(lambda: ObjectKey("Secret", "default", "web-cert") in store.snapshot())
     assert ObjectKey("Secret", "default", "token") not in store.snapshot()
     text = repr(logs) + repr(source.errors) + repr(store.snapshot())
@@ -211,7 +214,8 @@ async def test_endpoint_slice_change_takes_the_eds_fast_path(
 ) -> None:
     server.put(service("web"))
     server.put(endpoint_slice("web", endpoints=["10.1.0.1"]))
-    await source.wait_synced()
+    server.put(pod("web-1", ip="10.1.0.1", labels={"app": "web", "version": "v1"}))
+    await asyncio.wait_for(source.wait_synced(), 20)
     requests: list[PushRequest] = []
     cache = ResourceCache()
     pusher = Pusher(store, cache, domain=DOMAIN, publish=lambda _ctx, req: requests.append(req))
@@ -224,6 +228,12 @@ async def test_endpoint_slice_change_takes_the_eds_fast_path(
     await wait_until(lambda: changes.sets)
     eds = pusher.push([(0.0, c) for c in changes.sets])
     assert not eds.full and eds.eds_clusters
+    # A Pod label change (subset membership) is EDS-only too, full only for that pod's proxy.
+    changes.sets.clear()
+    server.put(pod("web-1", ip="10.1.0.1", labels={"app": "web", "version": "v2"}))
+    await wait_until(lambda: changes.sets)
+    labels = pusher.push([(0.0, c) for c in changes.sets])
+    assert not labels.full and labels.full_for == {"default/web-1"}
     changes.sets.clear()
     server.put(service("web", ports=[{"name": "http", "port": 81, "targetPort": 81}]))
     await wait_until(lambda: changes.sets)
@@ -240,9 +250,23 @@ async def test_watch_namespaces_bound_what_is_read(
     options = dataclasses.replace(FAST, namespaces=namespaces)
     kube_source = KubeSource(kube, store, options=options)
     async with running(kube_source.run()):
-        await kube_source.wait_synced()
+        await asyncio.wait_for(kube_source.wait_synced(), 20)
     keys = set(store.snapshot())
     assert ObjectKey("Service", "shop", "a") in keys
     assert ObjectKey("Service", "default", "b") not in keys
     assert ObjectKey("Namespace", "", "shop") in keys
     assert ObjectKey("Namespace", "", "default") not in keys
+
+
+async def test_forbidden_crd_watch_still_reads_the_istio_kinds(
+    server: KubeApiServer, kube: KubeClient, store: ConfigStore
+) -> None:
+    async def forbidden(_request: Any) -> Any:
+        return status_response(403, "Forbidden", "customresourcedefinitions is forbidden")
+
+    server.add_route("GET", CRDS.path, forbidden)
+    server.put(_vs())
+    kube_source = KubeSource(kube, store, options=FAST)
+    async with running(kube_source.run()):
+        await asyncio.wait_for(kube_source.wait_synced(), 20)
+        await wait_until(lambda: VS_KEY in store.snapshot(), what="VS read without the CRD watch")
