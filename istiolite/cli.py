@@ -180,7 +180,20 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--monitoring-addr", type=_address, default=env_default("MONITORING_ADDR", ":15014")
     )
-    p.add_argument("--trust-domain", default=env_default("TRUST_DOMAIN", "cluster.local"))
+    p.add_argument(
+        "--mesh-config",
+        type=Path,
+        default=Path(env_default("MESH_CONFIG", "")) if env_default("MESH_CONFIG", "") else None,
+        metavar="FILE",
+        help="Istio's mesh config (the `mesh` key of ConfigMap istio, istiod's "
+        "/etc/istio/config/mesh): trustDomain, outboundTrafficPolicy, ...; watched and reloaded",
+    )
+    p.add_argument(
+        "--trust-domain",
+        default=env_default("TRUST_DOMAIN", "") or None,
+        help="SPIFFE trust domain (default: the mesh config's trustDomain, else cluster.local; "
+        "given, it wins over the mesh config)",
+    )
     p.add_argument(
         "--cluster-id",
         default=env_default("CLUSTER_ID", "Kubernetes"),
@@ -269,6 +282,7 @@ def _serve(args: argparse.Namespace) -> int:
     from istiolite.security.local_tokens import TokenIssuerError
     from istiolite.server import Istiolite
     from istiolite.sources.kube.client import KubeConfigError, in_cluster
+    from istiolite.sources.mesh_config import MeshConfigError
 
     configure_logging(args.log_format, args.log_level)
     if not args.config_dir and args.kubeconfig is None and not in_cluster():
@@ -293,12 +307,24 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    trust_domain = args.trust_domain
+    if args.mesh_config is not None:
+        from istiolite.sources.mesh_config import read_mesh_config
+
+        try:
+            mesh = read_mesh_config(args.mesh_config).config
+        except MeshConfigError as err:
+            print(f"istiolite serve: --mesh-config: {err}", file=sys.stderr)
+            return 2
+        # A flag (or ISTIOLITE_TRUST_DOMAIN) given wins; then the file; then the default.
+        trust_domain = trust_domain or mesh.trust_domain
     settings = Settings(
         config_dirs=list(args.config_dir),
+        mesh_config=args.mesh_config,
         grpc_addr=args.grpc_addr,
         http_addr=args.http_addr,
         monitoring_addr=args.monitoring_addr,
-        trust_domain=args.trust_domain,
+        trust_domain=trust_domain or "cluster.local",
         cluster_id=args.cluster_id,
         domain=args.domain,
         debounce_quiet=args.debounce_after,
@@ -339,7 +365,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except (CAError, KubeConfigError, TokenIssuerError, OSError) as err:
+    except (CAError, KubeConfigError, TokenIssuerError, MeshConfigError, OSError) as err:
         # A broken --ca-dir, kubeconfig, issuer key or address: named, no traceback.
         print(f"istiolite serve: {err}", file=sys.stderr)
         return 2

@@ -41,6 +41,7 @@ from istiolite.sources.jwks import JwksFetcher
 from istiolite.sources.kube.client import KubeClient, in_cluster
 from istiolite.sources.kube.informer import InformerOptions
 from istiolite.sources.kube.source import KubeSource
+from istiolite.sources.mesh_config import MeshConfigFile
 from istiolite.webhooks.server import WebhookServer
 from istiolite.webhooks.sidecar_template import FLAVORS, InjectionConfig
 from istiolite.xds import reflection
@@ -70,6 +71,14 @@ class Istiolite:
         self.settings = settings
         self.store = ConfigStore()
         self.files = FileSource(settings.config_dirs, self.store)
+        # The mesh config file, in the store before the first push (MeshConfigError naming the
+        # file and field when unusable).
+        self.mesh_config: MeshConfigFile | None = None
+        if settings.mesh_config is not None:
+            self.mesh_config = MeshConfigFile(
+                settings.mesh_config, self.store, trust_domain=settings.trust_domain
+            )
+            self.mesh_config.load()
         self.jwks = JwksFetcher(self.store, refresh_interval=settings.jwks_refresh_interval)
         self.cache = ResourceCache()
         self.generator = ConfigGenerator(self.cache)
@@ -351,6 +360,8 @@ class Istiolite:
                 else "off"
             ),
             ca_root_expiry=self.ca.expiry().isoformat(),
+            trust_domain=self.settings.trust_domain,
+            mesh_config=str(self.settings.mesh_config or "none"),
             kubernetes=self.kube.source if self.kube is not None else "none",
             # The bound ports (a port 0 in the settings is chosen by the kernel).
             http=f"{split_host_port(self.settings.http_addr)[0]}:{self.http_port}",
@@ -366,6 +377,8 @@ class Istiolite:
         ]
         if kube_task is not None:
             tasks.append(kube_task)
+        if self.mesh_config is not None:
+            tasks.append(asyncio.create_task(self.mesh_config.run(stop), name="mesh-config"))
         try:
             await stop.wait()
         finally:

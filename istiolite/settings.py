@@ -48,6 +48,8 @@ def parse_duration(value: str) -> timedelta:
 @dataclass(slots=True)
 class Settings:
     config_dirs: list[Path] = field(default_factory=list)
+    # Istio's mesh config file (the `mesh` key of ConfigMap istio), watched; None: defaults.
+    mesh_config: Path | None = None
     grpc_addr: str = ":15010"
     http_addr: str = ":8080"
     monitoring_addr: str = ":15014"

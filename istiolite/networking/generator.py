@@ -71,8 +71,10 @@ def _scope(ctx: PushContext, proxy: Proxy) -> tuple[Sidecar | None, Hashable]:
     return sidecar, (sidecar.namespace, sidecar.meta.name, proxy.namespace) if sidecar else None
 
 
-def _registry_only(sidecar: Sidecar | None) -> bool:
-    return sidecar is not None and sidecar.outbound_mode == "REGISTRY_ONLY"
+def _registry_only(ctx: PushContext, sidecar: Sidecar | None) -> bool:
+    """A Sidecar's outboundTrafficPolicy, else the mesh config's."""
+    mode = sidecar.outbound_mode if sidecar is not None else ""
+    return (mode or ctx.mesh.outbound_mode) == "REGISTRY_ONLY"
 
 
 def _clusters(ctx: PushContext, proxy: Proxy) -> Resources:
@@ -231,7 +233,7 @@ def _listeners(ctx: PushContext, proxy: Proxy) -> Resources:
         type_urls.LISTENER,
         lambda: _serialize(
             type_urls.LISTENER,
-            sidecar_listeners(ctx, proxy, sidecar, _registry_only(sidecar)),
+            sidecar_listeners(ctx, proxy, sidecar, _registry_only(ctx, sidecar)),
         ),
     )
 
@@ -254,7 +256,7 @@ def _routes(ctx: PushContext, proxy: Proxy) -> Resources:
         type_urls.ROUTE,
         lambda: _serialize(
             type_urls.ROUTE,
-            outbound_route_configs(ctx, proxy, sidecar, _registry_only(sidecar)),
+            outbound_route_configs(ctx, proxy, sidecar, _registry_only(ctx, sidecar)),
         ),
     )
 

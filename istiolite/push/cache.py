@@ -43,6 +43,8 @@ STRUCTURAL: frozenset[str] = frozenset(
         "TLSRoute",
         "TCPRoute",
         "ReferenceGrant",
+        # The mesh config's defaults (outboundTrafficPolicy) shape listeners and routes.
+        "MeshConfig",
     }
 )
 # What an endpoint assignment reads besides its endpoints: the service and its subsets.

@@ -21,6 +21,7 @@ from istiolite.model.gatewayapi.convert import (
 from istiolite.model.gatewayapi.status import problems as gateway_api_problems
 from istiolite.model.gatewayapi.status import statuses as gateway_api_statuses
 from istiolite.model.jwks import JWKS_KIND, JwksKeySet
+from istiolite.model.mesh_config import MeshConfig
 from istiolite.model.meta import ObjectKey
 from istiolite.model.peerauthentication import (
     EffectiveMtls,
@@ -112,6 +113,8 @@ class PushContext:
         self._pods: dict[tuple[str, str], Pod] = {}
         self._nodes: dict[str, Node] = {}
         self.namespaces: dict[str, Namespace] = {}
+        # The mesh config (--mesh-config); Istio's defaults without one.
+        self.mesh = MeshConfig()
         virtual_services: list[VirtualService] = []
         destination_rules: list[DestinationRule] = []
         entries: list[ServiceEntry] = []
@@ -143,6 +146,8 @@ class PushContext:
                     self._nodes[key.name] = obj
                 case "Namespace":
                     self.namespaces[key.name] = obj
+                case "MeshConfig":
+                    self.mesh = obj
                 case "VirtualService":
                     virtual_services.append(obj)
                 case "DestinationRule":

@@ -16,6 +16,7 @@ import yaml
 
 from istiolite.model.crds import PLURALS
 from istiolite.model.kinds import KINDS
+from istiolite.model.mesh_config import parse_mesh_config
 from istiolite.sources.kube.resources import WATCHED
 from istiolite.webhooks.validate import VALIDATED_KINDS
 
@@ -64,6 +65,24 @@ def test_istiods_names_and_ports(rendered: list[dict[str, Any]]) -> None:
     assert mesh["trustDomain"] == "cluster.local"
     assert mesh["defaultConfig"]["proxyMetadata"]["ISTIO_DELTA_XDS"] == "true"
     assert mesh["outboundTrafficPolicy"]["mode"] == "ALLOW_ANY"
+
+
+def test_istiolite_reads_the_mesh_config_it_installs(rendered: list[dict[str, Any]]) -> None:
+    """The ConfigMap istio is mounted where istiod has it and passed with --mesh-config; its
+    `mesh` parses with istiolite's own reader, every field known, nothing refused."""
+    configmap = _one(rendered, "ConfigMap", "istio")
+    parsed = parse_mesh_config(configmap["data"]["mesh"])
+    assert parsed.notes == ()
+    assert parsed.config.trust_domain == "cluster.local"
+    assert parsed.config.discovery_address == "istiod.istio-system.svc:15012"
+    pod = _one(rendered, "Deployment", "istiod")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--mesh-config=/etc/istio/config/mesh" in container["args"]
+    assert not any(a.startswith("--trust-domain") for a in container["args"])  # the file says
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/etc/istio/config"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == "istio"
+    assert mount["readOnly"] is True
 
 
 def test_the_deployment_is_locked_down(rendered: list[dict[str, Any]]) -> None:
