@@ -17,7 +17,6 @@ All addresses live in namespaces the test created; the host's network is never t
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
 import socket
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from istiolite.demo.echo import EchoServer
-from istiolite.demo.mesh.cluster import proxy_identity_argv
+from istiolite.demo.mesh.cluster import HttpResult, http_request, proxy_identity_argv
 from istiolite.demo.mesh.netns import (
     Netns,
     istio_iptables_rules,
@@ -53,36 +52,6 @@ ENVOY_ADMIN_PORT = 15000
 
 
 # --- plain clients, run inside a namespace with Netns.call ---------------------------------------
-
-
-@dataclass
-class HttpResult:
-    status: int
-    body: str
-    headers: dict[str, str]
-
-    @property
-    def server(self) -> str | None:
-        """The name of the echo upstream that answered, None if no upstream did."""
-        if self.status != 200:
-            return None
-        try:
-            return str(json.loads(self.body)["server"])
-        except (ValueError, KeyError):
-            return None
-
-
-def http_request(
-    ip: str, port: int, host: str | None = None, path: str = "/", timeout: float = 5.0
-) -> HttpResult:
-    conn = http.client.HTTPConnection(ip, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Host": host} if host else {})
-        resp = conn.getresponse()
-        body = resp.read().decode(errors="replace")
-        return HttpResult(resp.status, body, {k.lower(): v for k, v in resp.getheaders()})
-    finally:
-        conn.close()
 
 
 @dataclass

@@ -105,6 +105,16 @@ class HttpResult:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    @property
+    def server(self) -> str | None:
+        """The name of the echo upstream (demo/echo.py) that answered, None if none did."""
+        if self.status != 200:
+            return None
+        try:
+            return str(json.loads(self.body)["server"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
 
 def http_request(
     ip: str, port: int, host: str | None = None, path: str = "/", timeout: float = 5.0
