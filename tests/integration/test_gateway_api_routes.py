@@ -67,6 +67,19 @@ def _grpc_route() -> dict[str, Any]:
                     "matches": [{"method": {"service": "demo.Split", "method": "Call"}}],
                     "backendRefs": [_ref("grpc-a", 80), _ref("grpc-b", 20)],
                 },
+                {"matches": [{"method": {"method": "Bye"}}], "backendRefs": [_ref("grpc-a")]},
+                {
+                    "matches": [
+                        {
+                            "method": {
+                                "type": "RegularExpression",
+                                "service": r"demo\.Oth[a-z]+",
+                                "method": "P.*",
+                            }
+                        }
+                    ],
+                    "backendRefs": [_ref("grpc-b")],
+                },
             ],
         },
     }
@@ -181,13 +194,17 @@ def test_grpc_service_and_method_matches(edge: Edge) -> None:
     assert _server(edge.port, "/demo.Greeter/Hello") == "grpc-a"
     # The same method with a header: the rule with the header match is the more specific.
     assert _server(edge.port, "/demo.Greeter/Hello", (("x-pick", "b"),)) == "grpc-b"
-    # Service only: every other method of the service.
+    # Service only: every other method of the service, before a method-only match.
     assert _server(edge.port, "/demo.Greeter/Bye") == "grpc-b"
+    # Method only: that method of any service.
+    assert _server(edge.port, "/demo.Other/Bye") == "grpc-a"
+    # RegularExpression on service and method.
+    assert _server(edge.port, "/demo.Other/Ping") == "grpc-b"
 
 
 def test_grpc_method_without_a_rule_is_unimplemented(edge: Edge) -> None:
     # Envoy answers a request no route takes with HTTP 404, which gRPC maps to UNIMPLEMENTED.
-    code, _ = _call(edge.port, "/demo.Other/Ping")
+    code, _ = _call(edge.port, "/demo.Other/Hello")
     assert code == grpc.StatusCode.UNIMPLEMENTED
     # A method of a matched service but another method name of a method-exact rule.
     code, _ = _call(edge.port, "/demo.Split/Hello")
