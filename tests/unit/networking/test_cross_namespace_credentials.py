@@ -73,9 +73,9 @@ def _secrets(ctx: PushContext, proxy: Proxy) -> dict[str, secret_pb2.Secret]:
 
 
 def _status(ctx: PushContext) -> dict[str, Any]:
-    (listener,) = [v for k, v in ctx.gateway_api_status().items() if k.kind == "KubernetesGateway"][
-        0
-    ]["listeners"]
+    statuses = ctx.gateway_api_status().items()
+    gateway = next(v for k, v in statuses if k.kind == "KubernetesGateway")
+    (listener,) = gateway["listeners"]
     return {c["type"]: c for c in listener["conditions"]}
 
 
