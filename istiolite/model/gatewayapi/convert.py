@@ -365,16 +365,8 @@ def _gateway(
                     f"ReferenceGrant there allows Gateways of namespace {gateway.namespace!r}",
                 )
                 break
-            if ref.namespace != namespace:
-                # The proxies' SDS serves Secrets of their own namespace only (not yet others).
-                resolved = Condition(
-                    RESOLVED_REFS,
-                    False,
-                    "InvalidCertificateRef",
-                    f"{where}: Secret {ref.namespace}/{ref.name} is not in the namespace of the "
-                    f"gateway's proxies ({namespace!r}); istiolite does not serve it from there",
-                )
-                break
+            # Allowed: SDS serves it (as `namespace/name` when it is not the proxies' own
+            # namespace) to this Gateway's proxies only (networking/credentials.py).
             secrets.append((ref.namespace, ref.name))
         lr.secrets = tuple(secrets)
         lr.conditions = [accepted, conflict, resolved]
