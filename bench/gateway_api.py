@@ -228,8 +228,9 @@ def _serves(envoy: Any, path: str) -> bool:
     return f'"prefix": "{path}"' in json.dumps(dump)
 
 
-def measure_envoy(routes: int, gateways: int, changes: int) -> list[float]:
-    """Wall seconds from rewriting one HTTPRoute file to gw-0's Envoy serving its new path."""
+def measure_envoy(form: str, routes: int, gateways: int, changes: int) -> list[float]:
+    """Wall seconds from rewriting one route file (an HTTPRoute or a VirtualService, by `form`)
+    to gw-0's Envoy serving its new path."""
     from tests.support.net import free_port
     from tests.support.processes import IstioliteProcess, gateway_envoy, stop_all
 
@@ -241,11 +242,12 @@ def measure_envoy(routes: int, gateways: int, changes: int) -> list[float]:
         (config / "services.yaml").write_text(
             yaml.safe_dump_all([o for i in range(routes) for o in _service(i)])
         )
+        make_gateway, make_route = FORMS[form]
         (config / "gateways.yaml").write_text(
-            yaml.safe_dump_all([gateway_api_gateway(g, port) for g in range(gateways)])
+            yaml.safe_dump_all([make_gateway(g, port) for g in range(gateways)])
         )
         for i in range(routes):
-            (config / f"route-{i}.yaml").write_text(yaml.safe_dump(http_route(i, gateways)))
+            (config / f"route-{i}.yaml").write_text(yaml.safe_dump(make_route(i, gateways)))
         cp = envoy = None
         took = []
         try:
@@ -258,7 +260,7 @@ def measure_envoy(routes: int, gateways: int, changes: int) -> list[float]:
                 want = f"/r{i}/v{n}/"
                 started = time.monotonic()
                 (config / f"route-{i}.yaml").write_text(
-                    yaml.safe_dump(http_route(i, gateways, version=n))
+                    yaml.safe_dump(make_route(i, gateways, version=n))
                 )
                 deadline = started + 30
                 while not _serves(envoy, want):
@@ -305,12 +307,16 @@ def main() -> int:
         + " | |"
     )
     if not args.no_envoy:
-        took = measure_envoy(args.routes, args.gateways, args.changes)
         print(
-            f"\nHTTPRoute file rewritten -> router Envoy serves the new path: median "
-            f"{statistics.median(took) * 1000:.0f} ms, max {max(took) * 1000:.0f} ms "
-            f"({len(took)} changes)"
+            f"\nA route file rewritten -> the router Envoy serves the new path ({args.changes}):\n"
         )
+        print("| form | median | max |")
+        print("|---|---|---|")
+        for form in FORMS:
+            took = measure_envoy(form, args.routes, args.gateways, args.changes)
+            print(
+                f"| {form} | {statistics.median(took) * 1000:.0f} ms | {max(took) * 1000:.0f} ms |"
+            )
     return 0
 
 
