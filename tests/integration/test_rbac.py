@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from istiolite._generated.istio.v1.auth import ca_pb2
 from istiolite.model.kinds import KINDS
-from istiolite.sources.kube.resources import WATCHED
 from tests.support.kube_apiserver import KubeApiServer, RecordedRequest
 from tests.support.processes import IstioliteProcess
 from tests.support.wait import wait_for
@@ -187,16 +186,12 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
                     "spec": spec,
                 }
             )
-        # The Gateway API's CRDs: istiolite watches its kinds once they are installed.
-        for name, watched in WATCHED.items():
-            if watched.group == "gateway.networking.k8s.io":
-                apiserver.install_crd(
-                    watched.group,
-                    watched.api_kind or name,
-                    watched.plural,
-                    watched.versions,
-                    namespaced=watched.namespaced,
-                )
+        # The Gateway API's CRDs, as manifests/gateway-api/ installs them: istiolite watches
+        # its kinds once they are installed, and writes their /status subresources.
+        crds = (ROOT / "manifests" / "gateway-api" / "crds.yaml").read_text()
+        for crd in yaml.safe_load_all(crds):
+            if crd:
+                apiserver.put(crd)
         for doc in GATEWAY_API_OBJECTS:
             apiserver.put(doc)
         istiolite = IstioliteProcess(
