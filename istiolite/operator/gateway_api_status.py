@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from istiolite import metrics
 from istiolite.logs import get_logger
+from istiolite.model.gatewayapi.convert import ROUTE_KINDS
 from istiolite.model.meta import ObjectKey
 from istiolite.operator.gateway_api_ownership import (
     class_is_ours,
@@ -104,7 +105,8 @@ class GatewayApiStatusWriter:
 
     def changed(self, keys: frozenset[ObjectKey] | None = None) -> None:
         """Queue `keys` (all objects with a status when None)."""
-        for key in keys if keys is not None else frozenset(self._statuses()):
+        # All: also those written before that have no status now (a route no longer ours).
+        for key in keys if keys is not None else frozenset(self._statuses()) | set(self._known):
             self.queue.add(key)
 
     async def run(self) -> None:
@@ -114,9 +116,12 @@ class GatewayApiStatusWriter:
     async def reconcile(self, key: ObjectKey) -> None:
         desired = self._statuses().get(key)
         kind = WATCHED.get(key.kind)
-        if desired is None or kind is None:
+        withdraw = desired is None and key in self._known and key.kind in ROUTE_KINDS
+        if kind is None or (desired is None and not withdraw):
             self._known.pop(key, None)
             return
+        if desired is None:
+            desired = {"parents": []}  # none of its parents is ours now: drop our entries only
         if self._known.get(key) == desired:
             return
         ref = ObjectRef(
@@ -133,6 +138,7 @@ class GatewayApiStatusWriter:
             try:
                 current = await self._api.get(ref)
             except NotFound:
+                self._known.pop(key, None)  # deleted: nothing of ours left on it
                 return
             if not self._may_write(key, current, desired):
                 return
@@ -158,7 +164,10 @@ class GatewayApiStatusWriter:
             break
         else:
             raise StatusConflict(f"{key}: status changed under every one of {MAX_ATTEMPTS} writes")
-        self._known[key] = desired
+        if withdraw:
+            self._known.pop(key, None)
+        else:
+            self._known[key] = desired
 
     @staticmethod
     def _may_write(key: ObjectKey, current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:

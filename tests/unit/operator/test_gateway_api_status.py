@@ -276,3 +276,30 @@ async def test_a_status_of_an_older_generation_is_not_written(
         ObjectKey("HTTPRoute", "web", "shop")
     )
     assert _writes(apiserver) == 0
+
+
+async def test_a_route_no_longer_ours_loses_only_our_entry(
+    apiserver: KubeApiServer, kube: KubeClient
+) -> None:
+    ctx = _setup(apiserver)
+    route = ObjectKey("HTTPRoute", "web", "shop")
+    _with_status(apiserver, {"parents": [_other_entry()]})
+    current: dict[str, Any] = {"statuses": ctx.gateway_api_status()}
+    writer = GatewayApiStatusWriter(kube, lambda: current["statuses"])
+    await writer.reconcile(route)
+    assert [p["parentRef"]["name"] for p in _parents(apiserver)] == ["theirs", "edge"]
+
+    # Its parentRef now names a Gateway of another controller: none of its parents is ours.
+    current["statuses"] = {k: v for k, v in current["statuses"].items() if k != route}
+    writer.changed()  # after a push: every status, and the route written before
+    assert len(writer.queue) == len(current["statuses"]) + 1
+    await writer.reconcile(route)
+    assert _parents(apiserver) == [_other_entry()]
+
+    # Withdrawn, it is forgotten: later reconciles (every push) do not even read it.
+    def reads() -> int:
+        return sum(1 for r in apiserver.requests if r.method == "GET" and r.path.endswith("/shop"))
+
+    before, writes = reads(), _writes(apiserver)
+    await writer.reconcile(route)
+    assert (reads(), _writes(apiserver)) == (before, writes)
