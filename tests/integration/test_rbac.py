@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from istiolite._generated.istio.v1.auth import ca_pb2
 from istiolite.model.kinds import KINDS
-from istiolite.sources.kube.resources import WATCHED
 from tests.support.kube_apiserver import KubeApiServer, RecordedRequest
 from tests.support.processes import IstioliteProcess
 from tests.support.wait import wait_for
@@ -42,6 +41,55 @@ SPECS: dict[str, dict[str, Any]] = {
     "AuthorizationPolicy": {},
     "RequestAuthentication": {"jwtRules": [{"issuer": "https://issuer.example", "jwks": "{}"}]},
 }
+
+_GW = "gateway.networking.k8s.io"
+_RULES = {"rules": [{"backendRefs": [{"name": "web", "port": 9000}]}]}
+# One object of every Gateway API kind whose status the leader writes (a GatewayClass of ours, a
+# Gateway of that class, a route of each kind attached to it) and a ReferenceGrant it reads.
+GATEWAY_API_OBJECTS: list[dict[str, Any]] = [
+    {
+        "apiVersion": f"{_GW}/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": "istio", "generation": 1},
+        "spec": {"controllerName": "istio.io/gateway-controller"},
+    },
+    {
+        "apiVersion": f"{_GW}/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "edge", "namespace": "shop", "generation": 1},
+        "spec": {
+            "gatewayClassName": "istio",
+            "listeners": [
+                {"name": "http", "port": 80, "protocol": "HTTP"},
+                {"name": "tls", "port": 443, "protocol": "TLS", "tls": {"mode": "Passthrough"}},
+                {"name": "tcp", "port": 9000, "protocol": "TCP"},
+            ],
+        },
+    },
+    *(
+        {
+            "apiVersion": f"{_GW}/{version}",
+            "kind": kind,
+            "metadata": {"name": "web", "namespace": "shop", "generation": 1},
+            "spec": {"parentRefs": [{"name": "edge"}], **spec},
+        }
+        for kind, version, spec in (
+            ("HTTPRoute", "v1", {}),
+            ("GRPCRoute", "v1", {}),
+            ("TLSRoute", "v1alpha2", {"hostnames": ["web.example.com"], **_RULES}),
+            ("TCPRoute", "v1alpha2", _RULES),
+        )
+    ),
+    {
+        "apiVersion": f"{_GW}/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": "routes", "namespace": "shop"},
+        "spec": {
+            "from": [{"group": _GW, "kind": "HTTPRoute", "namespace": "other"}],
+            "to": [{"group": "", "kind": "Service"}],
+        },
+    },
+]
 
 
 @dataclass(frozen=True)
@@ -138,36 +186,14 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
                     "spec": spec,
                 }
             )
-        # The Gateway API's CRDs: istiolite watches its kinds once they are installed.
-        for name, watched in WATCHED.items():
-            if watched.group == "gateway.networking.k8s.io":
-                apiserver.install_crd(
-                    watched.group,
-                    watched.api_kind or name,
-                    watched.plural,
-                    watched.versions,
-                    namespaced=watched.namespaced,
-                )
-        gateway_api = "gateway.networking.k8s.io/v1"
-        apiserver.put(
-            {
-                "apiVersion": gateway_api,
-                "kind": "Gateway",
-                "metadata": {"name": "edge", "namespace": "shop", "generation": 1},
-                "spec": {
-                    "gatewayClassName": "istio",
-                    "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
-                },
-            }
-        )
-        apiserver.put(
-            {
-                "apiVersion": gateway_api,
-                "kind": "HTTPRoute",
-                "metadata": {"name": "web", "namespace": "shop", "generation": 1},
-                "spec": {"parentRefs": [{"name": "edge"}]},
-            }
-        )
+        # The Gateway API's CRDs, as manifests/gateway-api/ installs them: istiolite watches
+        # its kinds once they are installed, and writes their /status subresources.
+        crds = (ROOT / "manifests" / "gateway-api" / "crds.yaml").read_text()
+        for crd in yaml.safe_load_all(crds):
+            if crd:
+                apiserver.put(crd)
+        for doc in GATEWAY_API_OBJECTS:
+            apiserver.put(doc)
         istiolite = IstioliteProcess(
             [config],
             work,
@@ -191,8 +217,15 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
                     for kind in SPECS
                 ]
                 statuses += [
-                    apiserver.get(gateway_api, kind, "shop", name) or {}
-                    for kind, name in (("Gateway", "edge"), ("HTTPRoute", "web"))
+                    apiserver.get(
+                        doc["apiVersion"],
+                        doc["kind"],
+                        doc["metadata"].get("namespace", ""),
+                        doc["metadata"]["name"],
+                    )
+                    or {}
+                    for doc in GATEWAY_API_OBJECTS
+                    if doc["kind"] != "ReferenceGrant"  # no status
                 ]
                 renewed = any(
                     r.method == "PUT" and "/leases/" in r.path for r in apiserver.requests

@@ -21,7 +21,7 @@ from istiolite.sources.kube.resources import WATCHED
 from istiolite.webhooks.validate import VALIDATED_KINDS
 
 ROOT = Path(__file__).resolve().parents[3]
-VARIANTS = ["manifests", "manifests/overlays/kind"]
+VARIANTS = ["manifests", "manifests/overlays/kind", "manifests/overlays/with-gateway-api"]
 
 
 def _render(variant: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import pytest
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
 from istiolite import type_urls
+from istiolite.model.meta import ObjectKey
 from istiolite.model.proxy import Proxy, parse_proxy
 from istiolite.networking import generator
 from istiolite.networking.credentials import credential_denial
@@ -73,9 +74,8 @@ def _secrets(ctx: PushContext, proxy: Proxy) -> dict[str, secret_pb2.Secret]:
 
 
 def _status(ctx: PushContext) -> dict[str, Any]:
-    statuses = ctx.gateway_api_status().items()
-    gateway = next(v for k, v in statuses if k.kind == "KubernetesGateway")
-    (listener,) = gateway["listeners"]
+    key = ObjectKey("KubernetesGateway", "edge", "edge")
+    (listener,) = ctx.gateway_api_status()[key]["listeners"]
     return {c["type"]: c for c in listener["conditions"]}
 
 

@@ -126,3 +126,11 @@ def test_problems_are_warnings_for_configz_and_validate() -> None:
     assert ("HTTPRoute other/elsewhere", "status.parents[0] (edge)", "RefNotPermitted") in found
     clean = _context(CASES / "accepted_route.yaml").reference_warnings()
     assert [w for w in clean if "HTTPRoute" in w.object or "Gateway" in w.object] == []
+
+
+def test_a_granted_certificate_of_another_namespace_resolves() -> None:
+    gateway = _status(CASES / "certificate_refs_granted.yaml")["KubernetesGateway edge/edge"]
+    by_name = {item["name"]: _conditions(item) for item in gateway["listeners"]}
+    assert by_name["granted"]["ResolvedRefs"] == ("True", "ResolvedRefs")
+    assert by_name["granted"]["Programmed"] == ("True", "Programmed")
+    assert by_name["not-named"]["ResolvedRefs"] == ("False", "RefNotPermitted")
