@@ -125,6 +125,7 @@ class Istiolite:
             self.store,
             self.cache,
             domain=settings.domain,
+            trust_domain=settings.trust_domain,
             publish=self.ads.update,
             connected=lambda: len(self.ads.connections),
         )
