@@ -445,5 +445,5 @@ class DebugStatusView:
             loaded=files.loaded and (kube is None or kube.synced),
             objects={key: owners.get(key, []) for key in store.snapshot()},
             errors=files.errors + (kube.errors if kube is not None else []),
-            unsupported=files.unsupported,
+            unsupported=files.unsupported + (kube.unsupported if kube is not None else []),
         )

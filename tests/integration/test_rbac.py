@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from istiolite._generated.istio.v1.auth import ca_pb2
 from istiolite.model.kinds import KINDS
-from istiolite.sources.kube.resources import WATCHED
+from istiolite.sources.kube.resources import NOT_TRANSLATED, WATCHED
 from tests.support.kube_apiserver import KubeApiServer, RecordedRequest
 from tests.support.processes import IstioliteProcess
 from tests.support.wait import wait_for
@@ -138,9 +138,10 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
                     "spec": spec,
                 }
             )
-        # The Gateway API's CRDs: istiolite watches its kinds once they are installed.
-        for name, watched in WATCHED.items():
-            if watched.group == "gateway.networking.k8s.io":
+        # The Gateway API's CRDs, and those of the Istio kinds istiolite only reports:
+        # istiolite watches their kinds once they are installed.
+        for name, watched in [*WATCHED.items(), *NOT_TRANSLATED.items()]:
+            if watched.group == "gateway.networking.k8s.io" or not watched.translated:
                 apiserver.install_crd(
                     watched.group,
                     watched.api_kind or name,
