@@ -24,6 +24,8 @@ from istiolite.webhooks.admission import AdmissionRequest, allow, deny
 
 ISTIO_GROUPS = frozenset({"networking.istio.io", "security.istio.io"})
 VALIDATED_KINDS = {name: kind for name, kind in KINDS.items() if kind.group in ISTIO_GROUPS}
+# Every kind istiolite translates, as the API server names it (the Gateway API's too).
+_TRANSLATED = frozenset((kind.group, kind.kind) for kind in KINDS.values())
 
 
 def _with_request_identity(request: AdmissionRequest) -> dict[str, Any]:
@@ -64,7 +66,8 @@ def validate_review(request: AdmissionRequest) -> dict[str, Any]:
     kind = VALIDATED_KINDS.get(request.kind)
     if kind is None or kind.group != request.group:
         api_version = f"{request.group}/{request.version}".lstrip("/")
-        unsupported = unsupported_kind(request.kind, api_version)
+        translated = (request.group, request.kind) in _TRANSLATED
+        unsupported = None if translated else unsupported_kind(request.kind, api_version)
         if unsupported is None:
             return allow(request)
         return allow(request, warnings=[_unsupported_warning(subject, unsupported)])

@@ -126,3 +126,12 @@ def test_other_kinds_pass_without_a_warning() -> None:
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
     response = _validate(configmap, group="", version="v1")
     assert response["allowed"] is True and "warnings" not in response
+    # A Gateway API kind istiolite translates is not called unsupported.
+    gateway = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "edge", "namespace": "shop"},
+        "spec": {"gatewayClassName": "istio", "listeners": []},
+    }
+    response = _validate(gateway, group="gateway.networking.k8s.io", version="v1")
+    assert response["allowed"] is True and "warnings" not in response
