@@ -76,7 +76,7 @@ class KubeSource:
     async def wait_synced(self) -> None:
         await self._running.wait()
         while not self.synced:
-            pending = [i for i in self.informers.values() if not i.synced.is_set()]
+            pending = [i for i in self._readiness_informers() if not i.synced.is_set()]
             if self._crds is not None and not self._crds.synced.is_set():
                 pending.append(self._crds)
             waits = [asyncio.ensure_future(i.synced.wait()) for i in pending]
@@ -142,7 +142,12 @@ class KubeSource:
             return False
         if self._crds is not None and not self._crds.synced.is_set():
             return False
-        return all(informer.synced.is_set() for informer in self.informers.values())
+        return all(informer.synced.is_set() for informer in self._readiness_informers())
+
+    def _readiness_informers(self) -> list[Informer]:
+        """The informers readiness waits for: not those of kinds only reported (a cluster whose
+        RBAC does not let istiolite list EnvoyFilters must still get config)."""
+        return [i for name, i in self.informers.items() if self._kinds[name].translated]
 
     def _start(self, kind: WatchedKind, resource: Any) -> None:
         informer = Informer(

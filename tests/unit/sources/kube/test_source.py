@@ -331,3 +331,21 @@ async def test_istio_kinds_not_translated_are_counted_shown_and_kept_out_of_the_
         lambda: [u["object"] for u in source.unsupported] == ["EnvoyFilter shop/second"],
         what="Telemetry dropped with its CRD",
     )
+
+
+async def test_a_reported_only_kind_that_cannot_be_listed_does_not_hold_back_readiness(
+    server: KubeApiServer, kube: KubeClient, store: ConfigStore
+) -> None:
+    async def forbidden(_request: Any) -> Any:
+        return status_response(403, "Forbidden", "envoyfilters.networking.istio.io is forbidden")
+
+    server.install_crd("networking.istio.io", "EnvoyFilter", "envoyfilters", ("v1alpha3",))
+    server.add_route("GET", "/apis/networking.istio.io/v1alpha3/envoyfilters", forbidden)
+    server.put(_vs())
+    kube_source = KubeSource(kube, store, options=FAST)
+    async with running(kube_source.run()):
+        await asyncio.wait_for(kube_source.wait_synced(), 20)
+        await wait_until(lambda: "EnvoyFilter" in kube_source.informers, what="filters watched")
+        assert kube_source.synced
+        assert VS_KEY in store.snapshot()
+        assert not kube_source.informers["EnvoyFilter"].synced.is_set()
