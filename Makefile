@@ -27,7 +27,8 @@ protos: $(GENERATED)
 venv: $(STAMP) $(GENERATED)
 
 # Other ports / addresses / work directory: make demo DEMO_ARGS='--service-port 19080 ...'
-# (python -m istiolite.demo --help lists them).
+# (python -m istiolite.demo --help lists them). Your own YAML served beside the mesh's:
+# make demo DEMO_ARGS='--config-dir my-config/' (the old --mesh-config DIR still works, warned).
 demo: $(STAMP) $(GENERATED)
 	$(BIN)/python -m istiolite.demo $(DEMO_ARGS)
 

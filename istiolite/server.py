@@ -125,6 +125,7 @@ class Istiolite:
             self.store,
             self.cache,
             domain=settings.domain,
+            trust_domain=settings.trust_domain,
             publish=self.ads.update,
             connected=lambda: len(self.ads.connections),
         )
@@ -444,5 +445,5 @@ class DebugStatusView:
             loaded=files.loaded and (kube is None or kube.synced),
             objects={key: owners.get(key, []) for key in store.snapshot()},
             errors=files.errors + (kube.errors if kube is not None else []),
-            unsupported=files.unsupported,
+            unsupported=files.unsupported + (kube.unsupported if kube is not None else []),
         )

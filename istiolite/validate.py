@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from istiolite.model.kinds import UnknownKind, UnsupportedKind, parse_object
+from istiolite.model.mesh_config import MESH_CONFIG_KEY, MeshConfig
 from istiolite.model.meta import ObjectKey
 from istiolite.model.store import winner_of
 from istiolite.model.validation import ValidationError
 from istiolite.push.context import PushContext
 from istiolite.sources.files import config_files
+from istiolite.sources.mesh_config import MeshConfigError, read_mesh_config
 from istiolite.sources.yaml_documents import ManifestSyntaxError, RawObject, read_objects
 
 
@@ -80,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--domain", default="cluster.local", help="cluster DNS domain")
     parser.add_argument(
+        "--mesh-config",
+        type=Path,
+        metavar="FILE",
+        help="Istio's mesh config file, checked and used as serve --mesh-config uses it",
+    )
+    parser.add_argument(
         "-o",
         "--output",
         choices=("text", "json"),
@@ -103,9 +111,16 @@ def check_files(files: list[Path], domain: str = "cluster.local") -> list[Findin
     return [f for report in check_objects(files, domain) for f in report.findings]
 
 
-def check_objects(files: list[Path], domain: str = "cluster.local") -> list[ObjectReport]:
-    """A report per object of `files` (directories expanded), in file order."""
+def check_objects(
+    files: list[Path], domain: str = "cluster.local", mesh_config: Path | None = None
+) -> list[ObjectReport]:
+    """A report per object of `files` (directories expanded), in file order; first the mesh
+    config file's, when one is given."""
     reports: list[ObjectReport] = []
+    mesh: MeshConfig | None = None
+    if mesh_config is not None:
+        mesh_report, mesh = _check_mesh_config(mesh_config)
+        reports.append(mesh_report)
     parsed: dict[ObjectKey, list[tuple[str, int, ObjectReport, Any]]] = {}
     for path in expand_paths(files):
         name = str(path)
@@ -126,8 +141,24 @@ def check_objects(files: list[Path], domain: str = "cluster.local") -> list[Obje
                 key, value = model
                 parsed.setdefault(key, []).append((name, obj.line, report, value))
     winners = _settle_duplicates(parsed)
-    _add_reference_warnings(winners, domain)
+    _add_reference_warnings(winners, domain, mesh)
     return reports
+
+
+def _check_mesh_config(path: Path) -> tuple[ObjectReport, MeshConfig | None]:
+    """The mesh config file read as serve reads it: an error if serve would refuse it, its
+    notes (fields read but not applied) as warnings."""
+    name = str(path)
+    report = ObjectReport(name, None, kind="MeshConfig")
+    try:
+        parsed = read_mesh_config(path)
+    except MeshConfigError as err:
+        report.status = "invalid"
+        report.findings.append(Finding("error", name, None, "", "", str(err)))
+        return report, None
+    for note in parsed.notes:
+        report.findings.append(Finding("warning", name, None, "", "", f"mesh config: {note}"))
+    return report, parsed.config
 
 
 def _file_error(file: str, line: int | None, message: str) -> ObjectReport:
@@ -199,13 +230,16 @@ def _settle_duplicates(
 
 
 def _add_reference_warnings(
-    winners: dict[ObjectKey, tuple[str, int, ObjectReport, Any]], domain: str
+    winners: dict[ObjectKey, tuple[str, int, ObjectReport, Any]],
+    domain: str,
+    mesh: MeshConfig | None = None,
 ) -> None:
     """The same checks the server logs on every push: references to something missing, and
     valid settings istiolite does not apply yet."""
-    ctx = PushContext(
-        {key: model for key, (_, _, _, model) in winners.items()}, domain=domain, version="v"
-    )
+    objects: dict[ObjectKey, Any] = {key: model for key, (_, _, _, model) in winners.items()}
+    if mesh is not None:
+        objects[MESH_CONFIG_KEY] = mesh
+    ctx = PushContext(objects, domain=domain, version="v")
     by_name = {str(key): used for key, used in winners.items()}
     for warning in ctx.reference_warnings():
         used = by_name.get(warning.object)
@@ -228,7 +262,7 @@ def _subject(report: ObjectReport) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    reports = check_objects(args.files, args.domain)
+    reports = check_objects(args.files, args.domain, args.mesh_config)
     invalid = sum(1 for r in reports if r.status == "invalid")
     if args.output == "json":
         print(json.dumps([r.as_dict() for r in reports], indent=2))

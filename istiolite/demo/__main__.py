@@ -285,7 +285,7 @@ Logs: {workdir} (removed when the demo stops, as is the gateway's private key).
         return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m istiolite.demo", description=__doc__)
     parser.add_argument("--check", action="store_true", help="send requests, report, and exit")
     parser.add_argument("--delta", action="store_true", help="Envoy uses Delta ADS")
@@ -301,11 +301,19 @@ def main(argv: list[str] | None = None) -> int:
         help="the loopback demo even as root (no network namespaces)",
     )
     parser.add_argument(
-        "--mesh-config",
+        "--config-dir",
         action="append",
         type=Path,
         metavar="DIR",
         help="network-namespace mesh: another config directory of your own YAML (repeatable)",
+    )
+    parser.add_argument(
+        "--mesh-config",
+        action=_DeprecatedConfigDir,
+        type=Path,
+        dest="config_dir",
+        metavar="DIR",
+        help="deprecated: the old name of --config-dir (serve's --mesh-config is a file)",
     )
     parser.add_argument(
         "--duration",
@@ -314,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         help="network-namespace mesh: stop after this long (default: at Ctrl-C)",
     )
     Layout.add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.loopback:
         from istiolite.demo.mesh.netns import unavailable_reason
@@ -352,9 +365,33 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+class _DeprecatedConfigDir(argparse.Action):
+    """`--mesh-config DIR`, the demo's old flag: still works, with a warning, because
+    `istiolite serve --mesh-config` names Istio's mesh config file, not a directory."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"demo: {option_string} is deprecated, use --config-dir "
+            "(istiolite serve --mesh-config is Istio's mesh config file)",
+            file=sys.stderr,
+            flush=True,
+        )
+        dirs = list(getattr(namespace, self.dest, None) or [])
+        dirs.append(values)
+        setattr(namespace, self.dest, dirs)
+
+
 def _loopback_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """The options given that only the loopback demo has (its ports, addresses, --workdir)."""
-    mesh_flags = {"--check", "--loopback", "--mesh-config", "--duration", "-h", "--help"}
+    mesh_flags = {
+        *("--check", "--loopback", "--config-dir", "--mesh-config", "--duration", "-h", "--help")
+    }
     known = {f for action in parser._actions for f in action.option_strings}
     given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("-")}
     return sorted(f for f in given & known if f not in mesh_flags)

@@ -136,7 +136,7 @@ _PLANNED_GATEWAY_API = (
 )
 _NO_EFFECT = "it has no effect on the config proxies get"
 # Mesh kinds users put in YAML that istiolite does not translate, with what to tell them.
-# Any other kind of an istio.io group or of the Gateway API is reported too (see _unsupported).
+# Any other kind of an istio.io group or of the Gateway API is reported too (see unsupported_kind).
 _UNSUPPORTED: dict[tuple[str, str], str] = {
     ("networking.istio.io", "EnvoyFilter"): _NO_EFFECT,
     ("networking.istio.io", "ProxyConfig"): _NO_EFFECT,
@@ -155,7 +155,8 @@ _UNSUPPORTED: dict[tuple[str, str], str] = {
 _GATEWAY_API_EXPERIMENTAL = "gateway.networking.x-k8s.io"
 
 
-def _unsupported(kind_name: str, api_version: str) -> UnsupportedKind | None:
+def unsupported_kind(kind_name: str, api_version: str) -> UnsupportedKind | None:
+    """The report for a mesh kind istiolite does not translate; None for any other kind."""
     group = api_version.rpartition("/")[0]
     note = _UNSUPPORTED.get((group, kind_name))
     if note is None and group in (_GATEWAY_API, _GATEWAY_API_EXPERIMENTAL):
@@ -179,7 +180,7 @@ def parse_object(raw: Any) -> tuple[ObjectKey, Any]:
     kind = _BY_GROUP_KIND.get((group, kind_name)) or KINDS.get(kind_name)
     if kind is None or (group != kind.group and group == _GATEWAY_API):
         # Checked before the version: a Gateway API `Gateway` is not a misversioned Istio one.
-        unsupported = _unsupported(kind_name, api_version)
+        unsupported = unsupported_kind(kind_name, api_version)
         if unsupported is not None:
             raise unsupported
     if kind is None:

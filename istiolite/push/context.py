@@ -105,8 +105,18 @@ class PushContext:
     so a cached result knows which of those objects it depends on.
     """
 
-    def __init__(self, objects: Mapping[ObjectKey, Any], *, domain: str, version: str) -> None:
+    def __init__(
+        self,
+        objects: Mapping[ObjectKey, Any],
+        *,
+        domain: str,
+        version: str,
+        trust_domain: str = "",
+    ) -> None:
         self.domain = domain
+        # The CA's trust domain (serve's --trust-domain, else the mesh config's); the SANs
+        # verified for ISTIO_MUTUAL must be the identities the CA issues.
+        self._trust_domain = trust_domain or domain
         self.version = version
         services: list[Service] = []
         slices: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
@@ -291,7 +301,9 @@ class PushContext:
         re-indexed: the cost follows the change, not the mesh. Otherwise a full build."""
         changed = set(changed)
         if any(key.kind not in _PER_OBJECT_KINDS for key in changed):
-            return PushContext(objects, domain=self.domain, version=version)
+            return PushContext(
+                objects, domain=self.domain, version=version, trust_domain=self._trust_domain
+            )
         new = object.__new__(PushContext)
         new.__dict__.update(self.__dict__)
         new.version = version
@@ -822,7 +834,7 @@ class PushContext:
     @property
     def trust_domain(self) -> str:
         """The SPIFFE trust domain of the mesh's identities (Istio's default: the DNS domain)."""
-        return self.domain
+        return self._trust_domain
 
     def peer_authentications_for(
         self, namespace: str, labels: Mapping[str, str]

@@ -49,11 +49,13 @@ class Pusher:
         *,
         domain: str,
         publish: Publish,
+        trust_domain: str = "",
         connected: Callable[[], int] = lambda: 0,
     ) -> None:
         self._store = store
         self._cache = cache
         self._domain = domain
+        self._trust_domain = trust_domain
         self._publish = publish
         self._connected = connected
         self._versions = itertools.count(1)
@@ -67,7 +69,9 @@ class Pusher:
         return f"{stamp}/{next(self._versions)}"
 
     def _build(self, snapshot: Mapping[ObjectKey, Any]) -> PushContext:
-        return PushContext(snapshot, domain=self._domain, version=self._version())
+        return PushContext(
+            snapshot, domain=self._domain, version=self._version(), trust_domain=self._trust_domain
+        )
 
     def start(self) -> PushContext:
         """The startup push: everything the store holds now."""

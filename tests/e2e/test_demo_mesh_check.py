@@ -116,7 +116,7 @@ def test_ctrl_c_stops_the_running_demo_and_leaves_nothing() -> None:
 def test_a_demo_failing_during_set_up_cleans_up() -> None:
     require_e2e()
     run = subprocess.run(
-        [sys.executable, "-m", "istiolite.demo", "--check", "--mesh-config", "/nonexistent-dir"],
+        [sys.executable, "-m", "istiolite.demo", "--check", "--config-dir", "/nonexistent-dir"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -22,7 +22,7 @@ from cryptography import x509
 
 from istiolite.demo.mesh import bookinfo
 from istiolite.demo.mesh.cluster import Mesh, Pod, PodSpec
-from istiolite.demo.mesh.load import Load, burst
+from istiolite.demo.mesh.load import Load, Result, burst
 from istiolite.demo.mesh.netns import PROXY_GID, PROXY_UID
 from tests.support.wait import wait_for
 
@@ -48,6 +48,12 @@ def outbound(service: str) -> str:
 @pytest.fixture(scope="module")
 def mesh(bookinfo_mesh: Mesh) -> Mesh:
     return bookinfo_mesh
+
+
+def failures(results: list[Result]) -> str:
+    """The calls that did not answer 200 and why (the first 20), for an assertion message."""
+    failed = [f"call {i}: {r}" for i, r in enumerate(results) if r.status != 200]
+    return "\n".join(failed[:20] + ([f"... {len(failed) - 20} more"] if len(failed) > 20 else []))
 
 
 def call(m: Mesh, pod: str, service: str, *, by: str = "name") -> Any:
@@ -185,7 +191,7 @@ def test_canary_90_10_over_1000_calls(mesh: Mesh) -> None:
         results = burst(sleep, vip, PORT, "reviews", 1000)
     finally:
         mesh.delete("reviews-canary.yaml")
-    assert Counter(r.status for r in results) == {200: 1000}
+    assert Counter(r.status for r in results) == {200: 1000}, failures(results)
     versions = Counter(r.answered_by for r in results)
     assert set(versions) <= {"reviews-v1", "reviews-v2"}, versions
     share = versions["reviews-v2"] / 10  # percent
@@ -243,10 +249,14 @@ def test_pods_leave_and_join_under_load(mesh: Mesh, crash: bool) -> None:
                  timeout=30, what="the new pod answering")  # fmt: skip
         wait_for(lambda: len(load.since(joined_at)) >= 200, timeout=30, what="traffic after")
     after_removal = load.since(removed_at)
-    assert Counter(r.status for r in after_removal) == {200: len(after_removal)}
+    assert Counter(r.status for r in after_removal) == {200: len(after_removal)}, failures(
+        after_removal
+    )
     assert victim.name not in {r.answered_by for r in after_removal}
     if not crash:  # deleted the Kubernetes way: not one request failed at all
-        assert Counter(r.status for r in load.results) == {200: len(load.results)}
+        assert Counter(r.status for r in load.results) == {200: len(load.results)}, failures(
+            load.results
+        )
     for caller in (sleep, productpage):
         assert joined.ip in caller.endpoints(outbound("reviews"))
         assert victim.ip not in caller.endpoints(outbound("reviews"))
@@ -290,7 +300,9 @@ def test_istiolite_restart_under_load(mesh: Mesh) -> None:
                      what=f"{p.name} converged to the same config")  # fmt: skip
         back_at = time.monotonic()
         wait_for(lambda: len(load.since(back_at)) >= 50, timeout=30, what="traffic after")
-    assert Counter(r.status for r in load.results) == {200: len(load.results)}
+    assert Counter(r.status for r in load.results) == {200: len(load.results)}, failures(
+        load.results
+    )
     for p in watched:
         assert p.certificate_serials() == certificates[p.name], p.name
 

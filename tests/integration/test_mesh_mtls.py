@@ -181,7 +181,12 @@ def _sidecar(
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[Mesh]:
+def trust_domain() -> str:
+    return "cluster.local"
+
+
+@pytest.fixture
+def running(tmp_path: Path, trust_domain: str) -> Iterator[Mesh]:
     config = tmp_path / "config"
     config.mkdir()
     ca_dir = tmp_path / "ca"
@@ -201,8 +206,9 @@ def running(tmp_path: Path) -> Iterator[Mesh]:
                 values[sa] = apiserver.add_token(NS, sa, audiences=("istio-ca",))
                 tokens[sa].write_text(values[sa])
             cp = IstioliteProcess(
-                [config], tmp_path, "--ca-dir", str(ca_dir), "--kubeconfig", str(kubeconfig)
-            )
+                [config], tmp_path, "--ca-dir", str(ca_dir), "--kubeconfig", str(kubeconfig),
+                "--trust-domain", trust_domain,
+            )  # fmt: skip
             assert cp.secure_grpc_port
             envoys.append(
                 _sidecar(
@@ -362,3 +368,21 @@ def test_mesh_mtls_between_two_sidecars(running: Mesh) -> None:
     # And the opposite: DISABLE for the workload, STRICT on the port → plaintext closed.
     m.peer_authentication("DISABLE", {m.inbound_port: "STRICT"})
     wait_for(lambda: _refused(m.plain), timeout=30, what="plaintext refused on a STRICT port")
+
+
+@pytest.mark.parametrize("trust_domain", ["example.org"])
+def test_mesh_mtls_in_a_trust_domain_other_than_the_dns_domain(running: Mesh) -> None:
+    """--trust-domain example.org (or the mesh config's trustDomain): the CA issues
+    spiffe://example.org/... and the client's cluster verifies exactly those identities, so the
+    mTLS hop works and the server sees the caller in that trust domain."""
+    m = running
+    wait_for(lambda: _ok(m.via_client), timeout=30, what="a request through the client sidecar")
+    xfcc = _headers(m.via_client()).get("x-forwarded-client-cert", "")
+    assert f"URI=spiffe://example.org/ns/{NS}/sa/client-sa" in xfcc, xfcc
+    clusters = m.client.config_dump("dynamic_active_clusters")["configs"]
+    (server_cluster,) = [
+        c["cluster"] for c in clusters if c["cluster"]["name"] == f"outbound|{SERVICE_PORT}||{HOST}"
+    ]
+    verified = json.dumps(server_cluster)
+    assert f"spiffe://example.org/ns/{NS}/sa/server-sa" in verified
+    assert "spiffe://cluster.local/" not in verified

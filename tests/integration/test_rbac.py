@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from istiolite._generated.istio.v1.auth import ca_pb2
 from istiolite.model.kinds import KINDS
+from istiolite.sources.kube.resources import NOT_TRANSLATED, WATCHED
 from tests.support.kube_apiserver import KubeApiServer, RecordedRequest
 from tests.support.processes import IstioliteProcess
 from tests.support.wait import wait_for
@@ -194,6 +195,16 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
                 apiserver.put(crd)
         for doc in GATEWAY_API_OBJECTS:
             apiserver.put(doc)
+        # The CRDs of the Istio kinds istiolite only reports: it watches them once installed.
+        for name, watched in [*WATCHED.items(), *NOT_TRANSLATED.items()]:
+            if not watched.translated and watched.group != "gateway.networking.k8s.io":
+                apiserver.install_crd(
+                    watched.group,
+                    watched.api_kind or name,
+                    watched.plural,
+                    watched.versions,
+                    namespaced=watched.namespaced,
+                )
         istiolite = IstioliteProcess(
             [config],
             work,

@@ -244,3 +244,27 @@ def test_validate_of_a_directory_reads_its_config_files(
     err = capsys.readouterr().err
     assert f"{tmp_path / 'sub' / 'bad.yml'}:15: error:" in err
     assert ".hidden" not in err
+
+
+def test_a_mesh_config_serve_would_refuse_fails_validate_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    routes, mesh = tmp_path / "routes.yaml", tmp_path / "mesh"
+    routes.write_text(ROUTES)
+    mesh.write_text("outboundTrafficPolicy:\n  mode: DENY\n")
+    assert main(["validate", "--mesh-config", str(mesh), str(routes)]) == 1
+    err = capsys.readouterr().err
+    assert f"{mesh}: error: mesh config {mesh}: outboundTrafficPolicy.mode" in err
+
+
+def test_a_good_mesh_config_is_an_ok_entry_with_its_unapplied_fields_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mesh = tmp_path / "mesh"
+    mesh.write_text("trustDomain: example.org\nenableTracing: true\n")
+    (tmp_path / "routes.yaml").write_text(ROUTES)
+    assert main(["validate", "-o", "json", "--mesh-config", str(mesh), str(tmp_path)]) == 0
+    first, routes = json.loads(capsys.readouterr().out)
+    assert (first["file"], first["kind"], first["status"]) == (str(mesh), "MeshConfig", "ok")
+    assert first["messages"] == ["mesh config: enableTracing: accepted, not applied by istiolite"]
+    assert routes["kind"] == "VirtualService"

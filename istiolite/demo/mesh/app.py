@@ -38,7 +38,13 @@ def call(target: str, headers: dict[str, str]) -> dict[str, Any]:
         return {"target": target, "status": 0, "error": f"{type(err).__name__}: {err}"}
     finally:
         conn.close()
-    result: dict[str, Any] = {"target": target, "status": resp.status}
+    # `server` tells a sidecar's own answer (envoy: no route, upstream reset, timeout) from the
+    # next app's.
+    result: dict[str, Any] = {
+        "target": target,
+        "status": resp.status,
+        "server": resp.getheader("server", ""),
+    }
     try:
         result["answer"] = json.loads(body)
     except ValueError:

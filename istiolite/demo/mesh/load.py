@@ -16,13 +16,59 @@ from istiolite.demo.mesh.cluster import Pod
 MAX_RECORDED = 200_000  # results kept (a demo left running for hours keeps only counters)
 
 
+MAX_DETAIL = 500  # characters of a failure's explanation kept per result
+
+
 @dataclass
 class Result:
     at: float
     status: int  # 0: no HTTP answer (connection refused / reset / timeout)
     latency: float
     answered_by: str = ""  # the pod that answered (from the app's JSON)
-    error: str = ""
+    error: str = ""  # why there was no answer (status 0): the exception and its message
+    # Why an answer was not a 200: who answered (the `server` header: the app, or an Envoy)
+    # and what it said (the app's failed next hops, or the start of the body).
+    detail: str = ""
+
+    def __str__(self) -> str:
+        why = self.error or self.detail
+        return f"{self.status} after {self.latency:.3f}s" + (f": {why}" if why else "")
+
+
+def answered(start: float, resp: http.client.HTTPResponse, body: bytes) -> Result:
+    """The Result of an HTTP answer; for a non-200, what explains it."""
+    result = Result(start, resp.status, time.monotonic() - start)
+    try:
+        page = json.loads(body)
+    except ValueError:
+        page = None
+    if isinstance(page, dict):
+        result.answered_by = str(page.get("pod", ""))
+    if resp.status != 200:
+        result.detail = _failure_detail(resp, body, page)
+    return result
+
+
+def no_answer(start: float, err: Exception) -> Result:
+    return Result(start, 0, time.monotonic() - start, error=f"{type(err).__name__}: {err}")
+
+
+def _failure_detail(resp: http.client.HTTPResponse, body: bytes, page: object) -> str:
+    parts = [f"server={resp.getheader('server', '')!r}"]
+    flags = resp.getheader("x-envoy-response-flags")
+    if flags:
+        parts.append(f"flags={flags}")
+    calls = page.get("calls") if isinstance(page, dict) else None
+    if isinstance(calls, list):
+        # The app's page: the next hops that did not answer 200, and how they failed.
+        for hop in calls:
+            if isinstance(hop, dict) and hop.get("status") != 200:
+                said = hop.get("error") or hop.get("body") or json.dumps(hop.get("answer"))
+                by = f" from {hop['server']!r}" if hop.get("server") else ""
+                parts.append(f"hop {hop.get('target')} -> {hop.get('status')}{by}: {said}")
+    else:
+        parts.append(f"body={body[:200].decode(errors='replace')!r}")
+    return "; ".join(parts)[:MAX_DETAIL]
 
 
 @dataclass
@@ -66,17 +112,12 @@ class Load:
             try:
                 conn.request("GET", "/", headers={"Host": self.host})
                 resp = conn.getresponse()
-                body = resp.read()
-                result = Result(start, resp.status, time.monotonic() - start)
-                try:
-                    result.answered_by = str(json.loads(body).get("pod", ""))
-                except (ValueError, AttributeError):
-                    pass
+                result = answered(start, resp, resp.read())
                 if resp.getheader("connection", "").lower() == "close":
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as err:
-                result = Result(start, 0, time.monotonic() - start, error=type(err).__name__)
+                result = no_answer(start, err)
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -102,18 +143,11 @@ def burst(pod: Pod, ip: str, port: int, host: str, count: int) -> list[Result]:
                 try:
                     conn.request("GET", "/", headers={"Host": host})
                     resp = conn.getresponse()
-                    body = resp.read()
+                    load.results.append(answered(start, resp, resp.read()))
                 except (OSError, http.client.HTTPException) as err:
-                    load.results.append(Result(start, 0, time.monotonic() - start, error=str(err)))
+                    load.results.append(no_answer(start, err))
                     conn.close()
                     conn = http.client.HTTPConnection(ip, port, timeout=load.timeout)
-                    continue
-                result = Result(start, resp.status, time.monotonic() - start)
-                try:
-                    result.answered_by = str(json.loads(body).get("pod", ""))
-                except (ValueError, AttributeError):
-                    pass
-                load.results.append(result)
         finally:
             conn.close()
         return load.results

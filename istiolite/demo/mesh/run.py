@@ -161,7 +161,7 @@ def main(args: argparse.Namespace, before_teardown: Callable[[], None] = lambda:
     mesh: Mesh | None = None
     problems: list[str] = []
     try:
-        mesh = build(list(args.mesh_config or []))
+        mesh = build(list(args.config_dir or []))
         if args.check:
             problems = check(mesh)
         else:

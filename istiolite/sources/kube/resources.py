@@ -4,7 +4,7 @@ scope and the versions it may be served under (the first served one is watched).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from istiolite.model.kinds import KINDS
@@ -43,6 +43,8 @@ class WatchedKind:
     namespaced: bool
     # The kind as the API server names it, when not `kind` (the Gateway API's Gateway).
     api_kind: str = ""
+    # False for the Istio kinds istiolite watches only to report that they have no effect.
+    translated: bool = True
 
     @property
     def custom(self) -> bool:
@@ -110,6 +112,22 @@ GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 WATCHED: dict[str, WatchedKind] = {
     k.name: WatchedKind(k.group, k.versions, _PLURALS[k.name], k.name, k.namespaced, k.kind)
     for k in KINDS.values()
+}
+
+# Istio kinds istiolite does not translate, watched (when their CRD is installed) only to count
+# and show them, as the file source reports them: never silently without effect.
+_NETWORKING = "networking.istio.io"
+NOT_TRANSLATED: dict[str, WatchedKind] = {
+    k.kind: replace(k, translated=False)
+    for k in (
+        WatchedKind(_NETWORKING, ("v1alpha3",), "envoyfilters", "EnvoyFilter", True),
+        WatchedKind(_NETWORKING, ("v1beta1",), "proxyconfigs", "ProxyConfig", True),
+        WatchedKind(
+            _NETWORKING, ("v1", "v1beta1", "v1alpha3"), "workloadgroups", "WorkloadGroup", True
+        ),
+        WatchedKind("telemetry.istio.io", ("v1", "v1alpha1"), "telemetries", "Telemetry", True),
+        WatchedKind("extensions.istio.io", ("v1alpha1",), "wasmplugins", "WasmPlugin", True),
+    )
 }
 
 # Watched to learn when an Istio kind's CRD is installed (or removed).

@@ -16,14 +16,14 @@ from typing import Any
 
 from istiolite import metrics
 from istiolite.logs import get_logger
-from istiolite.model.kinds import UnknownKind, parse_object
+from istiolite.model.kinds import UnknownKind, parse_object, unsupported_kind
 from istiolite.model.meta import ObjectKey
 from istiolite.model.secret import CA_KEYS, CERT_KEYS, KEY_KEYS
 from istiolite.model.store import ConfigStore
 from istiolite.model.validation import ValidationError
 from istiolite.sources.kube.client import ApiError, KubeClient
 from istiolite.sources.kube.informer import Batch, Informer, InformerOptions
-from istiolite.sources.kube.resources import CRDS, WATCHED, WatchedKind, by_crd
+from istiolite.sources.kube.resources import CRDS, NOT_TRANSLATED, WATCHED, WatchedKind, by_crd
 from istiolite.sources.kube.results import ObjectResult, ResultsListener
 
 log = get_logger("sources.kube")
@@ -48,12 +48,16 @@ class KubeSource:
         self._client = client
         self._store = store
         self._options = options or InformerOptions()
-        self._kinds = {k.kind: k for k in (kinds if kinds is not None else WATCHED.values())}
+        if kinds is None:
+            kinds = [*WATCHED.values(), *NOT_TRANSLATED.values()]
+        self._kinds = {k.kind: k for k in kinds}
         self.informers: dict[str, Informer] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._keys: dict[str, set[ObjectKey]] = {k: set() for k in self._kinds}
         self._results: dict[ObjectKey, ObjectResult] = {}
         self._rejected: dict[ObjectKey, tuple[str, str]] = {}
+        # Objects of kinds istiolite does not translate, as /debug/configz lists them.
+        self._unsupported: dict[ObjectKey, dict[str, Any]] = {}
         self._result_listeners: list[ResultsListener] = []
         self._crds: Informer | None = None
         self._synced = asyncio.Event()
@@ -72,7 +76,7 @@ class KubeSource:
     async def wait_synced(self) -> None:
         await self._running.wait()
         while not self.synced:
-            pending = [i for i in self.informers.values() if not i.synced.is_set()]
+            pending = [i for i in self._readiness_informers() if not i.synced.is_set()]
             if self._crds is not None and not self._crds.synced.is_set():
                 pending.append(self._crds)
             waits = [asyncio.ensure_future(i.synced.wait()) for i in pending]
@@ -97,6 +101,11 @@ class KubeSource:
             {"source": "kubernetes", "object": str(key), "field": f, "message": m}
             for key, (f, m) in sorted(self._rejected.items(), key=lambda kv: str(kv[0]))
         ]
+
+    @property
+    def unsupported(self) -> list[dict[str, Any]]:
+        """The objects of mesh kinds istiolite does not translate (they have no effect)."""
+        return [self._unsupported[key] for key in sorted(self._unsupported, key=str)]
 
     # --- running --------------------------------------------------------------------------
 
@@ -133,7 +142,12 @@ class KubeSource:
             return False
         if self._crds is not None and not self._crds.synced.is_set():
             return False
-        return all(informer.synced.is_set() for informer in self.informers.values())
+        return all(informer.synced.is_set() for informer in self._readiness_informers())
+
+    def _readiness_informers(self) -> list[Informer]:
+        """The informers readiness waits for: not those of kinds only reported (a cluster whose
+        RBAC does not let istiolite list EnvoyFilters must still get config)."""
+        return [i for name, i in self.informers.items() if self._kinds[name].translated]
 
     def _start(self, kind: WatchedKind, resource: Any) -> None:
         informer = Informer(
@@ -153,6 +167,8 @@ class KubeSource:
         self.informers.pop(kind.kind, None)
         gone = self._keys[kind.kind]
         self._keys[kind.kind] = set()
+        for key in gone:
+            self._unsupported.pop(key, None)
         self._forget(gone)
         self._store.update_source(SOURCE_PREFIX + kind.kind, {}, gone)
 
@@ -204,6 +220,9 @@ class KubeSource:
     def _apply(self, kind: WatchedKind, informer: Informer, batch: Batch) -> None:
         if self.informers.get(kind.kind) is not informer:
             return  # a batch of an informer already stopped
+        if not kind.translated:
+            self._note_unsupported(kind, informer, batch)
+            return
         keys = self._keys[kind.kind]
         upserts: dict[ObjectKey, Any] = {}
         deletes: set[ObjectKey] = set()
@@ -232,6 +251,35 @@ class KubeSource:
         self._store.update_source(SOURCE_PREFIX + kind.kind, upserts, deletes)
         self._forget(gone)
         self._set_results(results)
+
+    def _note_unsupported(self, kind: WatchedKind, informer: Informer, batch: Batch) -> None:
+        """Count and show each object of a kind istiolite does not translate, once: when it
+        first appears (as the file source does); nothing goes into the store."""
+        keys = self._keys[kind.kind]
+        gone = {ObjectKey(kind.kind, ns, name) for ns, name in batch.deletes}
+        if batch.relist:
+            listed = informer.keys()
+            gone.update(k for k in keys if (k.namespace, k.name) not in listed)
+        for (namespace, name), raw in batch.upserts.items():
+            key = ObjectKey(kind.kind, namespace, name)
+            if key in keys:
+                continue
+            keys.add(key)
+            api_version = str(raw.get("apiVersion") or kind.resource().api_version)
+            err = unsupported_kind(kind.kind, api_version)
+            item = {
+                "source": "kubernetes",
+                "object": str(key),
+                "kind": kind.kind,
+                "apiVersion": api_version,
+                "message": str(err) if err is not None else f"not supported: {kind.kind}",
+            }
+            self._unsupported[key] = item
+            log.warning("object of unsupported kind has no effect", **item)
+            metrics.UNSUPPORTED_OBJECTS.inc(kind.kind)
+        for key in gone:
+            keys.discard(key)
+            self._unsupported.pop(key, None)
 
     def _parse(self, key: ObjectKey, raw: dict[str, Any]) -> tuple[Any | None, ObjectResult]:
         metadata = raw.get("metadata") or {}

@@ -81,3 +81,24 @@ def test_changing_the_mesh_config_is_a_full_push_with_new_listeners() -> None:
 
     assert request.full
     assert _catchall(published[-1][0], "shop", generate) == "BlackHoleCluster"
+
+
+def test_every_context_the_pusher_builds_keeps_serves_trust_domain() -> None:
+    """The SANs clusters verify are in the CA's trust domain (serve's), not the DNS domain,
+    on the first push and after a full or an endpoint-only rebuild."""
+    store = ConfigStore()
+    store.replace_source("files", parse(service("web", "shop", ports=[service_port("http", 80)])))
+    published: list[PushContext] = []
+    pusher = Pusher(
+        store,
+        ResourceCache(),
+        domain=DOMAIN,
+        trust_domain="example.org",
+        publish=lambda ctx, req: published.append(ctx),
+    )
+    pusher.start()
+    changes = store.replace_source(
+        "mesh-config", {MESH_CONFIG_KEY: MeshConfig(outbound_mode="REGISTRY_ONLY")}
+    )
+    pusher.push([(time.monotonic(), changes)])
+    assert [ctx.trust_domain for ctx in published] == ["example.org", "example.org"]

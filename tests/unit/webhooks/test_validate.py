@@ -95,3 +95,43 @@ def test_validated_kinds_are_the_istio_ones() -> None:
         "security.istio.io",
     }
     assert "VirtualService" in VALIDATED_KINDS and "Service" not in VALIDATED_KINDS
+
+
+@pytest.mark.parametrize(
+    ("group", "version", "kind"),
+    [
+        ("networking.istio.io", "v1alpha3", "EnvoyFilter"),
+        ("networking.istio.io", "v1beta1", "ProxyConfig"),
+        ("telemetry.istio.io", "v1", "Telemetry"),
+        ("extensions.istio.io", "v1alpha1", "WasmPlugin"),
+    ],
+)
+def test_mesh_kinds_istiolite_does_not_translate_are_allowed_with_a_warning_naming_them(
+    group: str, version: str, kind: str
+) -> None:
+    obj = {
+        "apiVersion": f"{group}/{version}",
+        "kind": kind,
+        "metadata": {"name": "x", "namespace": "shop"},
+        "spec": {"anything": True},
+    }
+    response = _validate(obj, group=group, version=version, namespace="shop")
+    assert response["allowed"] is True
+    (warning,) = response["warnings"]
+    assert warning.startswith(f"{kind} shop/x: not supported by istiolite: {kind} ")
+    assert "no effect" in warning
+
+
+def test_other_kinds_pass_without_a_warning() -> None:
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+    response = _validate(configmap, group="", version="v1")
+    assert response["allowed"] is True and "warnings" not in response
+    # A Gateway API kind istiolite translates is not called unsupported.
+    gateway = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "edge", "namespace": "shop"},
+        "spec": {"gatewayClassName": "istio", "listeners": []},
+    }
+    response = _validate(gateway, group="gateway.networking.k8s.io", version="v1")
+    assert response["allowed"] is True and "warnings" not in response

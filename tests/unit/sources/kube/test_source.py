@@ -270,3 +270,82 @@ async def test_forbidden_crd_watch_still_reads_the_istio_kinds(
     async with running(kube_source.run()):
         await asyncio.wait_for(kube_source.wait_synced(), 20)
         await wait_until(lambda: VS_KEY in store.snapshot(), what="VS read without the CRD watch")
+
+
+def _envoy_filter(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"configPatches": []},
+    }
+
+
+async def test_istio_kinds_not_translated_are_counted_shown_and_kept_out_of_the_store(
+    server: KubeApiServer, store: ConfigStore, source: KubeSource
+) -> None:
+    """An EnvoyFilter or Telemetry in the cluster has no effect: reported once per object (log,
+    metric, /debug/configz's list) from when its CRD is installed until the object goes."""
+    await asyncio.wait_for(source.wait_synced(), 20)
+    assert source.unsupported == []  # CRDs not installed: nothing watched, nothing to report
+    filters = metrics.UNSUPPORTED_OBJECTS.value("EnvoyFilter")
+    telemetries = metrics.UNSUPPORTED_OBJECTS.value("Telemetry")
+    server.install_crd("networking.istio.io", "EnvoyFilter", "envoyfilters", ("v1alpha3",))
+    server.install_crd("telemetry.istio.io", "Telemetry", "telemetries", ("v1",))
+    with capture_logs() as logs:
+        server.put(_envoy_filter("lua"))
+        server.put(
+            {
+                "apiVersion": "telemetry.istio.io/v1",
+                "kind": "Telemetry",
+                "metadata": {"name": "mesh-default", "namespace": "istio-system"},
+                "spec": {"accessLogging": [{"providers": [{"name": "envoy"}]}]},
+            }
+        )
+        await wait_until(lambda: len(source.unsupported) == 2, what="both reported")
+        # A change of a reported object is not a second report.
+        server.put({**_envoy_filter("lua"), "spec": {"configPatches": [], "priority": 1}})
+        server.put(_envoy_filter("second"))
+        await wait_until(lambda: len(source.unsupported) == 3, what="the second filter")
+    assert [(u["object"], u["kind"]) for u in source.unsupported] == [
+        ("EnvoyFilter shop/lua", "EnvoyFilter"),
+        ("EnvoyFilter shop/second", "EnvoyFilter"),
+        ("Telemetry istio-system/mesh-default", "Telemetry"),
+    ]
+    assert source.unsupported[0]["message"].startswith("not supported by istiolite: EnvoyFilter")
+    assert source.unsupported[0]["source"] == "kubernetes"
+    assert metrics.UNSUPPORTED_OBJECTS.value("EnvoyFilter") == filters + 2
+    assert metrics.UNSUPPORTED_OBJECTS.value("Telemetry") == telemetries + 1
+    warned = [e for e in logs if e["event"] == "object of unsupported kind has no effect"]
+    assert sorted(e["object"] for e in warned) == [
+        "EnvoyFilter shop/lua",
+        "EnvoyFilter shop/second",
+        "Telemetry istio-system/mesh-default",
+    ]
+    assert not any(k.kind in ("EnvoyFilter", "Telemetry") for k in store.snapshot())
+
+    server.delete("networking.istio.io/v1alpha3", "EnvoyFilter", "shop", "lua")
+    await wait_until(lambda: len(source.unsupported) == 2, what="the deleted filter dropped")
+    server.uninstall_crd("telemetry.istio.io", "telemetries")
+    await wait_until(
+        lambda: [u["object"] for u in source.unsupported] == ["EnvoyFilter shop/second"],
+        what="Telemetry dropped with its CRD",
+    )
+
+
+async def test_a_reported_only_kind_that_cannot_be_listed_does_not_hold_back_readiness(
+    server: KubeApiServer, kube: KubeClient, store: ConfigStore
+) -> None:
+    async def forbidden(_request: Any) -> Any:
+        return status_response(403, "Forbidden", "envoyfilters.networking.istio.io is forbidden")
+
+    server.install_crd("networking.istio.io", "EnvoyFilter", "envoyfilters", ("v1alpha3",))
+    server.add_route("GET", "/apis/networking.istio.io/v1alpha3/envoyfilters", forbidden)
+    server.put(_vs())
+    kube_source = KubeSource(kube, store, options=FAST)
+    async with running(kube_source.run()):
+        await asyncio.wait_for(kube_source.wait_synced(), 20)
+        await wait_until(lambda: "EnvoyFilter" in kube_source.informers, what="filters watched")
+        assert kube_source.synced
+        assert VS_KEY in store.snapshot()
+        assert not kube_source.informers["EnvoyFilter"].synced.is_set()
