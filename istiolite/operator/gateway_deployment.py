@@ -1,0 +1,197 @@
+"""The leader's gateway deployment controller, as istiod's: every Gateway of istiolite's classes
+without `spec.addresses` gets the ServiceAccount, Deployment and Service of
+`gateway_children.py`, kept in shape.
+
+Informers of Gateways and of the three child kinds (those labelled as managed) feed a work queue
+of Gateways; a child event queues its owner. Reconciling compares each desired child with the
+informer's copy and writes only what differs: POST when missing, PUT of the current object with
+our fields put back (with its resourceVersion: a Conflict means "read again") when an edit
+changed one. Compare-then-PUT rather than server-side apply: a forced apply would leave fields
+another manager added (a port a user appended stays), and an apply every resync is a write
+request even when nothing changes; here an unchanged Gateway costs no request at all.
+
+Deleting is the garbage collector's: every child has the Gateway as its controlling owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from istiolite import metrics
+from istiolite.logs import get_logger
+from istiolite.model.meta import ObjectKey
+from istiolite.operator.gateway_children import (
+    MANAGED_LABEL,
+    MANAGED_VALUE,
+    ChildError,
+    GatewayDeploymentConfig,
+    children,
+    corrected,
+    covers,
+    deployment_name,
+    gateway_addresses,
+    managed,
+)
+from istiolite.operator.workqueue import WorkQueue
+from istiolite.sources.kube.client import KubeClient
+from istiolite.sources.kube.errors import Conflict, NotFound
+from istiolite.sources.kube.informer import Batch, Informer, InformerOptions
+from istiolite.sources.kube.resources import ApiResource
+
+log = get_logger("gateway-deployment")
+
+GATEWAYS = ApiResource("gateway.networking.k8s.io", "v1", "gateways", "Gateway", True)
+CHILD_KINDS = {
+    "ServiceAccount": ApiResource("", "v1", "serviceaccounts", "ServiceAccount", True),
+    "Deployment": ApiResource("apps", "v1", "deployments", "Deployment", True),
+    "Service": ApiResource("", "v1", "services", "Service", True),
+}
+GATEWAY_STATUS_KIND = "KubernetesGateway"  # the key the Gateway API status writer uses
+WORKERS = 4
+Key = tuple[str, str]  # (namespace, name)
+
+
+class GatewayDeployer:
+    """`run()` while leader; `addresses(key)` is what the Gateway's status.addresses should be
+    (None when it has no Service of ours)."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        config: GatewayDeploymentConfig,
+        *,
+        options: InformerOptions | None = None,
+        addresses_changed: Callable[[ObjectKey], None] | None = None,
+        workers: int = WORKERS,
+    ) -> None:
+        self._kube = kube
+        self._config = config
+        self._options = options or InformerOptions()
+        self._addresses_changed = addresses_changed
+        self._workers = workers
+        self.gateways: dict[Key, dict[str, Any]] = {}
+        self.children: dict[str, dict[Key, dict[str, Any]]] = {k: {} for k in CHILD_KINDS}
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self._synced = False
+        self._addresses: dict[Key, list[dict[str, str]]] = {}
+        self.writes = 0  # creates and updates made (for tests, bench and /debug)
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _on_gateways(self, batch: Batch) -> None:
+        for key, obj in batch.upserts.items():
+            self.gateways[key] = obj
+            self._queue(key)
+        for key in batch.deletes:
+            self.gateways.pop(key, None)
+            if self._addresses.pop(key, None) is not None:
+                self._notify(key)
+
+    def _on_children(self, kind: str) -> Callable[[Batch], None]:
+        def handle(batch: Batch) -> None:
+            store = self.children[kind]
+            for key, obj in batch.upserts.items():
+                store[key] = obj
+                self._queue_owner(key[0], obj)
+            for key in batch.deletes:
+                gone = store.pop(key, None)
+                if gone is not None:
+                    self._queue_owner(key[0], gone)
+
+        return handle
+
+    def _queue_owner(self, namespace: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        owners = meta.get("ownerReferences") if isinstance(meta, dict) else None
+        for owner in owners if isinstance(owners, list) else []:
+            if isinstance(owner, dict) and owner.get("kind") == "Gateway" and owner.get("name"):
+                self._queue((namespace, str(owner["name"])))
+
+    def _queue(self, key: Key) -> None:
+        if self._synced:  # before: the first full pass queues everything
+            self.queue.add(key)
+
+    def _notify(self, key: Key) -> None:
+        if self._addresses_changed is not None:
+            self._addresses_changed(ObjectKey(GATEWAY_STATUS_KIND, key[0], key[1]))
+
+    def addresses(self, key: ObjectKey) -> list[dict[str, str]] | None:
+        return self._addresses.get((key.namespace, key.name))
+
+    # --- work -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        informers = [Informer(self._kube, GATEWAYS, self._on_gateways, self._options)]
+        managed_only = dataclasses.replace(
+            self._options, label_selector=f"{MANAGED_LABEL}={MANAGED_VALUE}"
+        )
+        for kind, resource in CHILD_KINDS.items():
+            informers.append(Informer(self._kube, resource, self._on_children(kind), managed_only))
+        tasks = [asyncio.create_task(i.run(), name=f"gateway-deployment-{i.resource}")
+                 for i in informers]  # fmt: skip
+        try:
+            # Compare against complete caches only: a restart then writes nothing.
+            await asyncio.gather(*(i.synced.wait() for i in informers))
+            self._synced = True
+            for key in sorted(self.gateways):
+                self.queue.add(key)
+            await self.queue.run(self.reconcile, self._workers)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def reconcile(self, key: Key) -> None:
+        """Make the children of Gateway `key` what they should be; raises to be retried."""
+        gateway = self.gateways.get(key)
+        if gateway is None or not managed(gateway):
+            # Gone, or no longer ours: what it owns stays for the garbage collector (or the
+            # user) — istiod does not delete children either.
+            if self._addresses.pop(key, None) is not None:
+                self._notify(key)
+            return
+        try:
+            wanted = children(gateway, self._config)
+        except ChildError as err:
+            log.warning("gateway not deployed", error=str(err))
+            metrics.OPERATOR_WRITES.inc("Gateway", "invalid")
+            return
+        for child in wanted:
+            current = self.children[child.ref.kind].get((key[0], child.ref.name))
+            if current is not None and covers(current, child.desired):
+                continue
+            await self._write(child.ref, current, child.desired)
+        service = self.children["Service"].get((key[0], deployment_name(gateway)))
+        if service is not None:
+            addresses = gateway_addresses(service, self._config.domain)
+            if self._addresses.get(key) != addresses:
+                self._addresses[key] = addresses
+                self._notify(key)
+
+    async def _write(
+        self, ref: Any, current: dict[str, Any] | None, desired: dict[str, Any]
+    ) -> None:
+        try:
+            if current is None:
+                await self._kube.create(ref, desired)
+                action = "created"
+            else:
+                await self._kube.replace(ref, corrected(current, desired))
+                action = "corrected"
+        except Conflict:
+            # Exists already (not yet in our cache) or changed since we read it: the informer
+            # brings the current object, whose event queues the Gateway again.
+            metrics.OPERATOR_WRITES.inc(ref.kind, "conflict")
+            return
+        except NotFound:
+            metrics.OPERATOR_WRITES.inc(ref.kind, "gone")  # deleted meanwhile: its event requeues
+            return
+        except Exception:
+            metrics.OPERATOR_WRITES.inc(ref.kind, "error")
+            raise
+        self.writes += 1
+        metrics.OPERATOR_WRITES.inc(ref.kind, "ok")
+        log.info(f"gateway {ref.kind} {action}", object=str(ref))
