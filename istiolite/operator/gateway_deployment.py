@@ -176,10 +176,10 @@ class GatewayDeployer:
     ) -> None:
         try:
             if current is None:
-                await self._kube.create(ref, desired)
+                written = await self._kube.create(ref, desired)
                 action = "created"
             else:
-                await self._kube.replace(ref, corrected(current, desired))
+                written = await self._kube.replace(ref, corrected(current, desired))
                 action = "corrected"
         except Conflict:
             # Exists already (not yet in our cache) or changed since we read it: the informer
@@ -192,6 +192,9 @@ class GatewayDeployer:
         except Exception:
             metrics.OPERATOR_WRITES.inc(ref.kind, "error")
             raise
+        # Known at once, not when its watch event comes: a sibling's event in between must
+        # not make us create (or correct) it a second time.
+        self.children[ref.kind][(ref.namespace, ref.name)] = written
         self.writes += 1
         metrics.OPERATOR_WRITES.inc(ref.kind, "ok")
         log.info(f"gateway {ref.kind} {action}", object=str(ref))

@@ -529,6 +529,8 @@ class ResourceState:
         obj.pop("kind", None)
         store[key] = obj
         self._record(Event(rv, "ADDED", rtype.storage, copy.deepcopy(obj), None))
+        if meta.get("ownerReferences"):
+            self._collect_garbage()  # created with owners that are all gone: collected
         return self.present(rtype, obj)
 
     def replace(
@@ -621,7 +623,9 @@ class ResourceState:
     def _collect_garbage(self) -> None:
         while True:
             uids = {
-                obj["metadata"].get("uid") for objs in self.objects.values() for obj in objs.values()
+                obj["metadata"].get("uid")
+                for objs in self.objects.values()
+                for obj in objs.values()
             }
             orphans = [
                 (storage, key)
