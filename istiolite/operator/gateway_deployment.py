@@ -39,6 +39,7 @@ from istiolite.operator.workqueue import WorkQueue
 from istiolite.sources.kube.client import KubeClient
 from istiolite.sources.kube.errors import Conflict, NotFound
 from istiolite.sources.kube.informer import Batch, Informer, InformerOptions
+from istiolite.sources.kube.refs import ObjectRef
 from istiolite.sources.kube.resources import ApiResource
 
 log = get_logger("gateway-deployment")
@@ -172,18 +173,35 @@ class GatewayDeployer:
                 self._notify(key)
 
     async def _write(
-        self, ref: Any, current: dict[str, Any] | None, desired: dict[str, Any]
+        self, ref: ObjectRef, current: dict[str, Any] | None, desired: dict[str, Any]
     ) -> None:
         try:
             if current is None:
-                written = await self._kube.create(ref, desired)
-                action = "created"
+                try:
+                    written = await self._kube.create(ref, desired)
+                    action = "created"
+                except Conflict as err:
+                    if not err.already_exists:
+                        raise
+                    # There, but not in our cache: it lost our label (our watch selects on it)
+                    # or its event has not arrived. Ours if the Gateway controls it.
+                    found = await self._kube.get(ref)
+                    if _controller_uid(found) != _controller_uid(desired):
+                        log.warning("gateway child name taken by an object the Gateway does "
+                                    "not own; left alone", object=str(ref))  # fmt: skip
+                        metrics.OPERATOR_WRITES.inc(ref.kind, "taken")
+                        return
+                    if covers(found, desired):
+                        self.children[ref.kind][(ref.namespace, ref.name)] = found
+                        return
+                    written = await self._kube.replace(ref, corrected(found, desired))
+                    action = "corrected"
             else:
                 written = await self._kube.replace(ref, corrected(current, desired))
                 action = "corrected"
         except Conflict:
-            # Exists already (not yet in our cache) or changed since we read it: the informer
-            # brings the current object, whose event queues the Gateway again.
+            # Changed since we read it: the informer brings the current object, whose event
+            # queues the Gateway again.
             metrics.OPERATOR_WRITES.inc(ref.kind, "conflict")
             return
         except NotFound:
@@ -198,3 +216,13 @@ class GatewayDeployer:
         self.writes += 1
         metrics.OPERATOR_WRITES.inc(ref.kind, "ok")
         log.info(f"gateway {ref.kind} {action}", object=str(ref))
+
+
+def _controller_uid(obj: dict[str, Any]) -> str | None:
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    owners = meta.get("ownerReferences") if isinstance(meta, dict) else None
+    for owner in owners if isinstance(owners, list) else []:
+        if isinstance(owner, dict) and owner.get("controller") is True:
+            uid = owner.get("uid")
+            return uid if isinstance(uid, str) else None
+    return None
