@@ -79,6 +79,7 @@ class GatewayDeployer:
         self._synced = False
         self._addresses: dict[Key, list[dict[str, str]]] = {}
         self.writes = 0  # creates and updates made (for tests, bench and /debug)
+        self.reconciles = 0  # Gateways reconciled to the end
 
     # --- events -----------------------------------------------------------------------------
 
@@ -171,6 +172,7 @@ class GatewayDeployer:
             if self._addresses.get(key) != addresses:
                 self._addresses[key] = addresses
                 self._notify(key)
+        self.reconciles += 1
 
     async def _write(
         self, ref: ObjectRef, current: dict[str, Any] | None, desired: dict[str, Any]
