@@ -145,13 +145,20 @@ _UNSUPPORTED: dict[tuple[str, str], str] = {
     ("extensions.istio.io", "WasmPlugin"): _NO_EFFECT,
     ("networking.k8s.io", "Ingress"): _NO_EFFECT,
     ("networking.k8s.io", "IngressClass"): _NO_EFFECT,
+    (_GATEWAY_API, "UDPRoute"): f"{_PLANNED_GATEWAY_API}: Gateways take no UDP listeners",
+    (_GATEWAY_API, "BackendTLSPolicy"): (
+        f"{_PLANNED_GATEWAY_API}: connections to the backend stay plaintext; "
+        "use a DestinationRule with tls.mode SIMPLE for TLS origination"
+    ),
 }
+# The Gateway API's experimental group (XBackendTrafficPolicy, XListenerSet, ...).
+_GATEWAY_API_EXPERIMENTAL = "gateway.networking.x-k8s.io"
 
 
 def _unsupported(kind_name: str, api_version: str) -> UnsupportedKind | None:
     group = api_version.rpartition("/")[0]
     note = _UNSUPPORTED.get((group, kind_name))
-    if note is None and group == _GATEWAY_API:
+    if note is None and group in (_GATEWAY_API, _GATEWAY_API_EXPERIMENTAL):
         note = _PLANNED_GATEWAY_API
     elif note is None and group.endswith(".istio.io"):
         note = _NO_EFFECT

@@ -224,7 +224,7 @@ HTTP_ROUTE = Msg(
         retryRemoteLocalities=later(inert=(False,)),
         # istiolite's retries always skip the hosts already tried, Istio's default.
         retryIgnorePreviousHosts=later(inert=(True,), note="retries go to other hosts"),
-        backoff=later(note="Envoy's default backoff (25 ms base interval) applies"),
+        backoff=S,
     ),
     fault=Msg(
         "HTTPFaultInjection",

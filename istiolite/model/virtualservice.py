@@ -123,6 +123,7 @@ class Retries:
     attempts: int
     per_try_timeout: float | None = None
     retry_on: str = ""
+    backoff: float | None = None  # seconds: the base interval between retries
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,12 +579,16 @@ def _http_route(raw: Any, where: str, namespace: str = "", in_delegate: bool = F
         rt = require_mapping(r["retries"], f"{where}.retries")
         attempts = _int32(rt.get("attempts", 0), f"{where}.retries.attempts")
         per_try = rt.get("perTryTimeout")
+        backoff = rt.get("backoff")
         retries = Retries(
             attempts=attempts,
             per_try_timeout=parse_duration(per_try, f"{where}.retries.perTryTimeout")
             if per_try is not None
             else None,
             retry_on=require_str(rt.get("retryOn"), f"{where}.retries.retryOn"),
+            backoff=parse_duration(backoff, f"{where}.retries.backoff")
+            if backoff is not None
+            else None,
         )
     timeout = r.get("timeout")
     return HTTPRoute(

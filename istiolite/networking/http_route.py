@@ -134,6 +134,9 @@ def retry_policy(retries: Retries | None) -> rc.RetryPolicy | None:
         policy.retry_on = ",".join(names)
         del policy.retriable_status_codes[:]
         policy.retriable_status_codes.extend(codes)
+    if retries.backoff:
+        # Istio's mapping: the backoff is Envoy's base interval (max stays 10x base).
+        policy.retry_back_off.base_interval.CopyFrom(duration(retries.backoff))
     return policy
 
 

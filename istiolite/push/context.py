@@ -700,6 +700,15 @@ class PushContext:
         found = {ns for (ns, _), pod in self._pods.items() if gateway.selects(pod.meta.labels, ns)}
         return (sorted(found), False) if found else ([gateway.namespace], True)
 
+    def _granted_secret(self, proxy_namespace: str, namespace: str, name: str) -> bool:
+        """Whether a Gateway API Gateway whose proxies run in `proxy_namespace` has a valid
+        listener using Secret `namespace`/`name` (its ReferenceGrant checked by the conversion)."""
+        return any(
+            result.proxy_namespace == proxy_namespace
+            and any(lr.usable and (namespace, name) in lr.secrets for lr in result.listeners)
+            for result in self.gateway_api.gateway_results.values()
+        )
+
     def credential_problems(
         self, namespace: str, tls: ServerTLS, *, guessed: bool = False
     ) -> list[str]:
@@ -707,16 +716,23 @@ class PushContext:
         (none: they can). The CA comes from the first credential only. `guessed`: the
         namespace is a guess, so a Secret found in another namespace is not reported."""
         out = []
-        for name in tls.credential_names:
-            secret = self.secret(namespace, name)
+        for qualified in tls.credential_names:
+            # `ns/name`: a Gateway API listener's Secret of another namespace (ReferenceGrant).
+            where, _, name = qualified.rpartition("/")
+            if where and where != namespace and not self._granted_secret(namespace, where, name):
+                out.append(
+                    f"Secret {where}/{name} is in another namespace: only a Gateway API "
+                    f"listener allowed by a ReferenceGrant there may use it"
+                )
+                continue
+            home = where or namespace
+            secret = self.secret(home, name)
             if secret is None:
                 if not (guessed and any(n == name for _, n in self._secrets)):
-                    out.append(f"Secret {name!r} not found in namespace {namespace!r}")
+                    out.append(f"Secret {name!r} not found in namespace {home!r}")
             elif not secret.has_key_pair:
                 reason = secret.problem or "it has no tls.crt and tls.key"
-                out.append(
-                    f"Secret {namespace}/{name} holds no usable certificate and key ({reason})"
-                )
+                out.append(f"Secret {home}/{name} holds no usable certificate and key ({reason})")
             elif name == tls.credential_name and tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
                 separate = self.secret(namespace, name + "-cacert")
                 if not secret.has_ca and not (separate and separate.has_ca):

@@ -5,7 +5,9 @@ certificate from the mesh CA, or a service-account token), and the node it then 
 be that identity: its NAMESPACE and SERVICE_ACCOUNT metadata name the authenticated namespace and
 service account, as istiod checks, else the stream fails with PERMISSION_DENIED before anything
 is sent. It then gets `default` and `ROOTCA` of that identity, and the Kubernetes TLS credentials
-its own config references (networking/credentials.py), which are scoped by that namespace.
+its own config references (networking/credentials.py), which are scoped by that namespace; a
+Secret of another namespace only when a ReferenceGrant lets this proxy's Gateway use it, and a
+request for one it may not have is logged naming it and the reason (`credential_denial`).
 
 On the plaintext port key material (workload `default` and gateway credentials alike) goes only
 to a loopback or Unix-socket peer, and only with `--dev-plaintext-sds` (development only): the
@@ -30,8 +32,9 @@ import grpc
 from istiolite import metrics, type_urls
 from istiolite.logs import get_logger
 from istiolite.model.proxy import Proxy
-from istiolite.networking.credentials import is_file_secret
+from istiolite.networking.credentials import credential_denial, is_file_secret
 from istiolite.networking.resource import Resource
+from istiolite.networking.tls_context import CREDENTIAL_PREFIX
 from istiolite.networking.workload_secrets import WORKLOAD_SECRET_NAMES
 from istiolite.security.identity import Identity
 from istiolite.xds.protocol import MAX_LOGGED_ID, WILDCARD, Generate
@@ -42,6 +45,7 @@ log = get_logger("xds")
 _NONE: Mapping[str, Resource] = MappingProxyType({})
 # Istio's default service account, for a node (development mode) that names none.
 DEFAULT_SERVICE_ACCOUNT = "default"
+MAX_DENIALS_TRACKED = 64  # Secrets of other namespaces remembered per stream
 
 
 class Authenticator(Protocol):
@@ -147,6 +151,10 @@ class StreamSecrets:
         # changes, so the stream sees "unchanged" by identity as it does for shared maps.
         self._merged: tuple[Mapping[str, Resource], Mapping[str, Resource], dict[str, Resource]]
         self._merged = (_NONE, _NONE, {})
+        # Secrets of other namespaces asked for, and those whose refusal was logged.
+        self._cross_requested: set[str] = set()
+        self._denied: set[str] = set()
+        self._last: tuple[Any, Proxy] | None = None  # the last (PushContext, node) generated
         # The last shared Secrets and their public part, kept for the same reason.
         self._public: tuple[Mapping[str, Resource], Mapping[str, Resource]] = (_NONE, _NONE)
 
@@ -188,13 +196,16 @@ class StreamSecrets:
         """Before the protocol sees `request`: a first ask for `default`/`ROOTCA` waits for the
         identity's certificate (CertificateUnavailable if the CA cannot issue it), or, on a
         stream that may not have it, is logged once."""
-        if self._attached or request.type_url != type_urls.SECRET:
+        if request.type_url != type_urls.SECRET:
             return
         names = (
             request.resource_names_subscribe
             if hasattr(request, "resource_names_subscribe")
             else request.resource_names
         )
+        self._note_requested(names)
+        if self._attached:
+            return
         if not any(n in WORKLOAD_SECRET_NAMES or n == WILDCARD for n in names):
             return
         if self.identity is None or self._certs is None:
@@ -202,6 +213,34 @@ class StreamSecrets:
             return
         await self._certs.attach(self.identity, self._key, self._on_change)
         self._attached = True
+
+    def _note_requested(self, names: Any) -> None:
+        """Remember the Secrets of other namespaces the proxy asks for (bounded: the peer picks
+        the names), so that a refusal of one is logged naming it."""
+        for name in names:
+            if len(self._cross_requested) >= MAX_DENIALS_TRACKED:
+                break
+            if name.startswith(CREDENTIAL_PREFIX) and "/" in name[len(CREDENTIAL_PREFIX) :]:
+                self._cross_requested.add(name)
+        if self._last is not None:
+            self._check_denials(*self._last)
+
+    def _check_denials(self, ctx: Any, proxy: Proxy) -> None:
+        for name in sorted(self._cross_requested - self._denied):
+            reason = credential_denial(ctx, proxy, name)
+            if reason is None:
+                continue
+            self._denied.add(name)
+            metrics.SDS_REFUSED.inc("cross-namespace")
+            log.warning(
+                "SDS request for a Secret of another namespace denied",
+                proxy=self._proxy_id,
+                peer=self.peer,
+                resource=name[:MAX_LOGGED_ID],
+                reason=reason,
+            )
+        # Allowed now (a grant added): a later refusal is logged again.
+        self._denied = {n for n in self._denied if credential_denial(ctx, proxy, n) is not None}
 
     def _log_refusal(self) -> None:
         if self._refusal_logged:
@@ -226,6 +265,9 @@ class StreamSecrets:
         if type_url != type_urls.SECRET:
             return self._shared(ctx, proxy, type_url)
         shared = self._shared(ctx, proxy, type_url)
+        self._last = (ctx, proxy)
+        if self._cross_requested:
+            self._check_denials(ctx, proxy)
         if not self.keys_allowed:
             last, public = self._public
             if shared is not last:

@@ -1,7 +1,7 @@
 """Gateway API listeners beyond plain HTTP through a real Envoy router: HTTPS terminated with a
-Secret of the Gateway's namespace (and a certificate Secret of another namespace without a
-ReferenceGrant refused: that listener is not served), TLS passthrough by SNI (TLSRoute) and
-TCPRoute."""
+Secret of the Gateway's namespace, and with a Secret of another namespace that a ReferenceGrant
+there allows (refused without one: that listener is not served; withdrawn when the grant goes),
+TLS passthrough by SNI (TLSRoute) and TCPRoute."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.support.certs import CertificateAuthority, client_context, server_con
 from tests.support.net import free_port
 from tests.support.processes import EnvoyProcess, IstioliteProcess, start_gateway_mesh, stop_all
 from tests.support.upstream import BehaviourServer, EchoServer
+from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow]
 NS = "edge"
@@ -34,6 +35,8 @@ class Edge:
     ca: CertificateAuthority
     https: int
     cross: int
+    granted: int
+    grant_file: Path
     tls: int
     tcp: int
 
@@ -82,12 +85,28 @@ def edge(tmp_path: Path) -> Iterator[Edge]:
         mesh.endpoint_slice("echo", "apps", echo.port, ["127.0.0.1"], port_name="tcp"),
     )
     pair = ca.issue("secure.example.com", dns=("secure.example.com",))
+    shared = ca.issue("shared.example.com", dns=("shared.example.com",))
     mesh.write(
         config / "secrets.yaml",
         tls_secret("edge-cert", NS, pair),
         tls_secret("apps-cert", "apps", pair),
+        tls_secret("shared-cert", "certs", shared),
     )
-    https, cross, tls, tcp = (free_port() for _ in range(4))
+    # Gateways of NS may use Secret certs/shared-cert (and nothing else of certs or apps).
+    grant_file = config / "grant.yaml"
+    mesh.write(
+        grant_file,
+        {
+            "apiVersion": f"{GW}/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": {"name": "edge-gateways", "namespace": "certs"},
+            "spec": {
+                "from": [{"group": GW, "kind": "Gateway", "namespace": NS}],
+                "to": [{"group": "", "kind": "Secret", "name": "shared-cert"}],
+            },
+        },
+    )
+    https, cross, granted, tls, tcp = (free_port() for _ in range(5))
     gateway = {
         "apiVersion": f"{GW}/v1",
         "kind": "Gateway",
@@ -109,6 +128,13 @@ def edge(tmp_path: Path) -> Iterator[Edge]:
                     hostname="secure.example.com",
                     tls={"certificateRefs": [{"name": "apps-cert", "namespace": "apps"}]},
                 ),
+                _listener(
+                    "granted",
+                    granted,
+                    "HTTPS",
+                    hostname="shared.example.com",
+                    tls={"certificateRefs": [{"name": "shared-cert", "namespace": "certs"}]},
+                ),
                 _listener("tls", tls, "TLS", tls={"mode": "Passthrough"}),
                 _listener("tcp", tcp, "TCP"),
             ],
@@ -119,6 +145,7 @@ def edge(tmp_path: Path) -> Iterator[Edge]:
         gateway,
         _route("HTTPRoute", "web", "https", "web", 80),
         _route("HTTPRoute", "web-cross", "cross", "web", 80),
+        _route("HTTPRoute", "web-granted", "granted", "web", 80),
         _route("TLSRoute", "alpha", "tls", "alpha", 443, hostnames=["alpha.example.com"]),
         _route("TCPRoute", "echo", "tcp", "echo", 9000),
     )
@@ -131,7 +158,7 @@ def edge(tmp_path: Path) -> Iterator[Edge]:
             labels={"gateway.networking.k8s.io/gateway-name": "edge"},
             delta=True,
         )
-        yield Edge(cp, envoy, ca, https, cross, tls, tcp)
+        yield Edge(cp, envoy, ca, https, cross, granted, grant_file, tls, tcp)
     finally:
         stop_all(envoy, cp)
         for server in (alpha, echo):
@@ -169,6 +196,36 @@ def test_certificate_of_another_namespace_without_a_grant_is_not_served(edge: Ed
     assert f"0.0.0.0_{edge.cross}" not in listeners
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         _tls(edge.cross, "secure.example.com", edge.ca, b"GET / HTTP/1.1\r\n\r\n")
+
+
+def _get(edge: Edge, port: int, host: str) -> tuple[bytes, x509.Certificate]:
+    request = f"GET /hi HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    return _tls(port, host, edge.ca, request)
+
+
+def test_certificate_of_another_namespace_with_a_grant_is_served(edge: Edge) -> None:
+    reply, cert = _get(edge, edge.granted, "shared.example.com")
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert json.loads(reply.partition(b"\r\n\r\n")[2])["server"] == "web"
+    assert cert.subject.rfc4514_string() == "CN=shared.example.com"
+    secrets = json.dumps(edge.envoy.config_dump("dynamic_active_secrets"))
+    assert "kubernetes://certs/shared-cert" in secrets
+    assert "apps-cert" not in secrets  # the ungranted one never reached the proxy
+
+
+def test_removing_the_grant_withdraws_the_certificate(edge: Edge) -> None:
+    _get(edge, edge.granted, "shared.example.com")  # served while granted
+    edge.grant_file.unlink()
+
+    def withdrawn() -> bool:
+        listeners = json.dumps(edge.envoy.config_dump("dynamic_listeners"))
+        return f"0.0.0.0_{edge.granted}" not in listeners
+
+    wait_for(withdrawn, timeout=20, what="the granted listener dropped once the grant is gone")
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        _get(edge, edge.granted, "shared.example.com")
+    reply, _ = _get(edge, edge.https, "secure.example.com")  # the rest keeps working
+    assert reply.startswith(b"HTTP/1.1 200")
 
 
 def test_tls_passthrough_by_sni_and_tcp_route(edge: Edge) -> None:

@@ -189,7 +189,7 @@ def convert(inputs: Inputs) -> Conversion:
                     export = "*" if route.namespace == parent.namespace else route.namespace
                     for rule in route.rules:
                         mesh[(host, export)].append((route, rule, parent.port))
-                    accepted = Condition(ACCEPTED, True, ACCEPTED, "route accepted")
+                    accepted = Condition(ACCEPTED, True, ACCEPTED, _accepted_message(route))
                 parents.append(
                     ParentResult(status_ref, BUILTIN_CLASSES["istio"], accepted, resolved)
                 )
@@ -365,16 +365,8 @@ def _gateway(
                     f"ReferenceGrant there allows Gateways of namespace {gateway.namespace!r}",
                 )
                 break
-            if ref.namespace != namespace:
-                # The proxies' SDS serves Secrets of their own namespace only (not yet others).
-                resolved = Condition(
-                    RESOLVED_REFS,
-                    False,
-                    "InvalidCertificateRef",
-                    f"{where}: Secret {ref.namespace}/{ref.name} is not in the namespace of the "
-                    f"gateway's proxies ({namespace!r}); istiolite does not serve it from there",
-                )
-                break
+            # Allowed: SDS serves it (as `namespace/name` when it is not the proxies' own
+            # namespace) to this Gateway's proxies only (networking/credentials.py).
             secrets.append((ref.namespace, ref.name))
         lr.secrets = tuple(secrets)
         lr.conditions = [accepted, conflict, resolved]
@@ -477,9 +469,19 @@ def _attach(
         else:
             l4[lr.internal.key].append((route, lr, hosts))
     if attached:
-        return Condition(ACCEPTED, True, ACCEPTED, "route accepted")
+        return Condition(ACCEPTED, True, ACCEPTED, _accepted_message(route))
     refusal = first_refusal(refusals)
     return Condition(ACCEPTED, False, refusal.reason, refusal.message)
+
+
+def _accepted_message(route: Route) -> str:
+    """As istiod words a valid object with fields it ignores: accepted, naming those fields."""
+    fields = [f for f, _ in route.meta.unapplied]
+    if not fields:
+        return "route accepted"
+    return "route accepted, but istiolite does not support the following fields: " + ", ".join(
+        fields
+    )
 
 
 def _backend_host(ref: BackendRef, domain: str) -> str:
@@ -636,15 +638,20 @@ def _http_route(
     elif len(destinations) == 1:
         destinations = (RouteDestination(destinations[0].destination, 0, destinations[0].headers),)
     retries = None
-    if rule.retry is not None or rule.backend_timeout is not None:
+    timeout = rule.request_timeout
+    if rule.retry is not None:
         retry = rule.retry
-        attempts = retry.attempts if retry is not None and retry.attempts is not None else 2
-        codes = ",".join(str(c) for c in retry.codes) if retry is not None else ""
+        attempts = retry.attempts if retry.attempts is not None else 2
+        codes = "".join(f",{c}" for c in retry.codes)
         retries = Retries(
             attempts=attempts,
             per_try_timeout=rule.backend_timeout,
-            retry_on=f"{_RETRY_ON},{codes}" if codes else _RETRY_ON,
+            retry_on=f"{_RETRY_ON}{codes}" if attempts else "",
+            backoff=retry.backoff,
         )
+    elif rule.backend_timeout:
+        # istiod: without a retry stanza the backend timeout bounds the whole request.
+        timeout = rule.backend_timeout
     return HTTPRoute(
         name=name,
         match=(match,),
@@ -652,7 +659,7 @@ def _http_route(
         redirect=redirect,
         direct_response=direct,
         rewrite=rewrite,
-        timeout=rule.request_timeout,
+        timeout=timeout,
         retries=retries,
         headers=_headers(f),
         mirrors=tuple(

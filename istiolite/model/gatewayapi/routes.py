@@ -5,7 +5,7 @@ webhook do. Conversion into VirtualService routes is `convert.py`'s job."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from istiolite.model.gatewayapi.common import (
@@ -530,6 +530,22 @@ def _rule(raw: Any, i: int, namespace: str, kind: str) -> RouteRule:
     )
 
 
+# Valid fields istiod does not translate either: the route works without them, and each one
+# set is reported (a warning, and in the route's Accepted message), never dropped in silence.
+SESSION_PERSISTENCE_NOTE = (
+    "not supported (as in istiod, which has no per-route stateful session); "
+    "requests are balanced without session affinity"
+)
+
+
+def _unsupported_fields(rules_raw: list[Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (f"spec.rules[{i}].sessionPersistence", SESSION_PERSISTENCE_NOTE)
+        for i, r in enumerate(rules_raw)
+        if isinstance(r, dict) and r.get("sessionPersistence") is not None
+    )
+
+
 def _parse(raw: dict[str, Any], kind: str) -> Route:
     meta, api = parse_api_meta(raw, namespaced=True)
     spec = require_mapping(raw.get("spec"), "spec")
@@ -538,6 +554,9 @@ def _parse(raw: dict[str, Any], kind: str) -> Route:
     rules_raw = limited(spec.get("rules"), "spec.rules", MAX_RULES)
     if kind in ("HTTPRoute", "GRPCRoute"):
         rules = tuple(_rule(r, i, meta.namespace, kind) for i, r in enumerate(rules_raw))
+        unsupported = _unsupported_fields(rules_raw)
+        if unsupported:
+            meta = replace(meta, unapplied=meta.unapplied + unsupported)
         return Route(kind, meta, api, parents, names, rules=rules)
     if not rules_raw:
         raise ValidationError("spec.rules", "needs at least one rule")

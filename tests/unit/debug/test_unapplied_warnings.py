@@ -21,14 +21,13 @@ spec:
   hosts: [reviews]
   http:
   - route: [{destination: {host: reviews}}]
-    retries: {attempts: 3, backoff: 50ms}
+    retries: {attempts: 3, retryRemoteLocalities: true}
 """
 
 RETRIES_WARNING = {
     "object": "VirtualService shop/reviews",
-    "field": "spec.http[0].retries.backoff",
-    "message": "accepted but not applied yet: Envoy's default backoff (25 ms base interval) "
-    "applies",
+    "field": "spec.http[0].retries.retryRemoteLocalities",
+    "message": "accepted but not applied yet",
 }
 
 

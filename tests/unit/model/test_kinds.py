@@ -122,6 +122,8 @@ def test_unknown_kind_is_not_a_validation_error() -> None:
         ("networking.k8s.io/v1", "Ingress", False),
         ("gateway.networking.k8s.io/v1alpha3", "BackendTLSPolicy", True),
         ("gateway.networking.k8s.io/v1alpha2", "UDPRoute", True),
+        ("gateway.networking.k8s.io/v1", "BackendTLSPolicy", True),
+        ("gateway.networking.x-k8s.io/v1alpha1", "XBackendTrafficPolicy", True),
     ],
 )
 def test_mesh_kinds_not_translated_are_reported_as_unsupported(
@@ -134,6 +136,21 @@ def test_mesh_kinds_not_translated_are_reported_as_unsupported(
     # The Gateway API's other kinds: the message names those istiolite translates.
     assert ("translates GatewayClass, Gateway, HTTPRoute" in str(err.value)) is planned
     assert err.value.kind == kind and err.value.api_version == api_version
+
+
+def test_unsupported_gateway_api_kinds_say_what_happens_instead() -> None:
+    def note(kind: str) -> str:
+        raw = {
+            "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+            "kind": kind,
+            "metadata": {"name": "x", "namespace": "a"},
+        }
+        with pytest.raises(UnsupportedKind) as err:
+            parse_object(raw)
+        return err.value.note
+
+    assert "no UDP listeners" in note("UDPRoute")
+    assert "stay plaintext" in note("BackendTLSPolicy")
 
 
 def test_istio_gateway_of_a_wrong_version_is_still_a_validation_error() -> None:

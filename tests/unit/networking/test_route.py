@@ -162,3 +162,18 @@ def test_routes_turn_off_the_default_timeout_and_retry_on_connect_failure() -> N
 def test_router_proxies_get_no_sidecar_routes() -> None:
     ctx = context(service("web", "shop"))
     assert routes(ctx, router()) == {}
+
+
+def test_retry_backoff_is_the_base_interval_and_codes_are_retriable() -> None:
+    from istiolite.model.virtualservice import Retries
+    from istiolite.networking.http_route import retry_policy
+
+    policy = retry_policy(Retries(attempts=3, retry_on="connect-failure,503", backoff=0.1))
+    assert policy is not None
+    assert policy.num_retries.value == 3
+    assert policy.retry_back_off.base_interval.ToMilliseconds() == 100
+    assert list(policy.retriable_status_codes) == [503]
+    assert policy.retry_on == "connect-failure,retriable-status-codes"
+    # No backoff (or zero, which Envoy refuses): Envoy's default interval.
+    unset = retry_policy(Retries(attempts=3, backoff=0.0))
+    assert unset is not None and not unset.HasField("retry_back_off")

@@ -205,3 +205,48 @@ spec:
     consumer = _ctx(route).virtual_service("a.web.svc.cluster.local", "client")
     assert consumer is not None and consumer.http[0].direct_response is not None
     assert consumer.http[0].direct_response.status == 500
+
+
+def test_retry_maps_as_istiod_does() -> None:
+    ctx = _ctx(
+        _route(
+            "r",
+            "[{matches: [{path: {value: /a/}}], backendRefs: [{name: a, port: 80}], "
+            "retry: {attempts: 3, codes: [500, 503], backoff: 100ms}, "
+            "timeouts: {backendRequest: 2s}}, "
+            "{matches: [{path: {value: /b/}}], backendRefs: [{name: a, port: 80}], "
+            "retry: {attempts: 0}}, "
+            "{matches: [{path: {value: /c/}}], backendRefs: [{name: a, port: 80}], "
+            "timeouts: {request: 9s, backendRequest: 3s}}]",
+        )
+    )
+    (vs,) = _gateway_vs(ctx)
+    by_path = {h.match[0].uri.value: h for h in vs.http if h.match[0].uri is not None}
+    retries = by_path["/a/"].retries
+    assert retries is not None
+    assert retries.attempts == 3 and retries.backoff == 0.1 and retries.per_try_timeout == 2.0
+    assert retries.retry_on == "connect-failure,refused-stream,unavailable,cancelled,500,503"
+    off = by_path["/b/"].retries
+    assert off is not None and off.attempts == 0 and off.retry_on == ""
+    # No retry stanza: the backend timeout bounds the request, Istio's default retries stay.
+    assert by_path["/c/"].retries is None and by_path["/c/"].timeout == 3.0
+
+
+def test_session_persistence_is_reported_not_dropped() -> None:
+    ctx = _ctx(
+        _route(
+            "r",
+            "[{backendRefs: [{name: a, port: 80}, {name: b, port: 80}], "
+            "sessionPersistence: {sessionName: s, type: Cookie}}]",
+        )
+    )
+    (vs,) = _gateway_vs(ctx)
+    assert len(vs.http[0].route) == 2  # the route itself still works
+    status = next(v for k, v in ctx.gateway_api_status().items() if k.kind == "HTTPRoute")
+    (accepted,) = [c for c in status["parents"][0]["conditions"] if c["type"] == "Accepted"]
+    assert accepted["status"] == "True"
+    assert "spec.rules[0].sessionPersistence" in accepted["message"]
+    warnings = [
+        w for w in ctx.reference_warnings() if w.field == "spec.rules[0].sessionPersistence"
+    ]
+    assert warnings and warnings[0].unapplied
