@@ -62,11 +62,18 @@ def _where(gateway: dict[str, Any]) -> str:
     return f"Gateway {meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
-def managed(gateway: dict[str, Any]) -> bool:
-    """Ours to deploy: one of istiolite's classes and no `spec.addresses` (a Gateway that names
-    its addresses uses the proxies already there)."""
+def managed(gateway: dict[str, Any], classes: frozenset[str] = frozenset()) -> bool:
+    """Ours to deploy: of a built-in class or one of `classes` (GatewayClasses naming our
+    controller), and no `spec.addresses` (a Gateway that names its addresses uses the proxies
+    already there)."""
     spec = _mapping(gateway.get("spec"))
-    return spec.get("gatewayClassName") in BUILTIN_CLASSES and not spec.get("addresses")
+    class_name = spec.get("gatewayClassName")
+    ours = class_name in BUILTIN_CLASSES or class_name in classes
+    return ours and not spec.get("addresses")
+
+
+def class_controller(gateway_class: dict[str, Any]) -> str:
+    return str(_mapping(gateway_class.get("spec")).get("controllerName") or "")
 
 
 def deployment_name(gateway: dict[str, Any]) -> str:

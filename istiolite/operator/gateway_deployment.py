@@ -22,6 +22,7 @@ from typing import Any
 
 from istiolite import metrics
 from istiolite.logs import get_logger
+from istiolite.model.gatewayapi.gateway import CONTROLLERS
 from istiolite.model.meta import ObjectKey
 from istiolite.operator.gateway_children import (
     MANAGED_LABEL,
@@ -29,6 +30,7 @@ from istiolite.operator.gateway_children import (
     ChildError,
     GatewayDeploymentConfig,
     children,
+    class_controller,
     corrected,
     covers,
     deployment_name,
@@ -45,6 +47,9 @@ from istiolite.sources.kube.resources import ApiResource
 log = get_logger("gateway-deployment")
 
 GATEWAYS = ApiResource("gateway.networking.k8s.io", "v1", "gateways", "Gateway", True)
+GATEWAY_CLASSES = ApiResource(
+    "gateway.networking.k8s.io", "v1", "gatewayclasses", "GatewayClass", False
+)
 CHILD_KINDS = {
     "ServiceAccount": ApiResource("", "v1", "serviceaccounts", "ServiceAccount", True),
     "Deployment": ApiResource("apps", "v1", "deployments", "Deployment", True),
@@ -74,6 +79,7 @@ class GatewayDeployer:
         self._addresses_changed = addresses_changed
         self._workers = workers
         self.gateways: dict[Key, dict[str, Any]] = {}
+        self.classes: frozenset[str] = frozenset()  # GatewayClasses naming our controller
         self.children: dict[str, dict[Key, dict[str, Any]]] = {k: {} for k in CHILD_KINDS}
         self.queue: WorkQueue[Key] = WorkQueue()
         self._synced = False
@@ -91,6 +97,22 @@ class GatewayDeployer:
             self.gateways.pop(key, None)
             if self._addresses.pop(key, None) is not None:
                 self._notify(key)
+
+    def _on_classes(self, batch: Batch) -> None:
+        classes = set(self.classes)
+        for (_ns, name), obj in batch.upserts.items():
+            if class_controller(obj) in CONTROLLERS:
+                classes.add(name)
+            else:
+                classes.discard(name)
+        classes -= {name for _ns, name in batch.deletes}
+        if classes != self.classes:
+            changed = classes ^ self.classes
+            self.classes = frozenset(classes)
+            for key, gateway in self.gateways.items():
+                spec = gateway.get("spec")
+                if isinstance(spec, dict) and spec.get("gatewayClassName") in changed:
+                    self._queue(key)
 
     def _on_children(self, kind: str) -> Callable[[Batch], None]:
         def handle(batch: Batch) -> None:
@@ -126,7 +148,15 @@ class GatewayDeployer:
     # --- work -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        informers = [Informer(self._kube, GATEWAYS, self._on_gateways, self._options)]
+        informers = [
+            Informer(self._kube, GATEWAYS, self._on_gateways, self._options),
+            Informer(
+                self._kube,
+                GATEWAY_CLASSES,
+                self._on_classes,
+                dataclasses.replace(self._options, namespaces=None),
+            ),
+        ]
         managed_only = dataclasses.replace(
             self._options, label_selector=f"{MANAGED_LABEL}={MANAGED_VALUE}"
         )
@@ -149,7 +179,7 @@ class GatewayDeployer:
     async def reconcile(self, key: Key) -> None:
         """Make the children of Gateway `key` what they should be; raises to be retried."""
         gateway = self.gateways.get(key)
-        if gateway is None or not managed(gateway):
+        if gateway is None or not managed(gateway, self.classes):
             # Gone, or no longer ours: what it owns stays for the garbage collector (or the
             # user) — istiod does not delete children either.
             if self._addresses.pop(key, None) is not None:

@@ -95,6 +95,15 @@ def test_children_created_kept_in_shape_and_collected(
 ) -> None:
     gateway = apiserver.put(_gateway("edge"))
     apiserver.put(_gateway("foreign", "other-class"))
+    apiserver.put(
+        {
+            "apiVersion": GATEWAY_API,
+            "kind": "GatewayClass",
+            "metadata": {"name": "custom"},
+            "spec": {"controllerName": "istio.io/gateway-controller"},
+        }
+    )
+    apiserver.put(_gateway("classy", "custom"))
     apiserver.put(_gateway("fixed", addresses=[{"type": "Hostname", "value": "lb.example"}]))
     istiolite = _serve(apiserver, tmp_path)
     try:
@@ -145,10 +154,16 @@ def test_children_created_kept_in_shape_and_collected(
         kept = apiserver.get(GATEWAY_API, "Gateway", "shop", "edge")["status"]["conditions"]
         assert {c["type"] for c in kept} == {c["type"] for c in conditions}
 
+        # A class of ours through a GatewayClass object: deployed too.
+        wait_for(
+            lambda: _all_children(apiserver, "classy-custom"),
+            timeout=20,
+            what="children of a Gateway whose GatewayClass names istio's controller",
+        )
         # Foreign class and a Gateway with addresses: nothing made.
         assert _children(apiserver, "foreign-other-class") == [None, None, None]
         assert _children(apiserver, "fixed-istio") == [None, None, None]
-        assert len(_child_writes(apiserver.requests)) == 3
+        assert len(_child_writes(apiserver.requests)) == 6  # 3 each for edge and classy
 
         # Edits of what istiolite owns are put back.
         edited = copy.deepcopy(apiserver.get("v1", "Service", "shop", "edge-istio"))
@@ -182,7 +197,7 @@ def test_children_created_kept_in_shape_and_collected(
             what="the deleted Deployment recreated",
         )
         assert recreated["metadata"]["uid"] != old_uid
-        assert len(_child_writes(apiserver.requests)) == 6  # 3 creates, 2 puts, 1 create
+        assert len(_child_writes(apiserver.requests)) == 9  # + 2 puts, 1 create
 
         # Nothing changes: a Gateway update that changes nothing of ours writes nothing.
         mark = len(apiserver.requests)

@@ -140,6 +140,8 @@ def test_managed_only_for_our_classes_without_addresses() -> None:
     assert managed(_gateway(gatewayClassName="istiolite"))
     assert not managed(_gateway(gatewayClassName="other"))
     assert not managed(_gateway(addresses=[{"type": "Hostname", "value": "gw.shop"}]))
+    # A GatewayClass object naming our controller makes its name ours too.
+    assert managed(_gateway(gatewayClassName="custom"), frozenset({"custom"}))
 
 
 def test_covers_ignores_server_defaults_but_not_edits() -> None:
