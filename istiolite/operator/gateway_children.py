@@ -159,7 +159,17 @@ def _proxy_pod(
     init: list[dict[str, Any]] = []
     if injection.flavor == "envoy":
         proxy = tpl.envoy_proxy(injection)
-        init.append(tpl.envoy_bootstrap_init(injection, workload, proxy_type="router"))
+        init.append(
+            tpl.envoy_bootstrap_init(
+                injection, workload, proxy_type="router", readiness_port=STATUS_PORT
+            )
+        )
+        proxy["readinessProbe"] = {
+            "httpGet": {"path": "/healthz/ready", "port": STATUS_PORT},
+            "periodSeconds": 15,
+            "timeoutSeconds": 3,
+            "failureThreshold": 4,
+        }
     else:
         proxy = tpl.istio_proxy(injection, workload)
         proxy["args"] = ["proxy", "router", *proxy["args"][2:]]
@@ -167,10 +177,10 @@ def _proxy_pod(
             {**e, "value": "NONE"} if e["name"] == "ISTIO_META_INTERCEPTION_MODE" else e
             for e in proxy["env"]
         ]
-        proxy["ports"] = [
-            {"containerPort": STATUS_PORT, "protocol": "TCP", "name": "status-port"},
-            *proxy["ports"],
-        ]
+    proxy["ports"] = [
+        {"containerPort": STATUS_PORT, "protocol": "TCP", "name": "status-port"},
+        *proxy["ports"],
+    ]
     pod: dict[str, Any] = {
         "serviceAccountName": _service_account_name(gateway, name),
         # A router binds its listeners' ports (80, 443) without root, as istiod's template.

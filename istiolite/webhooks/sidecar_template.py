@@ -216,7 +216,11 @@ def istio_proxy(config: InjectionConfig, workload: Workload) -> dict[str, Any]:
 
 
 def envoy_bootstrap_init(
-    config: InjectionConfig, workload: Workload, *, proxy_type: str = "sidecar"
+    config: InjectionConfig,
+    workload: Workload,
+    *,
+    proxy_type: str = "sidecar",
+    readiness_port: int = 0,
 ) -> dict[str, Any]:
     """`istiolite bootstrap` writes the plain Envoy's bootstrap: Delta ADS to the secure port,
     TLS verified against the mesh root, the service-account token on every call. A gateway's
@@ -241,6 +245,9 @@ def envoy_bootstrap_init(
     for key, value in sorted(workload.labels.items()):
         # $ is not a label character, so nothing here reads as a $(VAR) reference.
         args += ["--label", f"{key}={value}"]
+    if readiness_port:
+        # GET /healthz/ready on the pod IP answered with Envoy's /ready (admin stays private).
+        args += ["--readiness-address", f"0.0.0.0:{readiness_port}"]
     args += ["--output", ENVOY_BOOTSTRAP]
     return {
         "name": BOOTSTRAP_CONTAINER,

@@ -133,6 +133,10 @@ def test_envoy_flavour_runs_plain_envoy_bootstrapped_as_a_router() -> None:
     assert init["image"] == "reg/il:2"
     node_id = init["args"][init["args"].index("--node-id") + 1]
     assert node_id.startswith("router~")
+    # Readiness: the bootstrap's listener on 15021 answers with Envoy's own /ready.
+    assert init["args"][init["args"].index("--readiness-address") + 1] == "0.0.0.0:15021"
+    [proxy] = pod["containers"]
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/healthz/ready", "port": 15021}
 
 
 def test_managed_only_for_our_classes_without_addresses() -> None:
