@@ -300,11 +300,13 @@ def _merged(current: Any, desired: Any) -> Any:
 
 def corrected(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
     """`current` with what we own put back: to PUT with its resourceVersion. Service ports keep
-    the nodePort the server allocated for the same port (a PUT without one would change it)."""
+    the nodePort the server allocated for the same port (a PUT without one would change it),
+    unless the Service becomes a ClusterIP one, which may have none."""
     out: dict[str, Any] = _merged(current, desired)
     old_ports = _mapping(current.get("spec")).get("ports")
     new_ports = _mapping(out.get("spec")).get("ports")
-    if isinstance(old_ports, list) and isinstance(new_ports, list):
+    cluster_ip = _mapping(out.get("spec")).get("type") == "ClusterIP"
+    if isinstance(old_ports, list) and isinstance(new_ports, list) and not cluster_ip:
         node_ports = {
             p.get("port"): p["nodePort"]
             for p in old_ports

@@ -189,3 +189,9 @@ def test_addresses_from_load_balancer_else_service_hostname() -> None:
         {"type": "IPAddress", "value": "192.0.2.7"},
         {"type": "Hostname", "value": "lb"},
     ]
+
+
+def test_corrected_drops_node_ports_when_the_service_becomes_cluster_ip() -> None:
+    current = {"spec": {"type": "LoadBalancer", "ports": [{"port": 80, "nodePort": 30080}]}}
+    desired = {"spec": {"type": "ClusterIP", "ports": [{"port": 80}]}}
+    assert corrected(current, desired)["spec"] == {"type": "ClusterIP", "ports": [{"port": 80}]}
