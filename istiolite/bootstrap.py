@@ -28,6 +28,10 @@ from typing import Any
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.grpc_credential.v3 import file_based_metadata_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2,
+)
 from envoy.extensions.resource_monitors.downstream_connections.v3 import (
     downstream_connections_pb2,
 )
@@ -38,9 +42,18 @@ from istiolite.model.proxy import parse_proxy
 from istiolite.model.validation import ValidationError
 
 # Keep the imports used: they register the descriptors the `@type`s below resolve to.
-_DESCRIPTORS = (http_protocol_options_pb2, downstream_connections_pb2, file_based_metadata_pb2)
+_DESCRIPTORS = (
+    http_protocol_options_pb2,
+    downstream_connections_pb2,
+    file_based_metadata_pb2,
+    http_connection_manager_pb2,
+    router_pb2,
+)
 
 XDS_CLUSTER = "xds-grpc"
+READINESS_CLUSTER = "envoy-admin-ready"
+_HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_ROUTER = "envoy.extensions.filters.http.router.v3.Router"
 DEFAULT_ADMIN_ADDRESS = "127.0.0.1:15000"
 # As pilot-agent: 0s makes Envoy wait for CDS and LDS before it reports ready, so `/ready` means
 # "has config from the control plane" rather than "gave up waiting".
@@ -215,6 +228,7 @@ def build_bootstrap(
     token_file: str | None = None,
     xds_root_cert: str | None = None,
     xds_server_name: str = DEFAULT_XDS_SERVER_NAME,
+    readiness_address: str | None = None,
 ) -> dict[str, Any]:
     """The bootstrap as a JSON-able dict (proto field names). Raises BootstrapError on bad input."""
     xds_host, xds_port = parse_host_port(xds_address, "--xds-address")
@@ -347,12 +361,76 @@ def build_bootstrap(
             ]
         },
     }
+    if readiness_address is not None:
+        if admin_port == 0:
+            raise BootstrapError("--readiness-address", "needs a fixed --admin-address port")
+        listener, admin_cluster = _readiness(readiness_address, admin_host, admin_port)
+        raw["static_resources"]["clusters"].append(admin_cluster)
+        raw["static_resources"]["listeners"] = [listener]
     message = bootstrap_pb2.Bootstrap()
     json_format.ParseDict(raw, message)  # a ParseError here is a bug in this module
     as_dict = json_format.MessageToDict(message, preserving_proto_field_name=True)
     # Plain dicts all the way down (Any fields come back as OrderedDict, which YAML refuses).
     document: dict[str, Any] = json.loads(json.dumps(as_dict))
     return document
+
+
+def _readiness(
+    address: str, admin_host: str, admin_port: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A listener answering GET /healthz/ready with Envoy's own /ready (from its admin, which
+    stays on loopback): what a kubelet probes on a pod's IP, as pilot-agent's 15021."""
+    host, port = parse_host_port(address, "--readiness-address")
+    if not _is_ip(host):
+        raise BootstrapError("--readiness-address", f"{host!r} must be an IP address to bind")
+    route = {
+        "match": {"path": "/healthz/ready"},
+        "route": {"cluster": READINESS_CLUSTER, "prefix_rewrite": "/ready", "timeout": "2s"},
+    }
+    manager = {
+        "@type": f"type.googleapis.com/{_HCM}",
+        "stat_prefix": "readiness",
+        "route_config": {
+            "name": "readiness",
+            "virtual_hosts": [{"name": "readiness", "domains": ["*"], "routes": [route]}],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": f"type.googleapis.com/{_ROUTER}"},
+            }
+        ],
+    }
+    listener = {
+        "name": "readiness",
+        "address": _socket_address(host, port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
+    }
+    cluster = {
+        "name": READINESS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": READINESS_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _socket_address(admin_host, admin_port)}}
+                    ]
+                }
+            ],
+        },
+    }
+    return listener, cluster
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -377,6 +455,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_ADMIN_ADDRESS,
         metavar="HOST:PORT",
         help=f"Envoy admin listener (default {DEFAULT_ADMIN_ADDRESS})",
+    )
+    parser.add_argument(
+        "--readiness-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve GET /healthz/ready here (Envoy's /ready, proxied from the admin "
+        "listener, which stays private): a kubelet's readiness probe, as pilot-agent's 15021",
     )
     parser.add_argument(
         "--meta",
@@ -484,6 +569,7 @@ def run(args: argparse.Namespace) -> int:
             token_file=getattr(args, "token_file", None),
             xds_root_cert=getattr(args, "xds_root_cert", None),
             xds_server_name=getattr(args, "xds_server_name", DEFAULT_XDS_SERVER_NAME),
+            readiness_address=getattr(args, "readiness_address", None),
         )
     except BootstrapError as err:
         print(f"istiolite bootstrap: {err}", file=sys.stderr)

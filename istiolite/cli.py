@@ -149,6 +149,15 @@ def _add_webhooks(p: argparse.ArgumentParser) -> None:
         'annotation sidecar.istio.io/nativeSidecar: "true")',
     )
     p.add_argument(
+        "--gateway-deployment",
+        action=argparse.BooleanOptionalAction,
+        default=env_default("GATEWAY_DEPLOYMENT", "true") not in ("0", "false"),
+        help="with Kubernetes, give every Gateway of class istio/istiolite without "
+        "spec.addresses its own Deployment, Service and ServiceAccount, as istiod's "
+        "PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER (default on; the proxy is the "
+        "--injection-flavor's image)",
+    )
+    p.add_argument(
         "--token-issuer-key",
         type=Path,
         default=Path(env_default("TOKEN_ISSUER_KEY", ""))
@@ -354,6 +363,7 @@ def _serve(args: argparse.Namespace) -> int:
         envoy_image=args.envoy_image,
         istiolite_image=args.istiolite_image,
         native_sidecars=args.native_sidecars,
+        gateway_deployment=args.gateway_deployment,
     )
 
     async def main() -> None:

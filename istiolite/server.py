@@ -23,6 +23,7 @@ from istiolite.model.store import ChangeSet, ConfigStore
 from istiolite.networking.generator import ConfigGenerator
 from istiolite.networking.resource import Resource
 from istiolite.operator.cluster import ClusterOperator
+from istiolite.operator.gateway_children import GatewayDeploymentConfig
 from istiolite.operator.leader import LeaseTimings
 from istiolite.push.cache import ResourceCache
 from istiolite.push.context import ConfigWarning, PushContext
@@ -208,19 +209,17 @@ class Istiolite:
         namespace = self.ads.context.namespaces.get(name)
         return None if namespace is None else dict(namespace.meta.labels)
 
-    async def _start_webhooks(self) -> None:
-        """/validate and /inject on --webhook-addr, HTTPS with a mesh CA certificate."""
+    def _injection_config(self) -> InjectionConfig:
+        """The proxy /inject adds and the gateway deployment runs."""
         settings = self.settings
-        if not settings.webhook_addr:
-            return
         flavor = next((f for f in FLAVORS if f == settings.injection_flavor), None)
         if flavor is None:
             raise ValueError(
                 f"injection flavor {settings.injection_flavor!r}: not one of {FLAVORS}"
             )
-        # Sidecars reach the CA and xDS through the Service (istiod.istio-system.svc:15012),
+        # Proxies reach the CA and xDS through the Service (istiod.istio-system.svc:15012),
         # whatever address this process binds.
-        injection = InjectionConfig(
+        return InjectionConfig(
             flavor=flavor,
             proxy_image=settings.proxy_image,
             envoy_image=settings.envoy_image,
@@ -230,6 +229,13 @@ class Istiolite:
             cluster_id=settings.cluster_id,
             native_sidecars=settings.native_sidecars,
         )
+
+    async def _start_webhooks(self) -> None:
+        """/validate and /inject on --webhook-addr, HTTPS with a mesh CA certificate."""
+        settings = self.settings
+        if not settings.webhook_addr:
+            return
+        injection = self._injection_config()
         self.webhooks = WebhookServer(
             self.ca,
             dns_names=serving_names(settings.extra_sans),
@@ -303,6 +309,11 @@ class Istiolite:
                 watch_namespaces=self.settings.watch_namespaces,
                 # The Gateway API status of the latest push, written by the leader.
                 gateway_status=lambda: self.pusher.context.gateway_api_status(),
+                gateway_deployment=GatewayDeploymentConfig(
+                    self._injection_config(), domain=self.settings.domain
+                )
+                if self.settings.gateway_deployment
+                else None,
             )
             await self.operator.load_ca(stop)
             if (

@@ -108,3 +108,5 @@ class Settings:
     envoy_image: str = "docker.io/envoyproxy/envoy:v1.32-latest"
     istiolite_image: str = "istiolite:dev"
     native_sidecars: bool = False
+    # With Kubernetes: Deployment + Service + ServiceAccount for each Gateway of ours.
+    gateway_deployment: bool = True

@@ -12,6 +12,7 @@ from typing import Any
 from istiolite.logs import get_logger
 from istiolite.model.meta import ObjectKey
 from istiolite.operator.ca_secret import ClusterCA
+from istiolite.operator.gateway_children import GatewayDeploymentConfig
 from istiolite.operator.leader import LeaderElector, LeaseTimings, stop_elector
 from istiolite.operator.writers import LeaderWriters
 from istiolite.security.ca import CAError, MeshCA
@@ -37,6 +38,7 @@ class ClusterOperator:
         ca_in_cluster: bool,
         watch_namespaces: frozenset[str] | None = None,
         gateway_status: Callable[[], Mapping[ObjectKey, dict[str, Any]]] | None = None,
+        gateway_deployment: GatewayDeploymentConfig | None = None,
     ) -> None:
         self._ca = ca
         self.namespace = namespace
@@ -47,6 +49,7 @@ class ClusterOperator:
             ca.trust_bundle,
             results=self._results,
             gateway_status=gateway_status,
+            gateway_deployment=gateway_deployment,
             namespaces=watch_namespaces,
             options=InformerOptions(namespaces=watch_namespaces),
         )
@@ -111,4 +114,6 @@ class ClusterOperator:
         out["root_configmaps_written"] = publisher.writes if publisher is not None else 0
         status = self.writers.status
         out["status_written"] = status.writes if status is not None else 0
+        deployer = self.writers.gateway_deployer
+        out["gateway_children_written"] = deployer.writes if deployer is not None else 0
         return out

@@ -94,9 +94,12 @@ class GatewayApiStatusWriter:
         *,
         workers: int = WORKERS,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        addresses: Callable[[ObjectKey], list[dict[str, str]] | None] | None = None,
     ) -> None:
         self._api = api
         self._statuses = statuses
+        # A Gateway's status.addresses, from the Service the gateway deployment made for it.
+        self._addresses = addresses
         self._workers = workers
         self._now = now
         self.queue: WorkQueue[ObjectKey] = WorkQueue()
@@ -122,6 +125,9 @@ class GatewayApiStatusWriter:
             return
         if desired is None:
             desired = {"parents": []}  # none of its parents is ours now: drop our entries only
+        addresses = self._addresses(key) if self._addresses is not None else None
+        if addresses is not None:
+            desired = {**desired, "addresses": addresses}
         if self._known.get(key) == desired:
             return
         ref = ObjectRef(

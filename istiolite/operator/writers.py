@@ -15,6 +15,8 @@ from typing import Any
 from istiolite.logs import get_logger
 from istiolite.model.meta import ObjectKey
 from istiolite.operator.gateway_api_status import GatewayApiStatusWriter
+from istiolite.operator.gateway_children import GatewayDeploymentConfig
+from istiolite.operator.gateway_deployment import GatewayDeployer
 from istiolite.operator.root_configmaps import CONFIGMAP_NAME, RootCertPublisher
 from istiolite.operator.status import StatusWriter
 from istiolite.operator.webhook_ca_bundle import CONFIGURATIONS, WebhookCaBundle
@@ -39,6 +41,7 @@ class LeaderWriters:
         *,
         results: Callable[[], Mapping[ObjectKey, ObjectResult]] | None = None,
         gateway_status: Callable[[], Mapping[ObjectKey, dict[str, Any]]] | None = None,
+        gateway_deployment: GatewayDeploymentConfig | None = None,
         namespaces: frozenset[str] | None = None,
         options: InformerOptions | None = None,
     ) -> None:
@@ -47,6 +50,8 @@ class LeaderWriters:
         self._results = results
         self._gateway_status = gateway_status
         self.gateway_api_status: GatewayApiStatusWriter | None = None
+        self._gateway_deployment = gateway_deployment
+        self.gateway_deployer: GatewayDeployer | None = None
         self._namespaces = namespaces
         self._options = options or InformerOptions()
         self.publisher: RootCertPublisher | None = None
@@ -94,8 +99,22 @@ class LeaderWriters:
         if self._results is not None:
             self.status = StatusWriter(self._kube, self._results)
             spawn(self.status.run(), "status-writer")
+        deployer = None
+        if self._gateway_deployment is not None:
+            deployer = GatewayDeployer(
+                self._kube,
+                self._gateway_deployment,
+                options=dataclasses.replace(self._options, namespaces=self._namespaces),
+                addresses_changed=lambda key: self.config_pushed_for(frozenset({key})),
+            )
+            self.gateway_deployer = deployer
+            spawn(deployer.run(), "gateway-deployment")
         if self._gateway_status is not None:
-            self.gateway_api_status = GatewayApiStatusWriter(self._kube, self._gateway_status)
+            self.gateway_api_status = GatewayApiStatusWriter(
+                self._kube,
+                self._gateway_status,
+                addresses=deployer.addresses if deployer is not None else None,
+            )
             spawn(self.gateway_api_status.run(), "gateway-api-status-writer")
         self._start_webhook_ca_bundle()
         log.info("leader writers started")
@@ -137,6 +156,10 @@ class LeaderWriters:
         if self.gateway_api_status is not None and self._tasks:
             self.gateway_api_status.changed()
 
+    def config_pushed_for(self, keys: frozenset[ObjectKey]) -> None:
+        if self.gateway_api_status is not None and self._tasks:
+            self.gateway_api_status.changed(keys)
+
     def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
@@ -145,6 +168,7 @@ class LeaderWriters:
         self.publisher = None
         self.status = None
         self.gateway_api_status = None
+        self.gateway_deployer = None
         self.webhook_ca_bundle = None
         if tasks:
             log.info("leader writers stopped")

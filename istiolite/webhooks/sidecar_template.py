@@ -215,11 +215,19 @@ def istio_proxy(config: InjectionConfig, workload: Workload) -> dict[str, Any]:
     }
 
 
-def envoy_bootstrap_init(config: InjectionConfig, workload: Workload) -> dict[str, Any]:
+def envoy_bootstrap_init(
+    config: InjectionConfig,
+    workload: Workload,
+    *,
+    proxy_type: str = "sidecar",
+    readiness_port: int = 0,
+) -> dict[str, Any]:
     """`istiolite bootstrap` writes the plain Envoy's bootstrap: Delta ADS to the secure port,
-    TLS verified against the mesh root, the service-account token on every call."""
+    TLS verified against the mesh root, the service-account token on every call. A gateway's
+    Envoy is a `router`."""
     node_id = (
-        f"sidecar~$(INSTANCE_IP)~$(POD_NAME).$(POD_NAMESPACE)~$(POD_NAMESPACE).svc.{config.domain}"
+        f"{proxy_type}~$(INSTANCE_IP)~$(POD_NAME).$(POD_NAMESPACE)"
+        f"~$(POD_NAMESPACE).svc.{config.domain}"
     )
     args = [
         "bootstrap",
@@ -231,12 +239,15 @@ def envoy_bootstrap_init(config: InjectionConfig, workload: Workload) -> dict[st
         "--meta", "NAMESPACE=$(POD_NAMESPACE)",
         "--meta", "SERVICE_ACCOUNT=$(SERVICE_ACCOUNT)",
         "--meta", f"CLUSTER_ID={config.cluster_id}",
-        "--meta", "INTERCEPTION_MODE=REDIRECT",
+        "--meta", f"INTERCEPTION_MODE={'REDIRECT' if proxy_type == 'sidecar' else 'NONE'}",
         "--meta", f"WORKLOAD_NAME={workload.workload_name}",
     ]  # fmt: skip
     for key, value in sorted(workload.labels.items()):
         # $ is not a label character, so nothing here reads as a $(VAR) reference.
         args += ["--label", f"{key}={value}"]
+    if readiness_port:
+        # GET /healthz/ready on the pod IP answered with Envoy's /ready (admin stays private).
+        args += ["--readiness-address", f"0.0.0.0:{readiness_port}"]
     args += ["--output", ENVOY_BOOTSTRAP]
     return {
         "name": BOOTSTRAP_CONTAINER,

@@ -251,10 +251,39 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
                 )
 
             wait_for(done, timeout=30, what="the leader's writes and a Lease renewal")
+            _edit_gateway_children(apiserver)
             time.sleep(0.5)
         finally:
             istiolite.stop()
         yield [c for r in list(apiserver.requests) if (c := _call(r)) is not None]
+
+
+def _edit_gateway_children(apiserver: KubeApiServer) -> None:
+    """The Gateway's ServiceAccount, Deployment and Service, made by the gateway deployment,
+    edited by someone else: the leader puts each back (an update)."""
+    children = (("v1", "ServiceAccount"), ("apps/v1", "Deployment"), ("v1", "Service"))
+    for api_version, kind in children:
+        wait_for(
+            lambda v=api_version, k=kind: apiserver.get(v, k, "shop", "edge-istio"),
+            timeout=30,
+            what=f"the Gateway's {kind}",
+        )
+    for api_version, kind in children:
+        obj = apiserver.get(api_version, kind, "shop", "edge-istio")
+        assert obj is not None
+        obj["metadata"]["labels"] = {"edited": "yes"}
+        apiserver.put(obj)
+    for api_version, kind in children:
+        wait_for(
+            lambda v=api_version, k=kind: (
+                (apiserver.get(v, k, "shop", "edge-istio") or {})
+                .get("metadata", {})
+                .get("labels", {})
+                .get("istio.io/gateway-name")
+            ),
+            timeout=30,
+            what=f"the Gateway's {kind} put back",
+        )
 
 
 def _create_certificate(port: int, token: str, apiserver: KubeApiServer) -> None:

@@ -319,3 +319,53 @@ async def test_outage_drops_connections_and_keeps_state(
     server.come_up()
     listed = await v1.list_namespaced_service("default")
     assert [s.metadata.name for s in listed.items] == ["kept"]
+
+
+def _owned(kind: str, api_version: str, name: str, owner: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "ownerReferences": [
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": owner["metadata"]["name"],
+                    "uid": owner["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+    }
+
+
+async def test_garbage_collection_of_owned_objects(
+    server: KubeApiServer, api: client.ApiClient
+) -> None:
+    """As the cluster's garbage collector: deleting an owner deletes what it owns (and what
+    those own), an object with another live owner stays, and propagationPolicy Orphan keeps
+    the dependents."""
+    owner = server.put(_service("owner"))
+    other = server.put(_service("other"))
+    dep = server.put(_owned("Deployment", "apps/v1", "child", owner))
+    server.put(_owned("ServiceAccount", "v1", "grandchild", dep))
+    shared = _owned("ConfigMap", "v1", "shared", owner)
+    shared["metadata"]["ownerReferences"].append(
+        {"apiVersion": "v1", "kind": "Service", "name": "other", "uid": other["metadata"]["uid"]}
+    )
+    server.put(shared)
+    core = client.CoreV1Api(api)
+    await core.delete_namespaced_service("owner", "default")
+    assert server.get("apps/v1", "Deployment", "default", "child") is None
+    assert server.get("v1", "ServiceAccount", "default", "grandchild") is None
+    assert server.get("v1", "ConfigMap", "default", "shared") is not None
+
+    kept_owner = server.put(_service("kept"))
+    server.put(_owned("Deployment", "apps/v1", "orphan", kept_owner))
+    await core.delete_namespaced_service(
+        "kept", "default", body=client.V1DeleteOptions(propagation_policy="Orphan")
+    )
+    assert server.get("apps/v1", "Deployment", "default", "orphan") is not None
+    assert server.get("v1", "Service", "default", "kept") is None

@@ -191,11 +191,22 @@ class KubeApiServer:
                 return stored
             return self._state.replace(rtype, namespace, body, subresource="all", require_rv=False)
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        propagation: str = "Background",
+    ) -> bool:
+        """Delete as a client would (owned objects are garbage-collected unless Orphan)."""
         with self._lock:
             rtype = self._state.type_of(api_version, kind)
             try:
-                gone = self._state.delete(rtype, namespace if rtype.namespaced else "", name)
+                gone = self._state.delete(
+                    rtype, namespace if rtype.namespaced else "", name, propagation=propagation
+                )
             except ApiError:
                 return False
             if kind == "CustomResourceDefinition":

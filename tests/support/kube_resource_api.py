@@ -212,6 +212,7 @@ class ResourceApi:
             return await self._patch(request, rtype, where)
         if method == "DELETE" and name and not where.subresource:
             precondition = None
+            propagation = request.query.get("propagationPolicy", "Background")
             raw = await request.read()
             if raw:
                 try:
@@ -220,8 +221,11 @@ class ResourceApi:
                     raise ApiError(400, "BadRequest", "DeleteOptions is not JSON") from None
                 if isinstance(options, dict):
                     precondition = (options.get("preconditions") or {}).get("resourceVersion")
+                    propagation = options.get("propagationPolicy") or propagation
             with self.lock:
-                gone = self.state.delete(rtype, where.namespace, name, precondition)
+                gone = self.state.delete(
+                    rtype, where.namespace, name, precondition, propagation=str(propagation)
+                )
                 if rtype.kind == "CustomResourceDefinition":
                     self._uninstall(gone)
             return self._json(request, gone)

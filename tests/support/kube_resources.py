@@ -99,6 +99,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
         fields=("addressType", "endpoints", "ports"),
     ),
     _builtin("coordination.k8s.io", "v1", "leases", "Lease", True, fields=("spec",)),
+    _builtin("apps", "v1", "deployments", "Deployment", True, status=True),
     _builtin(
         "apiextensions.k8s.io",
         "v1",
@@ -528,6 +529,8 @@ class ResourceState:
         obj.pop("kind", None)
         store[key] = obj
         self._record(Event(rv, "ADDED", rtype.storage, copy.deepcopy(obj), None))
+        if meta.get("ownerReferences"):
+            self._collect_garbage()  # created with owners that are all gone: collected
         return self.present(rtype, obj)
 
     def replace(
@@ -597,7 +600,50 @@ class ResourceState:
         return self.present(rtype, new)
 
     def delete(
-        self, rtype: ResourceType, namespace: str, name: str, precondition_rv: str | None = None
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        precondition_rv: str | None = None,
+        *,
+        propagation: str = "Background",
+    ) -> dict[str, Any]:
+        """Delete; then, unless `propagation` is Orphan, the garbage collector's work: every
+        object whose ownerReferences all name objects that no longer exist goes too (and its
+        own dependents after it). Done at once here; a real cluster does it shortly after."""
+        if propagation not in ("Background", "Foreground", "Orphan"):
+            raise ApiError(
+                400, "BadRequest", f"propagationPolicy: Unsupported value: {propagation!r}"
+            )
+        gone = self._delete_one(rtype, namespace, name, precondition_rv)
+        if propagation != "Orphan":
+            self._collect_garbage()
+        return gone
+
+    def _collect_garbage(self) -> None:
+        while True:
+            uids = {
+                obj["metadata"].get("uid")
+                for objs in self.objects.values()
+                for obj in objs.values()
+            }
+            orphans = [
+                (storage, key)
+                for storage, objs in self.objects.items()
+                for key, obj in objs.items()
+                if (owners := obj["metadata"].get("ownerReferences"))
+                and all(isinstance(o, dict) and o.get("uid") not in uids for o in owners)
+            ]
+            if not orphans:
+                return
+            for storage, key in orphans:
+                gone = self.objects[storage].pop(key)
+                rv = self._bump()
+                gone["metadata"]["resourceVersion"] = str(rv)
+                self._record(Event(rv, "DELETED", storage, copy.deepcopy(gone), None))
+
+    def _delete_one(
+        self, rtype: ResourceType, namespace: str, name: str, precondition_rv: str | None
     ) -> dict[str, Any]:
         key = (namespace if rtype.namespaced else "", name)
         store = self.objects[rtype.storage]

@@ -303,3 +303,26 @@ async def test_a_route_no_longer_ours_loses_only_our_entry(
     before, writes = reads(), _writes(apiserver)
     await writer.reconcile(route)
     assert (reads(), _writes(apiserver)) == (before, writes)
+
+
+async def test_gateway_addresses_from_the_deployment_hook(
+    apiserver: KubeApiServer, kube: KubeClient
+) -> None:
+    """status.addresses (from the Service the gateway deployment made) joins the computed
+    status, is written once per change, and leaves the conditions as they are."""
+    ctx = _setup(apiserver)
+    gateway = ObjectKey("KubernetesGateway", "web", "edge")
+    addresses: dict[ObjectKey, list[dict[str, str]]] = {}
+    writer = GatewayApiStatusWriter(kube, ctx.gateway_api_status, addresses=addresses.get)
+    await writer.reconcile(gateway)
+    before = apiserver.get(GW, "Gateway", "web", "edge")
+    assert before is not None and "addresses" not in before["status"]
+    addresses[gateway] = [{"type": "IPAddress", "value": "192.0.2.1"}]
+    await writer.reconcile(gateway)
+    await writer.reconcile(gateway)
+    after = apiserver.get(GW, "Gateway", "web", "edge")
+    assert after is not None
+    assert after["status"]["addresses"] == [{"type": "IPAddress", "value": "192.0.2.1"}]
+    assert after["status"]["conditions"] == before["status"]["conditions"]
+    assert after["status"]["listeners"] == before["status"]["listeners"]
+    assert _writes(apiserver) == 2
